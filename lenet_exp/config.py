@@ -1,0 +1,153 @@
+"""Checks a composed config before any work starts and turns it into plain typed settings.
+
+Defaults live in the YAML files under conf/; here are only the rules each key must obey. Every
+violation raises ConfigError with one line naming the key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lenet_exp.data import DATASETS
+
+_SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
+# Run from a source checkout, Hydra reads conf/ at the repo top; installed, the copy shipped in the package.
+CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://lenet_exp.conf"
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config or the overrides."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# Rules: name -> (predicate, what is allowed, in words)
+INT_GE_1 = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+INT_GE_0 = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+LIMIT = (lambda v: v is None or (_is_int(v) and v >= 1), "null (all examples) or an integer >= 1")
+BOOL = (lambda v: isinstance(v, bool), "true or false")
+TEXT = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
+
+
+def choice(*allowed: Any) -> tuple:
+    return (lambda v: v in allowed, "one of " + ", ".join(str(a).lower() for a in allowed))
+
+
+def check(key: str, value: Any, rule: tuple) -> None:
+    predicate, allowed = rule
+    if not predicate(value):
+        raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    name: str
+    root: str
+    download: bool
+    batch_size: int
+    limit_train: int | None
+    limit_test: int | None
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    epochs: int
+    log_points: int
+    progress: str | bool
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    name: str
+    channels_last: bool
+    amp: bool
+    compile: bool
+    eval_batch_size: int
+
+
+RULES = {
+    "data": {
+        "name": choice(*DATASETS),
+        "root": TEXT,
+        "download": BOOL,
+        "batch_size": INT_GE_1,
+        "limit_train": LIMIT,
+        "limit_test": LIMIT,
+    },
+    "trainer": {"epochs": INT_GE_1, "log_points": INT_GE_1, "progress": choice("auto", True, False)},
+    "device": {
+        "name": choice("auto", "cpu", "cuda", "mps"),
+        "channels_last": BOOL,
+        "amp": BOOL,
+        "compile": BOOL,
+        "eval_batch_size": INT_GE_1,
+    },
+}
+OPTIMIZER_RULES = {
+    "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+}
+
+
+def _section(cfg: DictConfig, name: str, cls: type) -> Any:
+    values = OmegaConf.to_container(cfg[name], resolve=True)
+    allowed = [f.name for f in fields(cls)]
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"{name}.{key}: unknown key; allowed keys: {', '.join(allowed)}")
+    for key in allowed:
+        if key not in values:
+            raise ConfigError(f"{name}.{key}: missing; set it in conf/{name}/ or on the command line")
+        check(f"{name}.{key}", values[key], RULES[name][key])
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked, typed settings of one run (model and optimizer stay as `_target_` nodes)."""
+
+    seed: int
+    deterministic: bool
+    data: DataSettings
+    trainer: TrainerSettings
+    device: DeviceSettings
+
+    @classmethod
+    def from_cfg(cls, cfg: DictConfig) -> Settings:
+        for key, rule in (("seed", INT_GE_0), ("deterministic", BOOL)):
+            check(key, cfg.get(key), rule)
+        for key, rule in OPTIMIZER_RULES.items():
+            if key in cfg.optimizer:
+                check(f"optimizer.{key}", cfg.optimizer[key], rule)
+        return cls(
+            seed=cfg.seed,
+            deterministic=cfg.deterministic,
+            data=_section(cfg, "data", DataSettings),
+            trainer=_section(cfg, "trainer", TrainerSettings),
+            device=_section(cfg, "device", DeviceSettings),
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for `device.name`; auto picks CUDA, then Apple MPS, then the CPU."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda: CUDA is not available on this machine; use device=auto or device=cpu")
+    if name == "mps" and not has_mps:
+        raise ConfigError("device.name=mps: Apple MPS is not available on this machine; use device=auto or device=cpu")
+    return torch.device(name)

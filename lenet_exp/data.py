@@ -1,0 +1,198 @@
+"""MNIST-style data sets as whole uint8 tensors: find, verify or download the IDX files, then slice batches.
+
+Search order for each data set: `<root>/<Folder>/raw` (torchvision's layout), a system copy
+(Debian/Ubuntu's `dataset-fashion-mnist` package), then a download through torchvision's data set
+class when `download` is true. Every file is checked (magic, shape, count, labels, checksum).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision import datasets as tv_datasets
+
+SPLITS = {"train": "train", "test": "t10k"}  # split -> file prefix of the official release
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # IDX headers: uint8 data with 3 dims / 1 dim
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a data set's files live and what they must contain."""
+
+    tv_class: type  # torchvision data set class, used for the download
+    system_dirs: tuple[str, ...]  # folders of system packages holding the .gz files
+    counts: dict  # split -> number of examples
+    md5: dict  # file name (uncompressed) -> md5 of its uncompressed bytes
+
+    @property
+    def folder(self) -> str:
+        return self.tv_class.__name__  # torchvision's raw folder name: <root>/<folder>/raw
+
+
+DATASETS = {
+    "fashion_mnist": DatasetSpec(
+        tv_datasets.FashionMNIST,
+        ("/usr/share/datasets/fashion-mnist",),
+        {"train": 60000, "test": 10000},
+        {
+            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+    ),
+    "mnist": DatasetSpec(
+        tv_datasets.MNIST,
+        ("/usr/share/datasets/mnist",),
+        {"train": 60000, "test": 10000},
+        {
+            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+        },
+    ),
+}
+
+
+class DataError(Exception):
+    """A data file is missing, damaged or not what it claims to be; the message names file and remedy."""
+
+
+@dataclass
+class Split:
+    """One split as tensors: images (N, 28, 28) uint8, labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, limit: int | None) -> Split:
+        return self if limit is None else Split(self.images[:limit], self.labels[:limit])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """The uncompressed bytes of a raw or gzipped IDX file."""
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot read ({e}); the file is truncated or corrupt, delete it and rerun") from None
+
+
+def parse_idx(data: bytes, path: Path, kind: str) -> torch.Tensor:
+    """Check an IDX payload (magic, 28x28 images or 0-9 labels, size) and return it as a uint8 tensor."""
+    magic, ndim = (IMAGE_MAGIC, 3) if kind == "images" else (LABEL_MAGIC, 1)
+    header = 4 + 4 * ndim
+    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
+        found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+        raise DataError(f"{path}: not an IDX {kind} file (magic {found}, expected {magic}); replace the file")
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if kind == "images" and dims[1:] != [28, 28]:
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28; replace the file")
+    expected = header + dims[0] * (784 if kind == "images" else 1)
+    if len(data) != expected:
+        raise DataError(
+            f"{path}: {len(data)} bytes for {dims[0]} {kind}, expected {expected}; "
+            "the file is truncated or corrupt, delete it and rerun"
+        )
+    tensor = torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(dims)
+    if kind == "labels" and len(tensor) and int(tensor.max()) > 9:
+        raise DataError(f"{path}: label {int(tensor.max())} out of range 0-9; replace the file")
+    return tensor
+
+
+def load_idx(path: Path, kind: str, md5: str | None = None) -> torch.Tensor:
+    """Read, check and return one IDX file (`kind` is 'images' or 'labels'), raw or .gz."""
+    data = read_idx_bytes(path)
+    if md5 is not None and hashlib.md5(data).hexdigest() != md5:
+        raise DataError(
+            f"{path}: checksum mismatch (md5 {hashlib.md5(data).hexdigest()}, expected {md5}); "
+            "the file is corrupt or not the official release, delete it and rerun"
+        )
+    return parse_idx(data, path, kind)
+
+
+def _file(folder: Path, name: str) -> Path | None:
+    """The raw or gzipped copy of an IDX file in a folder, raw first."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _complete(folder: Path, spec: DatasetSpec) -> bool:
+    return all(_file(folder, name) for name in spec.md5)
+
+
+def load_split(folder: Path, spec: DatasetSpec, split: str) -> Split:
+    """Load and check one split of a data set from a folder holding the official IDX files."""
+    prefix = SPLITS[split]
+    names = {kind: f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte" for kind in ("images", "labels")}
+    paths = {kind: _file(folder, name) for kind, name in names.items()}
+    tensors = {kind: load_idx(paths[kind], kind, spec.md5.get(names[kind])) for kind in names}
+    images, labels = tensors["images"], tensors["labels"].long()
+    if len(images) != spec.counts[split] or len(labels) != spec.counts[split]:
+        raise DataError(
+            f"{paths['images']}: {len(images)} images and {len(labels)} labels, "
+            f"expected {spec.counts[split]} of each; replace the files"
+        )
+    return Split(images, labels)
+
+
+def _download(spec: DatasetSpec, raw_dir: Path) -> None:
+    """Fetch the files with torchvision into a scratch folder, check them, then move them into place.
+
+    A download broken midway leaves only the scratch folder, which is never read as data.
+    """
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=raw_dir.parent))
+    try:
+        spec.tv_class(root=str(scratch), train=True, download=True)
+        fetched = scratch / spec.folder / "raw"
+        for split in SPLITS:
+            load_split(fetched, spec, split)  # refuse anything that fails the checks
+        for name in spec.md5:
+            (fetched / name).replace(raw_dir / name)
+    except DataError:
+        raise
+    except Exception as e:  # network and mirror errors come in many types
+        raise DataError(f"download of {spec.folder} into {raw_dir} failed: {e}".splitlines()[0]) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Split]:
+    """The (train, test) splits of a data set, from root, a system copy, or a fresh download."""
+    spec = DATASETS[name]
+    raw_dir = Path(root) / spec.folder / "raw"
+    tried = [raw_dir, *map(Path, spec.system_dirs)]
+    folder = next((f for f in tried if _complete(f, spec)), None)
+    if folder is None and download:
+        _download(spec, raw_dir)
+        folder = raw_dir
+    if folder is None:
+        raise DataError(
+            f"{name}: files not found in {', '.join(map(str, tried))}; "
+            f"fixes: set data.download=true, point data.root at a folder holding {spec.folder}/raw/, "
+            "or install the system package (apt-get install dataset-fashion-mnist)"
+        )
+    return load_split(folder, spec, "train"), load_split(folder, spec, "test")
+
+
+def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1], as torchvision's ToTensor scales."""
+    x = images.unsqueeze(1).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

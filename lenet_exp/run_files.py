@@ -1,0 +1,85 @@
+"""The files of a run folder that outlive the process: metrics.json and checkpoints, written atomically.
+
+Every write goes to a temporary file in the same folder, is flushed to disk, then renamed over the
+target, so a kill at any instant leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METRICS = "metrics.json"
+LAST = "checkpoints/last.pt"  # full training state for resuming, rewritten every epoch and on interrupt
+BEST = "checkpoints/best.pt"  # model weights of the epoch with the best test accuracy
+FINAL = "checkpoints/final.pt"  # model weights at the end of a completed run
+
+
+class CheckpointError(Exception):
+    """A checkpoint exists but cannot be used; the message names the file and the remedy."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run files are for everyone to read
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity become null, so metrics.json stays standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    atomic_write(run_dir / METRICS, (json.dumps(_json_safe(metrics), indent=2) + "\n").encode())
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """The run's metrics.json, or None when there is none or it is unreadable."""
+    try:
+        return json.loads((run_dir / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_checkpoint(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a training-state checkpoint, refusing a damaged one with a clear message."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "model" not in state or "progress" not in state:
+            raise ValueError("not a lenet_exp training state")
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]}); "
+            "delete it to start the run over, or use a new output folder"
+        ) from None
+    return state

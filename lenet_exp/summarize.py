@@ -1,0 +1,174 @@
+"""Sweep summary: one row per job from its metrics.json, best test accuracy first.
+
+Writes summary.csv, summary.md (with the command that reruns the best setting) and summary.png
+into the sweep folder. Each job refreshes it when it ends, and the sweep once more at its end; it
+can be rebuilt at any time, for a finished, running or interrupted sweep:
+
+    python -m lenet_exp.summarize multirun/2026-11-27/21-40-00
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from itertools import groupby
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from lenet_exp.run_files import atomic_write, read_metrics
+
+METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
+SKIPPED_KEYS = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what was trained
+
+
+def _value(text: str):
+    """An override's value as YAML reads it (0.1 -> float, relu -> str)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+    """The rows (one per job folder, best test accuracy first) and the swept keys, in override order."""
+    rows = []
+    for job_dir in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()):
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        pairs = [o.lstrip("+~").split("=", 1) for o in overrides if "=" in o]
+        metrics = read_metrics(job_dir) or {"status": "not started", "epochs_completed": 0}
+        num = job_dir.name.split("_", 1)[0]
+        rows.append({
+            "job": int(num) if num.isdigit() else job_dir.name,
+            "overrides": {k: v for k, v in pairs if not k.startswith(SKIPPED_KEYS)},
+            **{c: metrics.get(c) for c in METRIC_COLUMNS},
+            "run_dir": job_dir.name,
+            "error": metrics.get("error", ""),
+            "history": metrics.get("history", {}).get("test_acc", []),
+        })
+    keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
+    varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+    rows.sort(key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), str(r["job"])))
+    return rows, varying if len(rows) > 1 else keys
+
+
+def to_csv(rows: list[dict], keys: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["job", *keys, *METRIC_COLUMNS, "run_dir", "error"])
+    for r in rows:
+        writer.writerow([r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS), r["run_dir"], r["error"]])
+    return out.getvalue()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value >= 100 else f"{value:.4f}"
+    return str(value)
+
+
+def to_markdown(sweep_dir: Path, rows: list[dict], keys: list[str]) -> str:
+    header = ["job", *keys, *METRIC_COLUMNS]
+    lines = [f"# Sweep summary: {sweep_dir}", ""]
+    counts = {s: len(list(g)) for s, g in groupby(sorted(str(r["status"]) for r in rows))}
+    lines += [f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
+    best = next((r for r in rows if r["status"] == "completed"), None)
+    if best:
+        args = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
+        lines += [f"Best: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:", "", f"    python -m lenet_exp {args}", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS)]
+        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+    errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
+    return "\n".join(lines + ([ "", "Errors:", *errors] if errors else [])) + "\n"
+
+
+def to_png(rows: list[dict], keys: list[str]) -> bytes:
+    """Test accuracy against each swept numeric value (a line per setting of the other keys), and every job's test-acc curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = [k for k in keys if all(isinstance(_value(r["overrides"].get(k, "")), (int, float)) for r in rows)]
+    panels = max(len(numeric), 1) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    axes = axes[0]
+    done = [r for r in rows if r["test_acc"] is not None]
+    for ax, key in zip(axes, numeric):
+        others = [k for k in keys if k != key]
+        label = lambda r: ", ".join(f"{k}={r['overrides'].get(k)}" for k in others) or "test acc"  # noqa: E731
+        for name, group in groupby(sorted(done, key=label), key=label):
+            points = sorted((_value(r["overrides"][key]), r["test_acc"]) for r in group)
+            ax.plot(*zip(*points), marker="o", label=name)
+        values = [_value(r["overrides"][key]) for r in rows]
+        if min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel="final test acc", title=f"test acc vs {key}")
+        ax.grid(alpha=0.3)
+        if done:
+            ax.legend(fontsize=8)
+    if not numeric:
+        names = [", ".join(f"{k}={r['overrides'].get(k)}" for k in keys) or str(r["job"]) for r in done]
+        axes[0].barh(names[::-1], [r["test_acc"] for r in done][::-1])
+        axes[0].set(xlabel="final test acc", title="test acc per job (best on top)")
+    curves = axes[-1]
+    for r in sorted(rows, key=lambda r: str(r["job"])):
+        if r["history"]:
+            name = ",".join(f"{k}={r['overrides'].get(k)}" for k in keys) or str(r["job"])
+            curves.plot(range(1, len(r["history"]) + 1), r["history"], marker=".", label=f"{r['job']}: {name}")
+    curves.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
+    curves.grid(alpha=0.3)
+    if any(r["history"] for r in rows):
+        curves.legend(fontsize=7)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def write_summary(sweep_dir: Path) -> list[dict]:
+    """Rebuild summary.csv, summary.md and summary.png in a sweep folder; returns the rows, best first."""
+    rows, keys = collect(sweep_dir)
+    if not rows:
+        return rows
+    atomic_write(sweep_dir / "summary.csv", to_csv(rows, keys).encode())
+    atomic_write(sweep_dir / "summary.md", to_markdown(sweep_dir, rows, keys).encode())
+    atomic_write(sweep_dir / "summary.png", to_png(rows, keys))
+    return rows
+
+
+class SummaryCallback(Callback):
+    """At the end of a --multirun: write the summary, print it, and exit non-zero if a job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir)
+        print((sweep_dir / "summary.md").read_text() if rows else f"{sweep_dir}: no jobs ran")
+        failed = [r for r in rows if r["status"] == "failed"]
+        if failed:
+            sys.exit(f"{len(failed)} of {len(rows)} jobs failed; see {sweep_dir / 'summary.md'}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m lenet_exp.summarize <sweep folder>", file=sys.stderr)
+        return 2
+    rows = write_summary(Path(argv[0]))
+    if not rows:
+        print(f"Error: {argv[0]}: no job folders (with .hydra/overrides.yaml) found", file=sys.stderr)
+        return 1
+    print((Path(argv[0]) / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

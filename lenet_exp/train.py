@@ -1,0 +1,293 @@
+"""One training run with the textbook's semantics, fed from data resident on the device.
+
+`train(cfg, run_dir)` builds the parts from a composed config, trains, evaluates once an epoch and
+writes everything into `run_dir`: TensorBoard events, metrics.json and checkpoints. It resumes from
+`run_dir/checkpoints/last.pt` when an earlier try left one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from lenet_exp import logger as tb
+from lenet_exp import run_files
+from lenet_exp.config import ConfigError, Settings, resolve_device
+from lenet_exp.data import Split, load_dataset, to_input
+from lenet_exp.model import shape_table
+
+log = logging.getLogger(__name__)
+# Keys that may change between an interrupted try and its resumption without changing the result.
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "data.root", "data.download", "device")
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a checkpoint can be saved."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed in the current epoch
+    global_step: int = 0  # steps completed in all
+    loss_sum: float = 0.0  # current epoch: summed per-example loss
+    correct: int = 0  # current epoch: correct predictions
+    seen: int = 0  # current epoch: examples trained on
+    train_seconds: float = 0.0  # time spent in training steps, all epochs
+    examples: int = 0  # examples trained on, all epochs
+    history: dict = field(default_factory=lambda: {"train_loss": [], "train_acc": [], "test_acc": []})
+
+    @property
+    def best_test_acc(self) -> float | None:
+        return max(self.history["test_acc"], default=None)
+
+
+def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
+    torch.manual_seed(settings.seed)
+    try:
+        activation = instantiate(cfg.activation, _partial_=True)
+        model = instantiate(cfg.model, activation=activation)
+        model = model.to(device, memory_format=torch.channels_last if settings.device.channels_last else None)
+        optimizer = instantiate(cfg.optimizer)(model.parameters())
+    except (InstantiationException, TypeError, ValueError) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return model, optimizer
+
+
+def log_steps(num_batches: int, points: int) -> set[int]:
+    """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last one included."""
+    return {math.ceil(num_batches * (k + 1) / points) for k in range(points)}
+
+
+def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, on_log, stop: StopSignals) -> bool:
+    """Train from step p.step to the end of the epoch; False when a stop signal cut it short."""
+    bs, amp = s.data.batch_size, s.device.amp and data.images.is_cuda
+    num_batches = math.ceil(len(data) / bs)
+    points = log_steps(num_batches, s.trainer.log_points)
+    loss_sum = torch.tensor(p.loss_sum, device=data.images.device)  # accumulated on the device: no sync per step
+    correct = torch.tensor(p.correct, device=data.images.device)
+    for step in range(p.step, num_batches):
+        if stop.signum is not None:
+            break
+        idx = order[step * bs : (step + 1) * bs]
+        x, y = to_input(data.images[idx], s.device.channels_last), data.labels[idx]  # (B, 1, 28, 28), (B,)
+        with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+            logits = model(x)  # (B, 10)
+            loss = nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(dim=1) == y).sum()
+        p.step, p.global_step, p.seen = step + 1, p.global_step + 1, p.seen + len(y)
+        if step + 1 in points:
+            p.loss_sum, p.correct = loss_sum.item(), int(correct.item())  # the only syncs of the epoch
+            if not on_log():
+                return True
+    p.loss_sum, p.correct = loss_sum.item(), int(correct.item())
+    return p.step == num_batches
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Split, s: Settings) -> float:
+    """Accuracy on a split, in large batches."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
+    for i in range(0, len(data), s.device.eval_batch_size):
+        x = to_input(data.images[i : i + s.device.eval_batch_size], s.device.channels_last)
+        with torch.autocast("cuda", torch.bfloat16, enabled=s.device.amp and x.is_cuda):
+            correct += (model(x).argmax(dim=1) == data.labels[i : i + len(x)]).sum()
+    model.train()
+    return correct.item() / len(data)
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The shuffle of one epoch: a permutation seeded by (seed, epoch), the same on every device."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def set_determinism(deterministic: bool) -> None:
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def _settings_for_check(cfg: DictConfig) -> dict:
+    """The config as a flat dict without the keys a resumption may change."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if not k.startswith(RESUMABLE_CHANGES) and not k.startswith("hydra")}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _resume(run_dir: Path, cfg: DictConfig, model, optimizer) -> Progress | None:
+    path = run_dir / run_files.LAST
+    if not path.exists():
+        return None
+    state = run_files.load_checkpoint(path)
+    now, then = _settings_for_check(cfg), state.get("settings", {})
+    changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    if changed:
+        k = changed[0]
+        raise ConfigError(
+            f"{run_dir} holds a run with other settings ({k}={then.get(k)!r} there, {now.get(k)!r} now); "
+            "rerun with the same overrides, or choose a new output folder"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return Progress(**state["progress"])
+
+
+def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "progress": asdict(p),
+        "settings": _settings_for_check(cfg),
+    }
+    run_files.save_checkpoint(run_dir / run_files.LAST, state)
+
+
+def metrics_of(p: Progress, status: str, device: torch.device, error: str | None = None) -> dict:
+    """The run's figures as metrics.json holds them."""
+    last = {k: (v[-1] if v else None) for k, v in p.history.items()}
+    return {
+        "status": status,
+        "epochs_completed": p.epoch,
+        "train_loss": last["train_loss"],
+        "train_acc": last["train_acc"],
+        "test_acc": last["test_acc"],
+        "best_test_acc": p.best_test_acc,
+        "examples_per_sec": p.examples / p.train_seconds if p.train_seconds else None,
+        "train_seconds": p.train_seconds,
+        "device": str(device),
+        "history": p.history,
+        **({"error": error} if error else {}),
+    }
+
+
+def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
+    """Train the configured model in `run_dir` (resuming what an earlier try left) and return metrics.json's figures."""
+    s = Settings.from_cfg(cfg)
+    device = resolve_device(s.device.name)
+    set_determinism(s.deterministic)
+    model, optimizer = build(cfg, s, device)
+    p = _resume(run_dir, cfg, model, optimizer) or Progress()
+    train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
+    train_set, test_set = train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
+    net = torch.compile(model) if s.device.compile else model
+    lr = optimizer.param_groups[0]["lr"]
+    logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else None)
+    if p.global_step == 0:
+        lines = shape_table(model, model.input_shape)
+        log.info("Layer output shapes:\n%s", "\n".join(lines))
+        logger.text("model/shapes", lines)
+    log.info("Training on %s: %d train / %d test examples, %d epochs", device, len(train_set), len(test_set), s.trainer.epochs)
+    num_batches = math.ceil(len(train_set) / s.data.batch_size)
+    show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
+    status = "running"
+
+    def on_log() -> bool:  # at each log point: record, show, and stop on a non-finite loss
+        nonlocal status
+        loss, acc = p.loss_sum / p.seen, p.correct / p.seen
+        logger.scalars(p.global_step, {tb.TRAIN_LOSS: loss, tb.TRAIN_ACC: acc})
+        bar.update(p.step - bar.n)
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        if not math.isfinite(loss):
+            status = "diverged"
+        return status == "running"
+
+    with StopSignals() as stop:
+        while p.epoch < s.trainer.epochs and status == "running":
+            bar = tqdm(total=num_batches, initial=p.step, desc=f"epoch {p.epoch + 1}/{s.trainer.epochs}", disable=not show, leave=False)
+            order = epoch_order(len(train_set), s.seed, p.epoch, device)
+            seen_before, start = p.seen, time.perf_counter()
+            finished = train_epoch(net, optimizer, train_set, order, p, s, on_log, stop)
+            p.train_seconds += time.perf_counter() - start  # train_epoch ends with a sync
+            p.examples += p.seen - seen_before
+            bar.close()
+            if status != "running":
+                break
+            if not finished:
+                _checkpoint(run_dir, cfg, model, optimizer, p)
+                run_files.write_metrics(run_dir, metrics_of(p, "interrupted", device))
+                logger.close()
+                raise Interrupted(stop.signum)
+            test_acc = evaluate(net, test_set, s)
+            for key, value in (("train_loss", p.loss_sum / p.seen), ("train_acc", p.correct / p.seen), ("test_acc", test_acc)):
+                p.history[key].append(value)
+            is_best = test_acc == p.best_test_acc
+            p.epoch, p.step, p.loss_sum, p.correct, p.seen = p.epoch + 1, 0, 0.0, 0, 0
+            speed = p.examples / p.train_seconds
+            logger.scalars(p.global_step, {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
+            log.info(
+                "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec",
+                p.epoch, s.trainer.epochs, p.history["train_loss"][-1], p.history["train_acc"][-1], test_acc, speed,
+            )
+            if is_best:
+                run_files.save_checkpoint(run_dir / run_files.BEST, model.state_dict())
+            _checkpoint(run_dir, cfg, model, optimizer, p)
+            run_files.write_metrics(run_dir, metrics_of(p, "running", device))
+    if status == "diverged":
+        log.warning("loss became non-finite at step %d: stopping this run as diverged", p.global_step)
+    else:
+        status = "completed"
+        run_files.save_checkpoint(run_dir / run_files.FINAL, model.state_dict())
+    metrics = metrics_of(p, status, device)
+    logger.hparams(hparams)
+    logger.close()
+    run_files.write_metrics(run_dir, metrics)
+    return metrics
