@@ -54,10 +54,6 @@ def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
-    done = run_files.read_metrics(run_dir)
-    if done and done.get("status") == "completed" and done["epochs_completed"] >= cfg.trainer.epochs:
-        print(f"{run_dir} already holds a completed run (test acc {done['test_acc']:.4f}): not retraining.")
-        return done["test_acc"]
     try:
         metrics = train(cfg, run_dir, hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices)))
         return math.nan if metrics["test_acc"] is None else metrics["test_acc"]

@@ -169,7 +169,11 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
     except DataError:
         raise
     except Exception as e:  # network and mirror errors come in many types
-        raise DataError(f"download of {spec.folder} into {raw_dir} failed: {e}".splitlines()[0]) from None
+        reason = " ".join(str(e).split())[:400]
+        raise DataError(
+            f"download of {spec.folder} into {raw_dir} failed: {reason}; check the network, "
+            "or put the files in data.root (or install the system package) and set data.download=false"
+        ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -32,9 +32,9 @@ class LeNet(nn.Sequential):
         init: str = "xavier_uniform",
     ) -> None:
         if pool not in POOLS:
-            raise ValueError(f"model.pool={pool!r}: allowed values are {', '.join(POOLS)}")
+            raise ValueError(f"pool={pool!r}: allowed values are {', '.join(POOLS)}")
         if init not in INITS:
-            raise ValueError(f"model.init={init!r}: allowed values are {', '.join(INITS)}")
+            raise ValueError(f"init={init!r}: allowed values are {', '.join(INITS)}")
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size
         for i, out_channels in enumerate(conv_channels):
@@ -48,7 +48,7 @@ class LeNet(nn.Sequential):
             channels = out_channels
             if size < 1:
                 raise ValueError(
-                    f"model: a {image_size}x{image_size} input shrinks to nothing after conv {i + 1}; "
+                    f"a {image_size}x{image_size} input shrinks to nothing after conv {i + 1}; "
                     "use fewer conv_channels, a smaller kernel_size or more padding"
                 )
         layers.append(nn.Flatten())

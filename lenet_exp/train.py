@@ -87,14 +87,21 @@ class Progress:
 def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
     torch.manual_seed(settings.seed)
-    try:
-        activation = instantiate(cfg.activation, _partial_=True)
-        model = instantiate(cfg.model, activation=activation)
-        model = model.to(device, memory_format=torch.channels_last if settings.device.channels_last else None)
-        optimizer = instantiate(cfg.optimizer)(model.parameters())
-    except (InstantiationException, TypeError, ValueError) as e:
-        raise ConfigError(" ".join(str(e).split())) from None
-    return model, optimizer
+    parts: dict = {}
+    for group, make in (
+        ("activation", lambda: instantiate(cfg.activation, _partial_=True)),
+        ("model", lambda: instantiate(cfg.model, activation=parts["activation"])),
+        ("optimizer", lambda: instantiate(cfg.optimizer)(parts["model"].parameters())),
+    ):
+        try:
+            parts[group] = make()
+        except (InstantiationException, TypeError, ValueError) as e:
+            cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+            raise ConfigError(f"{group}: " + " ".join(str(cause).split())) from None
+        if group == "model":
+            layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
+            parts["model"] = parts["model"].to(device, memory_format=layout)
+    return parts["model"], parts["optimizer"]
 
 
 def log_steps(num_batches: int, points: int) -> set[int]:
@@ -226,6 +233,10 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
     set_determinism(s.deterministic)
     model, optimizer = build(cfg, s, device)
     p = _resume(run_dir, cfg, model, optimizer) or Progress()
+    done = run_files.read_metrics(run_dir)
+    if done and done.get("status") == "completed" and p.epoch >= s.trainer.epochs:
+        print(f"{run_dir} already holds this run, completed (test acc {done['test_acc']:.4f}): not retraining.")
+        return done
     train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
     train_set, test_set = train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
     net = torch.compile(model) if s.device.compile else model

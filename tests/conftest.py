@@ -1,0 +1,37 @@
+"""Fixtures: a compose() of the real config shrunk to a quick CPU run writing under tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from helpers import SMALL, SYSTEM_FASHION_MNIST
+from lenet_exp.config import CONFIG_PATH
+
+
+@pytest.fixture
+def fashion_mnist() -> None:
+    """Real Fashion-MNIST from the system package (.ci/run installs it)."""
+    if not (SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("needs the dataset-fashion-mnist system package")
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """compose(overrides) -> the project's config, shrunk to a quick CPU run with data.root under tmp_path."""
+
+    def make(*overrides: str, small: bool = True) -> DictConfig:
+        base = [*SMALL, f"data.root={tmp_path / 'data'}"] if small else []
+        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+            return compose("config", overrides=[*base, *overrides])
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state():
+    """Tests that train in-process must not leak determinism settings into each other."""
+    yield
+    torch.use_deterministic_algorithms(False)

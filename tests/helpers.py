@@ -1,0 +1,73 @@
+"""Shared test helpers: the real command as a subprocess, IDX file writers, TensorBoard readers."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# A small, quick run on the CPU: a slice of real Fashion-MNIST, nothing downloaded.
+SMALL = ["device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=512", "trainer.epochs=2"]
+
+
+def run_cli(*args: str, cwd: Path, module: str = "lenet_exp", timeout: float = 240, env: dict | None = None):
+    """Run `python -m <module> args...` as a user would, returning the finished process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
+    """An IDX file for a uint8 array: magic (2051 for images, 2049 for labels), dims, then the data."""
+    magic = magic if magic is not None else (2051 if array.ndim == 3 else 2049)
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, data: bytes, gz: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_split_files(folder: Path, n_train: int, n_test: int, gz: bool, seed: int = 0) -> None:
+    """The four files of an MNIST-style release, with random content."""
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", idx_bytes(rng.integers(0, 256, (n, 28, 28))), gz)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", idx_bytes(rng.integers(0, 10, (n,))), gz)
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a run folder as read by TensorBoard: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def tensorboard_plugins(run_dir: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {"hparams": acc.PluginTagToContent("hparams"), "tensors": acc.Tags()["tensors"]}

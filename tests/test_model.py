@@ -1,0 +1,68 @@
+"""The default model is the textbook LeNet: its layers, their output shapes and its init."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from lenet_exp.model import LeNet, shape_table
+
+TEXTBOOK_SHAPES = [
+    "Conv2d output shape:\ttorch.Size([1, 6, 28, 28])",
+    "Sigmoid output shape:\ttorch.Size([1, 6, 28, 28])",
+    "AvgPool2d output shape:\ttorch.Size([1, 6, 14, 14])",
+    "Conv2d output shape:\ttorch.Size([1, 16, 10, 10])",
+    "Sigmoid output shape:\ttorch.Size([1, 16, 10, 10])",
+    "AvgPool2d output shape:\ttorch.Size([1, 16, 5, 5])",
+    "Flatten output shape:\ttorch.Size([1, 400])",
+    "Linear output shape:\ttorch.Size([1, 120])",
+    "Sigmoid output shape:\ttorch.Size([1, 120])",
+    "Linear output shape:\ttorch.Size([1, 84])",
+    "Sigmoid output shape:\ttorch.Size([1, 84])",
+    "Linear output shape:\ttorch.Size([1, 10])",
+]
+
+
+def default_model(make_cfg) -> LeNet:
+    cfg = make_cfg()
+    return instantiate(cfg.model, activation=instantiate(cfg.activation, _partial_=True))
+
+
+def test_default_shape_table_is_the_textbooks(make_cfg):
+    model = default_model(make_cfg)
+    assert shape_table(model, model.input_shape) == TEXTBOOK_SHAPES
+
+
+def test_default_model_layers_and_parameter_count(make_cfg):
+    model = default_model(make_cfg)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 6, (5, 5), (2, 2)),
+        (6, 16, (5, 5), (0, 0)),
+    ]
+    assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [(400, 120), (120, 84), (84, 10)]
+    assert sum(p.numel() for p in model.parameters()) == 61706  # the textbook LeNet-5's parameter count
+
+
+def test_xavier_uniform_init_bounds_weights():
+    torch.manual_seed(0)
+    model = LeNet(nn.Sigmoid, init="xavier_uniform")
+    for m in model:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            fan_out = m.weight.shape[0] * m.weight[0, 0].numel() if m.weight.dim() == 4 else m.weight.shape[0]
+            bound = (6 / (fan_in + fan_out)) ** 0.5
+            assert m.weight.abs().max() <= bound
+            assert m.weight.abs().max() > 0.8 * bound  # drawn from the whole range, not torch's narrower default
+
+
+@pytest.mark.parametrize("pool,cls", [("avg", nn.AvgPool2d), ("max", nn.MaxPool2d)])
+def test_pool_option_picks_the_layer(pool, cls):
+    assert sum(isinstance(m, cls) for m in LeNet(nn.ReLU, pool=pool)) == 2
+
+
+def test_bad_architecture_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="pool='min'"):
+        LeNet(nn.ReLU, pool="min")
+    with pytest.raises(ValueError, match="shrinks to nothing"):
+        LeNet(nn.ReLU, conv_channels=(6, 16, 32, 64))

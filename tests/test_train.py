@@ -1,0 +1,107 @@
+"""Training end to end: the real command on a slice of Fashion-MNIST, its files, its curves, and that it learns."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import run_cli, scalars, tensorboard_plugins
+from lenet_exp.model import LeNet
+from lenet_exp.train import epoch_order, log_steps, train
+
+RUN = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def textbook_run(tmp_path_factory):
+    """One short run of the default config through `python -m lenet_exp`, in an empty folder."""
+    cwd = tmp_path_factory.mktemp("user")
+    proc = run_cli(*RUN, "hydra.run.dir=run", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd, cwd / "run", proc
+
+
+def test_prints_the_shape_table_and_epoch_lines(textbook_run):
+    _, _, proc = textbook_run
+    out = proc.stdout + proc.stderr
+    assert "Conv2d output shape:\ttorch.Size([1, 6, 28, 28])" in out
+    assert "Linear output shape:\ttorch.Size([1, 10])" in out
+    assert "epoch 2/2" in out and "examples/sec" in out
+
+
+def test_metrics_json(textbook_run):
+    _, run, _ = textbook_run
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "completed" and m["epochs_completed"] == 2 and m["device"] == "cpu"
+    assert 0 < m["train_loss"] < 2.5 and 0 <= m["train_acc"] <= 1 and 0 <= m["test_acc"] <= 1
+    assert m["best_test_acc"] == max(m["history"]["test_acc"]) and m["test_acc"] == m["history"]["test_acc"][-1]
+    assert m["examples_per_sec"] > 0 and len(m["history"]["train_loss"]) == 2
+
+
+def test_tensorboard_curves_have_the_expected_points(textbook_run):
+    _, run, _ = textbook_run
+    curves = scalars(run)
+    # 2560 examples / 256 per batch = 10 steps an epoch, 5 train points an epoch, 1 test point an epoch
+    assert [s for s, _ in curves["train/loss"]] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert [s for s, _ in curves["train/acc"]] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert [s for s, _ in curves["test/acc"]] == [10, 20]
+    m = json.loads((run / "metrics.json").read_text())
+    assert curves["test/acc"][-1][1] == pytest.approx(m["test_acc"])
+    assert curves["train/loss"][-1][1] == pytest.approx(m["train_loss"])
+    assert {"train/lr", "train/examples_per_sec", "test/best_acc"} <= set(curves)
+    plugins = tensorboard_plugins(run)
+    assert "_hparams_/session_start_info" in plugins["hparams"]
+    assert "model/shapes/text_summary" in plugins["tensors"]
+
+
+def test_hparams_written_in_the_run_itself(textbook_run):
+    _, run, _ = textbook_run
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+
+
+def test_checkpoints_hold_final_and_best_weights(textbook_run):
+    _, run, _ = textbook_run
+    for name in ("final.pt", "best.pt"):
+        model = LeNet(torch.nn.Sigmoid)
+        model.load_state_dict(torch.load(run / "checkpoints" / name))
+
+
+def test_everything_stays_in_the_run_folder(textbook_run):
+    cwd, _, _ = textbook_run
+    assert [p.name for p in cwd.iterdir()] == ["run"]
+
+
+def test_rerun_of_a_completed_folder_does_not_retrain(textbook_run):
+    cwd, run, _ = textbook_run
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    proc = run_cli(*RUN, "hydra.run.dir=run", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "not retraining" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_progress_bar_shows_live_loss(make_cfg, tmp_path, capsys, fashion_mnist):
+    train(make_cfg("trainer.progress=true", "trainer.epochs=1"), tmp_path, {})
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err and "acc=" in err
+
+
+def test_learns_well_beyond_chance(make_cfg, tmp_path, fashion_mnist):
+    """A probe reached 0.68-0.73 test acc with these settings; chance is 0.10."""
+    cfg = make_cfg("activation=tanh", "optimizer.lr=0.3", "data.limit_train=10000", "data.limit_test=2000")
+    metrics = train(cfg, tmp_path, {})
+    assert metrics["status"] == "completed" and metrics["test_acc"] > 0.6
+
+
+def test_log_steps_are_evenly_spaced_and_end_the_epoch():
+    assert log_steps(235, 5) == {47, 94, 141, 188, 235}
+    assert log_steps(236, 5) == {48, 95, 142, 189, 236}
+    assert log_steps(3, 5) == {1, 2, 3}
+
+
+def test_epoch_order_is_seeded_and_changes_each_epoch():
+    a, b = epoch_order(100, 0, 0, torch.device("cpu")), epoch_order(100, 0, 1, torch.device("cpu"))
+    assert torch.equal(a, epoch_order(100, 0, 0, torch.device("cpu"))) and not torch.equal(a, b)
+    assert sorted(a.tolist()) == list(range(100))
+    assert not torch.equal(a, epoch_order(100, 1, 0, torch.device("cpu")))
