@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp import run_files
-from lenet_exp.config import CONFIG_PATH, ConfigError
+from lenet_exp.config import CONFIG_PATH, ConfigError, check_group_overrides
 from lenet_exp.data import DataError
 from lenet_exp.summarize import write_summary
 from lenet_exp.train import Interrupted, train
@@ -83,7 +83,7 @@ def expand_resume(argv: list[str]) -> list[str]:
     folder = Path(given[-1].split("=", 1)[1])
     saved = folder / ".hydra" / "overrides.yaml"
     if not saved.is_file():
-        sys.exit(f"Error: resume={folder}: not a run folder (no {saved}); give the folder of an earlier run")
+        raise ConfigError(f"resume={folder}: not a run folder (no {saved}); give the folder of an earlier run")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     keys = {a.split("=", 1)[0] for a in rest}
     earlier = [o for o in yaml.safe_load(saved.read_text()) or [] if o.split("=", 1)[0] not in keys]
@@ -91,7 +91,12 @@ def expand_resume(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    sys.argv = expand_resume(sys.argv)
+    try:
+        sys.argv = expand_resume(sys.argv)
+        check_group_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    except ConfigError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     task()
 
 

@@ -7,6 +7,7 @@ violation raises ConfigError with one line naming the key, the value given and w
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,25 @@ CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else
 
 class ConfigError(ValueError):
     """A user mistake in the config or the overrides."""
+
+
+def group_options() -> dict[str, list[str]]:
+    """Each config group (model, optimizer, ...) and its options, read from the config folder."""
+    root = files("lenet_exp.conf") if CONFIG_PATH.startswith("pkg://") else Path(CONFIG_PATH)
+    groups = [d for d in root.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")]
+    return {g.name: sorted(f.name[: -len(".yaml")] for f in g.iterdir() if f.name.endswith(".yaml")) for g in groups}
+
+
+def check_group_overrides(args: list[str]) -> None:
+    """Refuse `group=option` overrides naming an option that does not exist, before Hydra composes."""
+    options = group_options()
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in options or not value or "(" in value or value == "null":
+            continue  # not a group choice, or a sweep function such as choice(...)
+        for option in value.split(","):
+            if option not in options[key]:
+                raise ConfigError(f"{key}={option}: unknown option of group '{key}'; allowed: {', '.join(options[key])}")
 
 
 def _is_int(v: Any) -> bool:
