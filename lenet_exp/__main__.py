@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp import run_files
+from lenet_exp import run_files, sweep  # noqa: F401  (sweep registers the job folder resolver)
 from lenet_exp.config import CONFIG_PATH, ConfigError, check_group_overrides
 from lenet_exp.data import DataError
 from lenet_exp.summarize import write_summary

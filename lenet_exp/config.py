@@ -93,6 +93,7 @@ class DeviceSettings:
     channels_last: bool
     amp: bool
     compile: bool
+    threads: int | None
     eval_batch_size: int
 
 
@@ -111,6 +112,7 @@ RULES = {
         "channels_last": BOOL,
         "amp": BOOL,
         "compile": BOOL,
+        "threads": (LIMIT[0], "null (torch's default) or an integer >= 1"),
         "eval_batch_size": INT_GE_1,
     },
 }

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.run_files import atomic_write, read_metrics
+from lenet_exp.sweep import IGNORED, swept_keys
 
 METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
-SKIPPED_KEYS = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what was trained
 
 
 def _value(text: str):
@@ -44,16 +44,25 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
         num = job_dir.name.split("_", 1)[0]
         rows.append({
             "job": int(num) if num.isdigit() else job_dir.name,
-            "overrides": {k: v for k, v in pairs if not k.startswith(SKIPPED_KEYS)},
+            "overrides": {k: v for k, v in pairs if not k.startswith(IGNORED)},
             **{c: metrics.get(c) for c in METRIC_COLUMNS},
             "run_dir": job_dir.name,
             "error": metrics.get("error", ""),
             "history": metrics.get("history", {}).get("test_acc", []),
         })
-    keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
-    varying = [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
     rows.sort(key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), str(r["job"])))
-    return rows, varying if len(rows) > 1 else keys
+    return rows, _columns(sweep_dir, rows)
+
+
+def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
+    """The swept keys; failing that (no sweep record), the override keys whose values differ between jobs."""
+    first_job = sweep_dir / rows[0]["run_dir"] / ".hydra" / "hydra.yaml" if rows else None
+    params = OmegaConf.load(first_job).hydra.sweeper.get("params") if first_job and first_job.is_file() else None
+    keys = swept_keys(sweep_dir, params)
+    if keys:
+        return keys
+    keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
+    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] if len(rows) > 1 else keys
 
 
 def to_csv(rows: list[dict], keys: list[str]) -> str:
@@ -65,12 +74,16 @@ def to_csv(rows: list[dict], keys: list[str]) -> str:
     return out.getvalue()
 
 
-def _fmt(value) -> str:
-    if value is None:
+def _fmt(column: str, value) -> str:
+    """A table cell: speeds as whole numbers, figures to four places, long swept floats to four digits."""
+    if value is None or value == "":
         return "-"
+    if column == "examples_per_sec":
+        return f"{value:,.0f}"
     if isinstance(value, float):
-        return f"{value:,.0f}" if value >= 100 else f"{value:.4f}"
-    return str(value)
+        return f"{value:.4f}"
+    parsed = _value(value) if isinstance(value, str) else value
+    return f"{parsed:.4g}" if isinstance(parsed, float) else str(value)
 
 
 def to_markdown(sweep_dir: Path, rows: list[dict], keys: list[str]) -> str:
@@ -85,7 +98,7 @@ def to_markdown(sweep_dir: Path, rows: list[dict], keys: list[str]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS)]
-        lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
     errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + ([ "", "Errors:", *errors] if errors else [])) + "\n"
 
@@ -125,6 +138,7 @@ def to_png(rows: list[dict], keys: list[str]) -> bytes:
             name = ",".join(f"{k}={r['overrides'].get(k)}" for k in keys) or str(r["job"])
             curves.plot(range(1, len(r["history"]) + 1), r["history"], marker=".", label=f"{r['job']}: {name}")
     curves.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
+    curves.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     curves.grid(alpha=0.3)
     if any(r["history"] for r in rows):
         curves.legend(fontsize=7)

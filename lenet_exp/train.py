@@ -208,9 +208,9 @@ def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -
     run_files.save_checkpoint(run_dir / run_files.LAST, state)
 
 
-def metrics_of(p: Progress, status: str, device: torch.device, error: str | None = None) -> dict:
-    """The run's figures as metrics.json holds them."""
-    last = {k: (v[-1] if v else None) for k, v in p.history.items()}
+def metrics_of(p: Progress, status: str, device: torch.device) -> dict:
+    """The run's figures as metrics.json holds them; a diverged run has no final figures, only its best."""
+    last = {k: (v[-1] if v and status != "diverged" else None) for k, v in p.history.items()}
     return {
         "status": status,
         "epochs_completed": p.epoch,
@@ -222,7 +222,7 @@ def metrics_of(p: Progress, status: str, device: torch.device, error: str | None
         "train_seconds": p.train_seconds,
         "device": str(device),
         "history": p.history,
-        **({"error": error} if error else {}),
+        **({"error": f"loss became non-finite at step {p.global_step}"} if status == "diverged" else {}),
     }
 
 
@@ -231,6 +231,8 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
     s = Settings.from_cfg(cfg)
     device = resolve_device(s.device.name)
     set_determinism(s.deterministic)
+    if s.device.threads:
+        torch.set_num_threads(s.device.threads)
     model, optimizer = build(cfg, s, device)
     p = _resume(run_dir, cfg, model, optimizer) or Progress()
     done = run_files.read_metrics(run_dir)
@@ -246,7 +248,10 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
         lines = shape_table(model, model.input_shape)
         log.info("Layer output shapes:\n%s", "\n".join(lines))
         logger.text("model/shapes", lines)
-    log.info("Training on %s: %d train / %d test examples, %d epochs", device, len(train_set), len(test_set), s.trainer.epochs)
+    log.info(
+        "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs",
+        device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs,
+    )
     num_batches = math.ceil(len(train_set) / s.data.batch_size)
     show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
     status = "running"

@@ -11,7 +11,7 @@ from helpers import SMALL, SYSTEM_FASHION_MNIST
 from lenet_exp.config import CONFIG_PATH
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fashion_mnist() -> None:
     """Real Fashion-MNIST from the system package (.ci/run installs it)."""
     if not (SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():

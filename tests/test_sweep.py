@@ -1,0 +1,164 @@
+"""Sweeps through the real command: job folders, curves, the summary, divergence, resumption, launchers, Optuna."""
+
+import csv
+import json
+import signal
+import time
+
+import pytest
+import yaml
+
+from helpers import run_cli, scalars, start_cli, tensorboard_plugins
+
+pytestmark = pytest.mark.slow
+SWEEP = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
+
+
+def read_summary(sweep):
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def hparams_of(run_dir) -> dict:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = tensorboard_plugins(run_dir)["hparams"]["_hparams_/session_start_info"]
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, fashion_mnist):
+    cwd = tmp_path_factory.mktemp("grid")
+    proc = run_cli("--multirun", *SWEEP, "optimizer.lr=0.1,0.5", "activation=sigmoid,relu", "hydra.sweep.dir=sweep", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd / "sweep", proc
+
+
+def test_one_folder_per_job_named_by_its_overrides(grid):
+    sweep, _ = grid
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+        "0_activation=sigmoid,optimizer.lr=0.1",
+        "1_activation=relu,optimizer.lr=0.1",
+        "2_activation=sigmoid,optimizer.lr=0.5",
+        "3_activation=relu,optimizer.lr=0.5",
+    ]
+
+
+def test_every_job_has_its_curves_and_hparams(grid):
+    sweep, _ = grid
+    for job in (p for p in sweep.iterdir() if p.is_dir()):
+        curves = scalars(job)
+        assert len(curves["train/loss"]) == 10 and len(curves["train/acc"]) == 10 and len(curves["test/acc"]) == 2
+        hp = hparams_of(job)
+        activation, lr = (kv.split("=")[1] for kv in job.name.split("_", 1)[1].split(","))
+        assert hp["activation"] == activation and hp["optimizer.lr"] == pytest.approx(float(lr))
+
+
+def test_summary_csv_rows_best_first_match_the_jobs(grid):
+    sweep, _ = grid
+    rows = read_summary(sweep)
+    assert list(rows[0])[:3] == ["job", "optimizer.lr", "activation"]
+    assert {"status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec", "run_dir"} <= set(rows[0])
+    assert sorted(r["job"] for r in rows) == ["0", "1", "2", "3"]
+    accs = [float(r["test_acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)
+    for r in rows:
+        metrics = json.loads((sweep / r["run_dir"] / "metrics.json").read_text())
+        assert float(r["test_acc"]) == metrics["test_acc"] and r["status"] == "completed"
+        assert r["run_dir"].startswith(f"{r['job']}_activation={r['activation']},optimizer.lr={r['optimizer.lr']}")
+
+
+def test_summary_md_names_the_best_and_how_to_rerun_it(grid):
+    sweep, proc = grid
+    md = (sweep / "summary.md").read_text()
+    best = read_summary(sweep)[0]
+    assert f"Best: job {best['job']}, test acc {float(best['test_acc']):.4f}" in md
+    assert f"optimizer.lr={best['optimizer.lr']} activation={best['activation']}" in md
+    assert md.count("| completed |") == 4 and md in proc.stdout
+    png = (sweep / "summary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_summarize_command_rebuilds_the_summary(grid, tmp_path):
+    sweep, _ = grid
+    (sweep / "summary.csv").unlink()
+    proc = run_cli(str(sweep), module="lenet_exp.summarize", cwd=tmp_path)
+    assert proc.returncode == 0 and "Best: job" in proc.stdout
+    assert len(read_summary(sweep)) == 4
+    assert run_cli(str(tmp_path), module="lenet_exp.summarize", cwd=tmp_path).returncode == 1
+
+
+def test_diverged_and_failed_jobs_are_recorded_and_hide_nothing(tmp_path, fashion_mnist):
+    proc = run_cli("-m", *SWEEP, "activation=relu", "optimizer.lr=0.1,100,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 1 and "1 of 3 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
+    rows = {r["optimizer.lr"]: r for r in read_summary(tmp_path / "sweep")}
+    assert rows["0.1"]["status"] == "completed" and float(rows["0.1"]["test_acc"]) > 0
+    assert rows["100"]["status"] == "diverged" and "non-finite" in rows["100"]["error"]
+    assert int(rows["100"]["epochs_completed"]) < 2  # stopped early
+    assert rows["-1"]["status"] == "failed" and "optimizer.lr=-1 is not allowed" in rows["-1"]["error"]
+    assert [r["optimizer.lr"] for r in read_summary(tmp_path / "sweep")][0] == "0.1"
+
+
+KILL_SWEEP = ["device=cpu", "data.download=false", "data.limit_train=15000", "data.limit_test=1000", "trainer.epochs=2"]
+
+
+def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion_mnist):
+    args = ["-m", *KILL_SWEEP, "optimizer.lr=0.1,0.2,0.3,0.4", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+    proc = start_cli(*args, cwd=tmp_path)
+    deadline = time.time() + 180
+    while not list(sweep.glob("2_*/metrics.json")):  # job 2 has finished its first epoch
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+
+    statuses = {r["optimizer.lr"]: r["status"] for r in read_summary(sweep)}  # each job refreshes the summary
+    assert statuses == {"0.1": "completed", "0.2": "completed", "0.3": "interrupted"}
+    finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for job in ("0_*", "1_*") for d in sweep.glob(job) for p in d.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+
+    rerun = run_cli(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count("not retraining") == 2
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in finished} == finished
+    rows = read_summary(sweep)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    resumed = next(sweep.glob("2_*"))
+    steps = [s for s, _ in scalars(resumed)["train/loss"]]
+    assert len(steps) == 10 and steps == sorted(set(steps))
+
+
+def test_joblib_launcher_runs_jobs_in_parallel(tmp_path, fashion_mnist):
+    proc = run_cli(
+        "-m", *SWEEP, "activation=relu", "optimizer.lr=0.1,100", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    rows = {r["optimizer.lr"]: r["status"] for r in read_summary(tmp_path / "sweep")}
+    assert rows == {"0.1": "completed", "100": "diverged"}
+
+
+def test_submitit_local_launcher(tmp_path, fashion_mnist):
+    proc = run_cli(
+        "-m", *SWEEP, "trainer.epochs=1", "device.threads=1", "optimizer.lr=0.1,0.3", "hydra/launcher=submitit_local",
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = read_summary(tmp_path / "sweep")
+    assert sorted(r["optimizer.lr"] for r in rows) == ["0.1", "0.3"] and {r["status"] for r in rows} == {"completed"}
+    assert (tmp_path / "sweep" / ".submitit").is_dir()
+
+
+def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
+    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "sweep"
+    rows = read_summary(sweep)
+    assert len(rows) == 3
+    assert list(rows[0])[1:5] == ["optimizer.lr", "activation", "optimizer", "data.batch_size"]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
+    assert result["best_value"] == pytest.approx(max(done))
