@@ -21,6 +21,18 @@ _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://lenet_exp.conf"
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The composed config outside the command line (tests, the benchmark), from the same config folder."""
+    from hydra import compose, initialize_config_dir, initialize_config_module
+
+    if CONFIG_PATH.startswith("pkg://"):
+        context = initialize_config_module(config_module="lenet_exp.conf", version_base="1.3")
+    else:
+        context = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
+    with context:
+        return compose("config", overrides=overrides)
+
+
 class ConfigError(ValueError):
     """A user mistake in the config or the overrides."""
 

@@ -83,6 +83,13 @@ class Progress:
     def best_test_acc(self) -> float | None:
         return max(self.history["test_acc"], default=None)
 
+    def end_epoch(self, test_acc: float) -> bool:
+        """Close the epoch's figures into the history; True when its test accuracy is the best so far."""
+        for key, value in (("train_loss", self.loss_sum / self.seen), ("train_acc", self.correct / self.seen), ("test_acc", test_acc)):
+            self.history[key].append(value)
+        self.epoch, self.step, self.loss_sum, self.correct, self.seen = self.epoch + 1, 0, 0.0, 0, 0
+        return test_acc == self.best_test_acc
+
 
 def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
@@ -109,8 +116,8 @@ def log_steps(num_batches: int, points: int) -> set[int]:
     return {math.ceil(num_batches * (k + 1) / points) for k in range(points)}
 
 
-def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, on_log, stop: StopSignals) -> bool:
-    """Train from step p.step to the end of the epoch; False when a stop signal cut it short."""
+def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, on_log, stop: StopSignals) -> str:
+    """Train from step p.step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged'."""
     bs, amp = s.data.batch_size, s.device.amp and data.images.is_cuda
     num_batches = math.ceil(len(data) / bs)
     points = log_steps(num_batches, s.trainer.log_points)
@@ -132,10 +139,11 @@ def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, 
         p.step, p.global_step, p.seen = step + 1, p.global_step + 1, p.seen + len(y)
         if step + 1 in points:
             p.loss_sum, p.correct = loss_sum.item(), int(correct.item())  # the only syncs of the epoch
-            if not on_log():
-                return True
+            on_log()
+            if not math.isfinite(p.loss_sum):
+                return "diverged"
     p.loss_sum, p.correct = loss_sum.item(), int(correct.item())
-    return p.step == num_batches
+    return "done" if p.step == num_batches else "stopped"
 
 
 @torch.inference_mode()
@@ -226,6 +234,22 @@ def metrics_of(p: Progress, status: str, device: torch.device) -> dict:
     }
 
 
+def _save_epoch(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress, is_best: bool, device) -> None:
+    """End-of-epoch files: best weights when improved, the resume state, and metrics.json."""
+    if is_best:
+        run_files.save_checkpoint(run_dir / run_files.BEST, model.state_dict())
+    _checkpoint(run_dir, cfg, model, optimizer, p)
+    run_files.write_metrics(run_dir, metrics_of(p, "running", device))
+
+
+def _already_completed(run_dir: Path, p: Progress, epochs: int) -> dict | None:
+    done = run_files.read_metrics(run_dir)
+    if done and done.get("status") == "completed" and p.epoch >= epochs:
+        print(f"{run_dir} already holds this run, completed (test acc {done['test_acc']:.4f}): not retraining.")
+        return done
+    return None
+
+
 def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
     """Train the configured model in `run_dir` (resuming what an earlier try left) and return metrics.json's figures."""
     s = Settings.from_cfg(cfg)
@@ -235,14 +259,11 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
         torch.set_num_threads(s.device.threads)
     model, optimizer = build(cfg, s, device)
     p = _resume(run_dir, cfg, model, optimizer) or Progress()
-    done = run_files.read_metrics(run_dir)
-    if done and done.get("status") == "completed" and p.epoch >= s.trainer.epochs:
-        print(f"{run_dir} already holds this run, completed (test acc {done['test_acc']:.4f}): not retraining.")
+    if done := _already_completed(run_dir, p, s.trainer.epochs):
         return done
     train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
     train_set, test_set = train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
     net = torch.compile(model) if s.device.compile else model
-    lr = optimizer.param_groups[0]["lr"]
     logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else None)
     if p.global_step == 0:
         lines = shape_table(model, model.input_shape)
@@ -252,57 +273,46 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
         "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs",
         device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs,
     )
-    num_batches = math.ceil(len(train_set) / s.data.batch_size)
     show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
-    status = "running"
+    bar = tqdm(total=math.ceil(len(train_set) / s.data.batch_size), disable=not show, leave=False)
 
-    def on_log() -> bool:  # at each log point: record, show, and stop on a non-finite loss
-        nonlocal status
+    def on_log() -> None:  # at each log point: record the running means and show them
         loss, acc = p.loss_sum / p.seen, p.correct / p.seen
         logger.scalars(p.global_step, {tb.TRAIN_LOSS: loss, tb.TRAIN_ACC: acc})
         bar.update(p.step - bar.n)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
-        if not math.isfinite(loss):
-            status = "diverged"
-        return status == "running"
 
+    status = "done"
     with StopSignals() as stop:
-        while p.epoch < s.trainer.epochs and status == "running":
-            bar = tqdm(total=num_batches, initial=p.step, desc=f"epoch {p.epoch + 1}/{s.trainer.epochs}", disable=not show, leave=False)
-            order = epoch_order(len(train_set), s.seed, p.epoch, device)
+        while p.epoch < s.trainer.epochs and status == "done":
+            bar.reset()
+            bar.update(p.step)
+            bar.set_description(f"epoch {p.epoch + 1}/{s.trainer.epochs}")
             seen_before, start = p.seen, time.perf_counter()
-            finished = train_epoch(net, optimizer, train_set, order, p, s, on_log, stop)
+            status = train_epoch(net, optimizer, train_set, epoch_order(len(train_set), s.seed, p.epoch, device), p, s, on_log, stop)
             p.train_seconds += time.perf_counter() - start  # train_epoch ends with a sync
             p.examples += p.seen - seen_before
-            bar.close()
-            if status != "running":
-                break
-            if not finished:
+            if status == "stopped":
                 _checkpoint(run_dir, cfg, model, optimizer, p)
                 run_files.write_metrics(run_dir, metrics_of(p, "interrupted", device))
                 logger.close()
                 raise Interrupted(stop.signum)
-            test_acc = evaluate(net, test_set, s)
-            for key, value in (("train_loss", p.loss_sum / p.seen), ("train_acc", p.correct / p.seen), ("test_acc", test_acc)):
-                p.history[key].append(value)
-            is_best = test_acc == p.best_test_acc
-            p.epoch, p.step, p.loss_sum, p.correct, p.seen = p.epoch + 1, 0, 0.0, 0, 0
-            speed = p.examples / p.train_seconds
-            logger.scalars(p.global_step, {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
-            log.info(
-                "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec",
-                p.epoch, s.trainer.epochs, p.history["train_loss"][-1], p.history["train_acc"][-1], test_acc, speed,
-            )
-            if is_best:
-                run_files.save_checkpoint(run_dir / run_files.BEST, model.state_dict())
-            _checkpoint(run_dir, cfg, model, optimizer, p)
-            run_files.write_metrics(run_dir, metrics_of(p, "running", device))
+            if status == "done":
+                is_best = p.end_epoch(evaluate(net, test_set, s))
+                speed = p.examples / p.train_seconds
+                lr = optimizer.param_groups[0]["lr"]
+                logger.scalars(p.global_step, {tb.TEST_ACC: p.history["test_acc"][-1], tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
+                log.info(
+                    "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec", p.epoch, s.trainer.epochs,
+                    *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")), speed,
+                )
+                _save_epoch(run_dir, cfg, model, optimizer, p, is_best, device)
+    bar.close()
     if status == "diverged":
         log.warning("loss became non-finite at step %d: stopping this run as diverged", p.global_step)
     else:
-        status = "completed"
         run_files.save_checkpoint(run_dir / run_files.FINAL, model.state_dict())
-    metrics = metrics_of(p, status, device)
+    metrics = metrics_of(p, "diverged" if status == "diverged" else "completed", device)
     logger.hparams(hparams)
     logger.close()
     run_files.write_metrics(run_dir, metrics)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from helpers import SMALL, SYSTEM_FASHION_MNIST
-from lenet_exp.config import CONFIG_PATH
+from lenet_exp.config import compose_config
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +23,7 @@ def make_cfg(tmp_path):
 
     def make(*overrides: str, small: bool = True) -> DictConfig:
         base = [*SMALL, f"data.root={tmp_path / 'data'}"] if small else []
-        with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-            return compose("config", overrides=[*base, *overrides])
+        return compose_config([*base, *overrides])
 
     return make
 

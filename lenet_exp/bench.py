@@ -1,0 +1,179 @@
+"""Benchmark: the textbook pipeline against lenet_exp's trainer, same LeNet, same data, same steps.
+
+    python -m lenet_exp.bench                      # CPU or GPU, whichever `auto` picks
+    python -m lenet_exp.bench --device cuda --repeats 5 --target-acc 0.75
+
+(a) textbook: torchvision data set + ToTensor + DataLoader (4 workers, shuffled) and a loop
+    that reads loss and accuracy back to the host every step, as the book does;
+(b) lenet_exp: data resident on the device, index-slice batches, syncs only at log points.
+The two alternate `--repeats` times; each figure is the mean, warm-up steps excluded. Then each
+trains from scratch until the test accuracy reaches `--target-acc`, timed with evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lenet_exp.config import Settings, compose_config, resolve_device
+from lenet_exp.data import Split, load_dataset
+from lenet_exp.train import Progress, StopSignals, build, epoch_order, evaluate, train_epoch
+
+WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def write_torchvision_layout(root: Path, train: Split, test: Split) -> None:
+    """The raw IDX files torchvision's FashionMNIST class reads, from tensors already loaded and checked."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, split in (("train", train), ("t10k", test)):
+        n = len(split).to_bytes(4, "big")
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + n + (28).to_bytes(4, "big") * 2 + split.images.numpy().tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + n + split.labels.to(torch.uint8).numpy().tobytes())
+
+
+class Textbook:
+    """The book's pipeline: torchvision data set, ToTensor, DataLoader with workers, a syncing loop."""
+
+    def __init__(self, root: Path, batch_size: int, workers: int, device: torch.device) -> None:
+        from torchvision import datasets, transforms
+
+        tf = transforms.ToTensor()
+        self.train_set = datasets.FashionMNIST(str(root), train=True, transform=tf, download=False)
+        self.test_set = datasets.FashionMNIST(str(root), train=False, transform=tf, download=False)
+        loader = lambda ds, shuffle: torch.utils.data.DataLoader(ds, batch_size, shuffle=shuffle, num_workers=workers)  # noqa: E731
+        self.train_iter, self.test_iter = loader(self.train_set, True), loader(self.test_set, False)
+        self.device = device
+
+    def run(self, model: nn.Module, optimizer, steps: int) -> float:
+        """Train `steps` steps (cycling epochs); returns seconds for the steps after warm-up."""
+        loss_fn, done, metric = nn.CrossEntropyLoss(), 0, [0.0, 0.0, 0]
+        while True:
+            for X, y in self.train_iter:
+                if done == WARMUP:
+                    sync(self.device)
+                    start = time.perf_counter()
+                X, y = X.to(self.device), y.to(self.device)
+                optimizer.zero_grad()
+                y_hat = model(X)
+                loss = loss_fn(y_hat, y)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():  # the book's Accumulator: float() of each figure, every step
+                    metric[0] += float(loss * X.shape[0])
+                    metric[1] += float((y_hat.argmax(axis=1) == y).sum())
+                    metric[2] += X.shape[0]
+                done += 1
+                if done == steps + WARMUP:
+                    sync(self.device)
+                    return time.perf_counter() - start
+
+    def test_acc(self, model: nn.Module) -> float:
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for X, y in self.test_iter:
+                correct += float((model(X.to(self.device)).argmax(axis=1) == y.to(self.device)).sum())
+        model.train()
+        return correct / len(self.test_set)
+
+
+class LenetExp:
+    """lenet_exp's own hot loop (train_epoch / evaluate) on device-resident data."""
+
+    def __init__(self, settings: Settings, train: Split, test: Split, device: torch.device) -> None:
+        self.s, self.device = settings, device
+        self.train_set, self.test_set = train.to(device), test.to(device)
+        self.epoch = 0
+
+    def _epoch(self, model, optimizer, steps: int | None) -> None:
+        n = len(self.train_set) if steps is None else steps * self.s.data.batch_size
+        data = Split(self.train_set.images[:n], self.train_set.labels[:n])
+        order = epoch_order(len(data), 0, self.epoch, self.device)
+        self.epoch += 1
+        with StopSignals() as stop:
+            train_epoch(model, optimizer, data, order, Progress(), self.s, lambda: True, stop)
+
+    def run(self, model: nn.Module, optimizer, steps: int) -> float:
+        self._epoch(model, optimizer, WARMUP)
+        sync(self.device)
+        start = time.perf_counter()
+        while steps > 0:  # whole epochs of at most one pass over the data
+            chunk = min(steps, len(self.train_set) // self.s.data.batch_size)
+            self._epoch(model, optimizer, chunk)
+            steps -= chunk
+        sync(self.device)  # train_epoch ends with a sync; this one is for the record
+        return time.perf_counter() - start
+
+    def train_full_epoch(self, model, optimizer) -> None:
+        self._epoch(model, optimizer, None)
+
+    def test_acc(self, model: nn.Module) -> float:
+        return evaluate(model, self.test_set, self.s)
+
+
+def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) -> tuple[float | None, int]:
+    """Wall seconds (training and evaluation) from scratch until test acc >= target, and the epochs taken."""
+    model, optimizer = fresh()
+    sync(device)
+    start = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        if isinstance(pipeline, Textbook):
+            pipeline.run(model, optimizer, len(pipeline.train_iter) - WARMUP)
+        else:
+            pipeline.train_full_epoch(model, optimizer)
+        if pipeline.test_acc(model) >= target:
+            sync(device)
+            return time.perf_counter() - start, epoch
+    return None, max_epochs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (234 make one epoch)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternations of the two pipelines")
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the textbook pipeline")
+    parser.add_argument("--target-acc", type=float, default=0.7, help="test accuracy for time-to-accuracy (0: skip)")
+    parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
+    args = parser.parse_args(argv)
+
+    cfg = compose_config([f"device.name={args.device}", *args.overrides])
+    settings = Settings.from_cfg(cfg)
+    device = resolve_device(settings.device.name)
+    train, test = load_dataset("fashion_mnist", settings.data.root, settings.data.download)
+    fresh = lambda: build(cfg, settings, device)  # noqa: E731  same seed: the same initial weights each time
+    with tempfile.TemporaryDirectory() as root:
+        write_torchvision_layout(Path(root), train, test)
+        pipelines = {"textbook": Textbook(Path(root), settings.data.batch_size, args.workers, device), "lenet_exp": LenetExp(settings, train, test, device)}
+        speeds: dict[str, list[float]] = {name: [] for name in pipelines}
+        for _ in range(args.repeats):
+            for name, pipeline in pipelines.items():
+                seconds = pipeline.run(*fresh(), args.steps)
+                speeds[name].append(args.steps * settings.data.batch_size / seconds)
+        ttas = {name: time_to_accuracy(p, fresh, args.target_acc, args.max_epochs, device) for name, p in pipelines.items()} if args.target_acc > 0 else {}
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"LeNet, Fashion-MNIST, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}")
+    print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{'time to ' + str(args.target_acc) + ' test acc':>28}")
+    for name, values in speeds.items():
+        tta = ttas.get(name)
+        tta_text = "-" if not tta else (f"{tta[0]:.1f} s ({tta[1]} epochs)" if tta[0] is not None else f"not in {tta[1]} epochs")
+        print(f"{name:<12}{statistics.mean(values):>22,.0f}{min(values):>12,.0f}{max(values):>12,.0f}{tta_text:>28}")
+    print(f"ratio lenet_exp / textbook: {statistics.mean(speeds['lenet_exp']) / statistics.mean(speeds['textbook']):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
