@@ -274,7 +274,7 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
         device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs,
     )
     show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
-    bar = tqdm(total=math.ceil(len(train_set) / s.data.batch_size), disable=not show, leave=False)
+    bar = tqdm(total=math.ceil(len(train_set) / s.data.batch_size), desc="epoch", disable=not show, leave=False)
 
     def on_log() -> None:  # at each log point: record the running means and show them
         loss, acc = p.loss_sum / p.seen, p.correct / p.seen

@@ -23,9 +23,8 @@ python3 -m lenet_exp.bench --device cuda --repeats 3 --steps 400 --target-acc 0 
 echo "== one job, then a 6-job sweep sequential and parallel on one GPU (3 epochs each)"
 SWEEP="optimizer.lr=0.1,0.3,0.9 activation=sigmoid,relu device=cuda trainer.epochs=3"
 d=$(mktemp -d)
-/usr/bin/env time -f "one job: %e s" python3 -m lenet_exp device=cuda trainer.epochs=3 hydra.run.dir=$d/one >/dev/null 2>&1 || true
-start=$(date +%s.%N); python3 -m lenet_exp --multirun $SWEEP hydra.sweep.dir=$d/seq >/dev/null 2>&1
-echo "sequential 6 jobs: $(echo "$(date +%s.%N) - $start" | bc) s"
-start=$(date +%s.%N); python3 -m lenet_exp --multirun $SWEEP hydra/launcher=parallel hydra.launcher.n_jobs=6 hydra.sweep.dir=$d/par >/dev/null 2>&1
-echo "parallel (6 at once) 6 jobs: $(echo "$(date +%s.%N) - $start" | bc) s"
+timed() { local label=$1; shift; local start=$(date +%s%N); "$@" >"$d/$label.log" 2>&1; echo "$label: rc $?, $(( ($(date +%s%N) - start) / 1000000 )) ms"; }
+timed one_job python3 -m lenet_exp device=cuda trainer.epochs=3 hydra.run.dir=$d/one
+timed sequential_6_jobs python3 -m lenet_exp --multirun $SWEEP hydra.sweep.dir=$d/seq
+timed parallel_6_jobs python3 -m lenet_exp --multirun $SWEEP hydra/launcher=parallel hydra.launcher.n_jobs=6 hydra.sweep.dir=$d/par
 cat $d/par/summary.md

@@ -24,6 +24,14 @@ def run_cli(*args: str, cwd: Path, module: str = "lenet_exp", timeout: float = 2
     )
 
 
+def run_in_new_folder(tmp_path_factory, name: str, *args: str):
+    """A successful run of the real command in a fresh folder, its output in `run/`: (folder, process)."""
+    cwd = tmp_path_factory.mktemp(name)
+    proc = run_cli(*args, "hydra.run.dir=run", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd, proc
+
+
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(

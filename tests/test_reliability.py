@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from helpers import SMALL, run_cli, scalars, start_cli
+from helpers import SMALL, run_cli, run_in_new_folder, scalars, start_cli
 from lenet_exp.run_files import LAST, atomic_write
 from lenet_exp.train import train
 
@@ -72,10 +72,7 @@ RESUME_RUN = ["device=cpu", "data.download=false", "data.limit_train=30000", "da
 
 @pytest.fixture(scope="module")
 def unbroken(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("unbroken")
-    proc = run_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=cwd)
-    assert proc.returncode == 0, proc.stderr
-    return cwd / "run"
+    return run_in_new_folder(tmp_path_factory, "unbroken", *RESUME_RUN)[0] / "run"
 
 
 def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:

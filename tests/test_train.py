@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from helpers import run_cli, scalars, tensorboard_plugins
+from helpers import run_cli, run_in_new_folder, scalars, tensorboard_plugins
 from lenet_exp.model import LeNet
 from lenet_exp.train import epoch_order, log_steps, train
 
@@ -15,9 +15,7 @@ RUN = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit
 @pytest.fixture(scope="module")
 def textbook_run(tmp_path_factory):
     """One short run of the default config through `python -m lenet_exp`, in an empty folder."""
-    cwd = tmp_path_factory.mktemp("user")
-    proc = run_cli(*RUN, "hydra.run.dir=run", cwd=cwd)
-    assert proc.returncode == 0, proc.stderr
+    cwd, proc = run_in_new_folder(tmp_path_factory, "user", *RUN)
     return cwd, cwd / "run", proc
 
 
