@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp import run_files, sweep  # noqa: F401  (sweep registers the job folder resolver)
-from lenet_exp.config import CONFIG_PATH, ConfigError, check_group_overrides
+from lenet_exp.config import CONFIG_PATH, ConfigError, check_overrides
 from lenet_exp.data import DataError
 from lenet_exp.summarize import write_summary
 from lenet_exp.train import Interrupted, train
@@ -93,7 +93,7 @@ def expand_resume(argv: list[str]) -> list[str]:
 def main() -> None:
     try:
         sys.argv = expand_resume(sys.argv)
-        check_group_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+        check_overrides(sys.argv[1:])
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

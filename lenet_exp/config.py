@@ -44,8 +44,46 @@ def group_options() -> dict[str, list[str]]:
     return {g.name: sorted(f.name[: -len(".yaml")] for f in g.iterdir() if f.name.endswith(".yaml")) for g in groups}
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Refuse bad command-line overrides in one line before Hydra starts: unknown options, unknown keys, bad syntax.
+
+    Sweeps are checked with their first value; Hydra's own settings (hydra.*) are left to Hydra.
+    """
+    if any(a in ("-cn", "-cp", "-cd") or a.startswith("--config") for a in argv):
+        return  # another primary config: composing it is Hydra's job alone
+    args = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    check_group_overrides(args)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser, single = OverridesParser.create(), []
+    for arg in args:
+        try:
+            override = parser.parse_override(arg)
+        except HydraException as e:
+            raise ConfigError(f"{arg}: not a valid override ({_one_line(e)})") from None
+        if override.is_sweep_override():
+            try:
+                arg = f"{arg.split('=', 1)[0]}={next(iter(override.sweep_string_iterator()))}"
+            except Exception:
+                continue  # a search space (interval, tag): the sweeper checks it
+        single.append(arg)
+    try:
+        compose_config(single)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_one_line(e)) from None
+
+
+def _one_line(error: Exception) -> str:
+    """Hydra's multi-line message as one line, without the search path and object details."""
+    cause = f"{error}\n{error.__cause__}" if error.__cause__ and str(error.__cause__) not in str(error) else str(error)
+    text = cause.split("Config search path")[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith((" ", "\t")))
+
+
 def check_group_overrides(args: list[str]) -> None:
-    """Refuse `group=option` overrides naming an option that does not exist, before Hydra composes."""
+    """Refuse `group=option` overrides naming an option that does not exist, listing the options there are."""
     options = group_options()
     for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
