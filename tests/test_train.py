@@ -103,3 +103,17 @@ def test_epoch_order_is_seeded_and_changes_each_epoch():
     assert torch.equal(a, epoch_order(100, 0, 0, torch.device("cpu"))) and not torch.equal(a, b)
     assert sorted(a.tolist()) == list(range(100))
     assert not torch.equal(a, epoch_order(100, 1, 0, torch.device("cpu")))
+
+
+def test_help_lists_groups_and_console_script_matches(tmp_path):
+    import shutil
+    import subprocess
+
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for line in ("activation: gelu, leaky_relu, relu, sigmoid, tanh", "optimizer: adam, sgd", "data: fashion_mnist, mnist", "device: auto, cpu, cuda"):
+        assert line in proc.stdout
+    script = shutil.which("lenet-exp")
+    assert script, "pip install -e . puts the lenet-exp console script on PATH"
+    job = subprocess.run([script, "--cfg", "job", "optimizer.lr=0.3"], cwd=tmp_path, capture_output=True, text=True)
+    assert job.returncode == 0 and "lr: 0.3" in job.stdout and "_target_: torch.optim.SGD" in job.stdout
