@@ -79,7 +79,7 @@ def _one_line(error: Exception) -> str:
     """Hydra's multi-line message as one line, without the search path and object details."""
     cause = f"{error}\n{error.__cause__}" if error.__cause__ and str(error.__cause__) not in str(error) else str(error)
     text = cause.split("Config search path")[0]
-    return " ".join(line.strip() for line in text.splitlines() if line.strip() and not line.startswith((" ", "\t")))
+    return " ".join(line.strip() for line in text.splitlines() if line.strip() not in ("", "None") and not line.startswith((" ", "\t")))
 
 
 def check_group_overrides(args: list[str]) -> None:

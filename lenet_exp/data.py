@@ -28,6 +28,7 @@ class DatasetSpec:
 
     tv_class: type  # torchvision data set class, used for the download
     system_dirs: tuple[str, ...]  # folders of system packages holding the .gz files
+    system_package: str | None  # the Debian/Ubuntu package that fills them
     counts: dict  # split -> number of examples
     md5: dict  # file name (uncompressed) -> md5 of its uncompressed bytes
 
@@ -40,6 +41,7 @@ DATASETS = {
     "fashion_mnist": DatasetSpec(
         tv_datasets.FashionMNIST,
         ("/usr/share/datasets/fashion-mnist",),
+        "dataset-fashion-mnist",
         {"train": 60000, "test": 10000},
         {
             "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
@@ -50,7 +52,8 @@ DATASETS = {
     ),
     "mnist": DatasetSpec(
         tv_datasets.MNIST,
-        ("/usr/share/datasets/mnist",),
+        (),  # no system package ships MNIST
+        None,
         {"train": 60000, "test": 10000},
         {
             "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -188,10 +191,10 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Sp
         _download(spec, raw_dir)
         folder = raw_dir
     if folder is None:
+        package = f", or install the system package (apt-get install {spec.system_package})" if spec.system_package else ""
         raise DataError(
             f"{name}: files not found in {', '.join(map(str, tried))}; "
-            f"fixes: set data.download=true, point data.root at a folder holding {spec.folder}/raw/, "
-            "or install the system package (apt-get install dataset-fashion-mnist)"
+            f"fixes: set data.download=true, or point data.root at a folder holding {spec.folder}/raw/{package}"
         )
     return load_split(folder, spec, "train"), load_split(folder, spec, "test")
 

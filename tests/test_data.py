@@ -72,7 +72,7 @@ class Tiny:
 def tiny(monkeypatch, tmp_path):
     """A registered data set 'tiny' of 6 train / 4 test examples with no known checksums."""
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    spec = DatasetSpec(Tiny, (str(tmp_path / "system"),), {"train": 6, "test": 4}, dict.fromkeys(names))
+    spec = DatasetSpec(Tiny, (str(tmp_path / "system"),), "dataset-tiny", {"train": 6, "test": 4}, dict.fromkeys(names))
     monkeypatch.setitem(data.DATASETS, "tiny", spec)
     return spec
 
@@ -99,7 +99,7 @@ def test_nothing_found_names_the_places_and_the_fixes(tmp_path, tiny):
         load_dataset("tiny", tmp_path / "root", download=False)
     message = str(err.value)
     assert str(tmp_path / "root" / "Tiny" / "raw") in message and str(tmp_path / "system") in message
-    assert "data.download=true" in message and "\n" not in message
+    assert "data.download=true" in message and "apt-get install dataset-tiny" in message and "\n" not in message
 
 
 def test_download_lands_checked_files_in_root(tmp_path, tiny):
