@@ -273,6 +273,7 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
         "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs",
         device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs,
     )
+    run_files.write_metrics(run_dir, metrics_of(p, "running", device))  # a running sweep's summary shows it
     show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
     bar = tqdm(total=math.ceil(len(train_set) / s.data.batch_size), desc="epoch", disable=not show, leave=False)
 

@@ -39,6 +39,16 @@ def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+def epochs_completed(run_dir: Path) -> int:
+    """Epochs a run folder's metrics.json reports so far (0 when there is none yet)."""
+    import json
+
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())["epochs_completed"]
+    except (OSError, ValueError):
+        return 0
+
+
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
     """An IDX file for a uint8 array: magic (2051 for images, 2049 for labels), dims, then the data."""
     magic = magic if magic is not None else (2051 if array.ndim == 3 else 2049)

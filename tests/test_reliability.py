@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from helpers import SMALL, run_cli, run_in_new_folder, scalars, start_cli
+from helpers import SMALL, epochs_completed, run_cli, run_in_new_folder, scalars, start_cli
 from lenet_exp.run_files import LAST, atomic_write
 from lenet_exp.train import train
 
@@ -79,7 +79,7 @@ def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
     """Start the run, wait until epoch 1 is recorded, then send `sig` a little into epoch 2."""
     proc = start_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=cwd)
     deadline = time.time() + 120
-    while not (cwd / "run" / "metrics.json").exists():
+    while epochs_completed(cwd / "run") < 1:
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
         time.sleep(0.02)
     time.sleep(0.4)

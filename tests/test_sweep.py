@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from helpers import run_cli, scalars, start_cli, tensorboard_plugins
+from helpers import epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
 
 pytestmark = pytest.mark.slow
 SWEEP = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
@@ -108,7 +108,7 @@ def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion
     sweep = tmp_path / "sweep"
     proc = start_cli(*args, cwd=tmp_path)
     deadline = time.time() + 180
-    while not list(sweep.glob("2_*/metrics.json")):  # job 2 has finished its first epoch
+    while not any(epochs_completed(job) >= 1 for job in sweep.glob("2_*")):  # job 2 has finished its first epoch
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
     time.sleep(0.2)
