@@ -103,45 +103,51 @@ def to_markdown(sweep_dir: Path, rows: list[dict], keys: list[str]) -> str:
     return "\n".join(lines + ([ "", "Errors:", *errors] if errors else [])) + "\n"
 
 
+def _setting(r: dict, keys: list[str]) -> str:
+    """A job's values of some keys, short: `activation=relu, optimizer.lr=0.3`."""
+    return ", ".join(f"{k}={_fmt('', r['overrides'].get(k))}" for k in keys)
+
+
 def to_png(rows: list[dict], keys: list[str]) -> bytes:
-    """Test accuracy against each swept numeric value (a line per setting of the other keys), and every job's test-acc curve."""
+    """Final test accuracy against each swept numeric key (a line per value of the categorical keys), and every job's test-acc curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     numeric = [k for k in keys if all(isinstance(_value(r["overrides"].get(k, "")), (int, float)) for r in rows)]
+    categorical = [k for k in keys if k not in numeric]
     panels = max(len(numeric), 1) + 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
     axes = axes[0]
-    done = [r for r in rows if r["test_acc"] is not None]
+    done = [r for r in rows if r["test_acc"] is not None]  # best first
     for ax, key in zip(axes, numeric):
-        others = [k for k in keys if k != key]
-        label = lambda r: ", ".join(f"{k}={r['overrides'].get(k)}" for k in others) or "test acc"  # noqa: E731
+        grid = len(numeric) == 1 or all(len({r["overrides"].get(k) for r in done}) == 1 for k in numeric if k != key)
+        label = lambda r: _setting(r, categorical) or "test acc"  # noqa: E731
         for name, group in groupby(sorted(done, key=label), key=label):
             points = sorted((_value(r["overrides"][key]), r["test_acc"]) for r in group)
-            ax.plot(*zip(*points), marker="o", label=name)
+            ax.plot(*zip(*points), marker="o", linestyle="-" if grid else "none", label=name)  # lines only on a grid
         values = [_value(r["overrides"][key]) for r in rows]
         if min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
+        if done:
+            ax.scatter([_value(done[0]["overrides"][key])], [done[0]["test_acc"]], marker="*", s=300, color="gold", edgecolor="black", zorder=5, label="best")
+            ax.legend(fontsize=7)
         ax.set(xlabel=key, ylabel="final test acc", title=f"test acc vs {key}")
         ax.grid(alpha=0.3)
-        if done:
-            ax.legend(fontsize=8)
     if not numeric:
-        names = [", ".join(f"{k}={r['overrides'].get(k)}" for k in keys) or str(r["job"]) for r in done]
+        names = [_setting(r, keys) or str(r["job"]) for r in done]
         axes[0].barh(names[::-1], [r["test_acc"] for r in done][::-1])
         axes[0].set(xlabel="final test acc", title="test acc per job (best on top)")
     curves = axes[-1]
     for r in sorted(rows, key=lambda r: str(r["job"])):
         if r["history"]:
-            name = ",".join(f"{k}={r['overrides'].get(k)}" for k in keys) or str(r["job"])
-            curves.plot(range(1, len(r["history"]) + 1), r["history"], marker=".", label=f"{r['job']}: {name}")
+            curves.plot(range(1, len(r["history"]) + 1), r["history"], marker=".", label=f"{r['job']}: {_setting(r, keys)}")
     curves.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
     curves.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     curves.grid(alpha=0.3)
     if any(r["history"] for r in rows):
-        curves.legend(fontsize=7)
+        curves.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
