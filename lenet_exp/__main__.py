@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from lenet_exp.train import Interrupted, train
 
 log = logging.getLogger("lenet_exp")
 USER_ERRORS = (ConfigError, DataError, run_files.CheckpointError)
+LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # the command's own process, seen by jobs that run in worker processes
 
 
 def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
@@ -54,11 +56,17 @@ def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
+    launcher = int(os.environ.get(LAUNCHER_PID, 0))
+    in_worker = multirun and os.getppid() == launcher  # joblib or submitit_local: stop if the sweep dies
     try:
-        metrics = train(cfg, run_dir, hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices)))
+        metrics = train(cfg, run_dir, hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices)), launcher if in_worker else None)
         return math.nan if metrics["test_acc"] is None else metrics["test_acc"]
     except Interrupted as e:
         print(f"Interrupted by {e}: checkpoint saved in {run_dir}; rerun the same command to continue.", file=sys.stderr)
+        if in_worker:  # end the worker process too: an idle worker would outlive the stopped sweep
+            write_summary(Path(hc.sweep.dir))
+            logging.shutdown()
+            os._exit(128 + e.signum)
         raise SystemExit(128 + e.signum) from None
     except USER_ERRORS as e:
         print(f"Error: {e}", file=sys.stderr)
@@ -91,6 +99,7 @@ def expand_resume(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     try:
         sys.argv = expand_resume(sys.argv)
         check_overrides(sys.argv[1:])

@@ -43,16 +43,23 @@ class Interrupted(Exception):
 
 
 class StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a checkpoint can be saved."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a checkpoint can be saved.
 
-    def __init__(self) -> None:
+    With `parent_pid` (a sweep job in a worker process), the parent's death raises the flag too, so a
+    killed parallel sweep leaves no orphan jobs training on.
+    """
+
+    def __init__(self, parent_pid: int | None = None) -> None:
         self.signum: int | None = None
         self._previous: dict = {}
+        self._parent, self._done = parent_pid, threading.Event()
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+        if self._parent:
+            threading.Thread(target=self._watch_parent, daemon=True).start()
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -60,7 +67,14 @@ class StopSignals:
             raise KeyboardInterrupt
         self.signum = signum
 
+    def _watch_parent(self) -> None:
+        while not self._done.wait(0.5):
+            if os.getppid() != self._parent:
+                self.signum = self.signum or signal.SIGTERM
+                return
+
     def __exit__(self, *exc) -> None:
+        self._done.set()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -250,8 +264,11 @@ def _already_completed(run_dir: Path, p: Progress, epochs: int) -> dict | None:
     return None
 
 
-def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
-    """Train the configured model in `run_dir` (resuming what an earlier try left) and return metrics.json's figures."""
+def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None = None) -> dict:
+    """Train the configured model in `run_dir` (resuming what an earlier try left) and return metrics.json's figures.
+
+    `parent_pid`: the sweep process that launched this job in a worker; training stops, as on SIGTERM, if it dies.
+    """
     s = Settings.from_cfg(cfg)
     device = resolve_device(s.device.name)
     set_determinism(s.deterministic)
@@ -284,7 +301,7 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict) -> dict:
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
     status = "done"
-    with StopSignals() as stop:
+    with StopSignals(parent_pid) as stop:
         while p.epoch < s.trainer.epochs and status == "done":
             bar.reset()
             bar.update(p.step)

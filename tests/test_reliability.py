@@ -67,7 +67,7 @@ def test_corrupt_data_file_is_named_with_the_remedy(tmp_path, fashion_mnist):
     assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "metrics.json").exists()
 
 
-RESUME_RUN = ["device=cpu", "data.download=false", "data.limit_train=30000", "data.limit_test=1000", "trainer.epochs=3"]
+RESUME_RUN = ["device=cpu", "data.download=false", "data.limit_train=20000", "data.limit_test=1000", "trainer.epochs=3"]
 
 
 @pytest.fixture(scope="module")

@@ -162,3 +162,24 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
     assert result["best_value"] == pytest.approx(max(done))
+
+
+def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_mnist):
+    args = ["-m", *KILL_SWEEP, "data.limit_train=30000", "trainer.epochs=3", "optimizer.lr=0.1,0.3",
+            "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+    proc = start_cli(*args, cwd=tmp_path)
+    deadline = time.time() + 180
+    while not any(epochs_completed(job) >= 1 for job in sweep.glob("*_optimizer.lr=*")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # only the sweep process: its workers must notice and stop
+    proc.wait(60)
+    time.sleep(3)  # a worker notices within a second, then checkpoints and exits
+    files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file()}
+    time.sleep(2)
+    assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing trains on
+    assert {json.loads((job / "metrics.json").read_text())["status"] for job in sweep.glob("*_optimizer.lr=*")} == {"interrupted"}
+    rerun = run_cli(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]
