@@ -49,8 +49,13 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
             "error": metrics.get("error", ""),
             "history": metrics.get("history", {}).get("test_acc", []),
         })
-    rows.sort(key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), str(r["job"])))
+    rows.sort(key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), _job_order(r)))
     return rows, _columns(sweep_dir, rows)
+
+
+def _job_order(row: dict) -> tuple:
+    """Job numbers in numeric order (2 before 10), folders without a number after them."""
+    return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
 
 
 def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
@@ -139,7 +144,7 @@ def to_png(rows: list[dict], keys: list[str]) -> bytes:
         axes[0].barh(names[::-1], [r["test_acc"] for r in done][::-1])
         axes[0].set(xlabel="final test acc", title="test acc per job (best on top)")
     curves = axes[-1]
-    for r in sorted(rows, key=lambda r: str(r["job"])):
+    for r in sorted(rows, key=_job_order):
         if r["history"]:
             curves.plot(range(1, len(r["history"]) + 1), r["history"], marker=".", label=f"{r['job']}: {_setting(r, keys)}")
     curves.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
