@@ -80,6 +80,9 @@ class Textbook:
                     sync(self.device)
                     return time.perf_counter() - start
 
+    def train_full_epoch(self, model: nn.Module, optimizer) -> None:
+        self.run(model, optimizer, len(self.train_iter) - WARMUP)  # warm-up steps included: one whole pass
+
     def test_acc(self, model: nn.Module) -> float:
         model.eval()
         correct = 0
@@ -130,10 +133,7 @@ def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) ->
     sync(device)
     start = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
-        if isinstance(pipeline, Textbook):
-            pipeline.run(model, optimizer, len(pipeline.train_iter) - WARMUP)
-        else:
-            pipeline.train_full_epoch(model, optimizer)
+        pipeline.train_full_epoch(model, optimizer)
         if pipeline.test_acc(model) >= target:
             sync(device)
             return time.perf_counter() - start, epoch

@@ -105,7 +105,11 @@ def _is_number(v: Any) -> bool:
 # Rules: name -> (predicate, what is allowed, in words)
 INT_GE_1 = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
 INT_GE_0 = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-LIMIT = (lambda v: v is None or (_is_int(v) and v >= 1), "null (all examples) or an integer >= 1")
+def optional_int_ge_1(null_means: str) -> tuple:
+    return (lambda v: v is None or (_is_int(v) and v >= 1), f"null ({null_means}) or an integer >= 1")
+
+
+LIMIT = optional_int_ge_1("all examples")
 BOOL = (lambda v: isinstance(v, bool), "true or false")
 TEXT = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
 
@@ -162,7 +166,7 @@ RULES = {
         "channels_last": BOOL,
         "amp": BOOL,
         "compile": BOOL,
-        "threads": (LIMIT[0], "null (torch's default) or an integer >= 1"),
+        "threads": optional_int_ge_1("torch's default"),
         "eval_batch_size": INT_GE_1,
     },
 }

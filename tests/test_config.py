@@ -70,6 +70,7 @@ def test_lr_override_reaches_the_optimizer(make_cfg):
         ("data.download=maybe", "data.download='maybe'"),
         ("seed=-1", "seed=-1"),
         ("device.name=tpu", "device.name='tpu'"),
+        ("device.threads=0", "device.threads=0 is not allowed: expected null \\(torch's default\\)"),
         ("+data.shuffle=false", "data.shuffle: unknown key"),
     ],
 )
