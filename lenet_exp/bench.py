@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lenet_exp.config import Settings, compose_config, resolve_device
-from lenet_exp.data import Split, load_dataset
+from lenet_exp.config import ConfigError, Settings, check_overrides, compose_config, resolve_device
+from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
 from lenet_exp.train import Progress, StopSignals, build, epoch_order, evaluate, train_epoch
 
 WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
@@ -34,9 +36,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def write_torchvision_layout(root: Path, train: Split, test: Split) -> None:
-    """The raw IDX files torchvision's FashionMNIST class reads, from tensors already loaded and checked."""
-    raw = root / "FashionMNIST" / "raw"
+def write_torchvision_layout(root: Path, spec: DatasetSpec, train: Split, test: Split) -> None:
+    """The raw IDX files torchvision's data set class reads, from tensors already loaded and checked."""
+    raw = root / spec.folder / "raw"
     raw.mkdir(parents=True)
     for prefix, split in (("train", train), ("t10k", test)):
         n = len(split).to_bytes(4, "big")
@@ -47,12 +49,14 @@ def write_torchvision_layout(root: Path, train: Split, test: Split) -> None:
 class Textbook:
     """The book's pipeline: torchvision data set, ToTensor, DataLoader with workers, a syncing loop."""
 
-    def __init__(self, root: Path, batch_size: int, workers: int, device: torch.device) -> None:
-        from torchvision import datasets, transforms
+    def __init__(self, root: Path, spec: DatasetSpec, batch_size: int, workers: int, device: torch.device) -> None:
+        from torchvision import transforms
 
+        # The book's 4 workers on a machine with fewer cores is the setting measured: no advice about it.
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
         tf = transforms.ToTensor()
-        self.train_set = datasets.FashionMNIST(str(root), train=True, transform=tf, download=False)
-        self.test_set = datasets.FashionMNIST(str(root), train=False, transform=tf, download=False)
+        self.train_set = spec.tv_class(str(root), train=True, transform=tf, download=False)
+        self.test_set = spec.tv_class(str(root), train=False, transform=tf, download=False)
         loader = lambda ds, shuffle: torch.utils.data.DataLoader(ds, batch_size, shuffle=shuffle, num_workers=workers)  # noqa: E731
         self.train_iter, self.test_iter = loader(self.train_set, True), loader(self.test_set, False)
         self.device = device
@@ -108,6 +112,8 @@ class LenetExp:
         self.epoch += 1
         with StopSignals() as stop:
             train_epoch(model, optimizer, data, order, Progress(), self.s, lambda: True, stop)
+        if stop.signum is not None:  # Ctrl-C ends the benchmark, as it does in the textbook loop
+            raise KeyboardInterrupt
 
     def run(self, model: nn.Module, optimizer, steps: int) -> float:
         self._epoch(model, optimizer, WARMUP)
@@ -140,27 +146,85 @@ def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) ->
     return None, max_epochs
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (234 make one epoch)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternations of the two pipelines")
-    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the textbook pipeline")
-    parser.add_argument("--target-acc", type=float, default=0.7, help="test accuracy for time-to-accuracy (0: skip)")
-    parser.add_argument("--max-epochs", type=int, default=10)
-    parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
-    args = parser.parse_args(argv)
+def _count(minimum: int):
+    """An argparse type: an integer >= minimum, refused in one line otherwise."""
 
-    cfg = compose_config([f"device.name={args.device}", *args.overrides])
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def _accuracy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a test accuracy in [0, 1) (0 skips the measurement)")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A mistaken argument in one line, exit status 2, as the training command does."""
+        self.exit(2, f"Error: {message} (see python -m lenet_exp.bench --help)\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="python -m lenet_exp.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: the config's device (auto)")
+    parser.add_argument("--steps", type=_count(1), default=200, help="timed steps per measurement (234 make one epoch)")
+    parser.add_argument("--repeats", type=_count(1), default=3, help="alternations of the two pipelines")
+    parser.add_argument("--workers", type=_count(0), default=4, help="DataLoader workers of the textbook pipeline")
+    parser.add_argument("--target-acc", type=_accuracy, default=0.7, help="test accuracy for time-to-accuracy (0: skip)")
+    parser.add_argument("--max-epochs", type=_count(1), default=10)
+    parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
+    return parser.parse_args(argv)
+
+
+def setup(args: argparse.Namespace):
+    """The composed config, its checked settings, the device and the data; user mistakes raise ConfigError/DataError."""
+    overrides = [*args.overrides, *([f"device.name={args.device}"] if args.device else [])]
+    check_overrides(overrides)
+    cfg = compose_config(overrides)
     settings = Settings.from_cfg(cfg)
     device = resolve_device(settings.device.name)
-    train, test = load_dataset("fashion_mnist", settings.data.root, settings.data.download)
+    if settings.device.threads:
+        torch.set_num_threads(settings.device.threads)
+    train, test = load_dataset(settings.data.name, settings.data.root, settings.data.download)
+    return cfg, settings, device, train, test
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        cfg, settings, device, train, test = setup(args)
+    except (ConfigError, DataError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        run(args, cfg, settings, device, train, test)
+    except KeyboardInterrupt:
+        print("Interrupted: no figures printed.", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device, train: Split, test: Split) -> None:
+    """Alternate the two pipelines, time both to the target accuracy, print the table."""
     # Same seed, so the same initial weights each time; the book's model keeps the default NCHW layout.
     book = replace(settings, device=replace(settings.device, channels_last=False))
     fresh = {"textbook": lambda: build(cfg, book, device), "lenet_exp": lambda: build(cfg, settings, device)}
     with tempfile.TemporaryDirectory() as root:
-        write_torchvision_layout(Path(root), train, test)
-        pipelines = {"textbook": Textbook(Path(root), settings.data.batch_size, args.workers, device), "lenet_exp": LenetExp(settings, train, test, device)}
+        spec = DATASETS[settings.data.name]
+        write_torchvision_layout(Path(root), spec, train, test)
+        pipelines = {"textbook": Textbook(Path(root), spec, settings.data.batch_size, args.workers, device), "lenet_exp": LenetExp(settings, train, test, device)}
         speeds: dict[str, list[float]] = {name: [] for name in pipelines}
         for _ in range(args.repeats):
             for name, pipeline in pipelines.items():
@@ -169,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         ttas = {name: time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device) for name, p in pipelines.items()} if args.target_acc > 0 else {}
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"LeNet, Fashion-MNIST, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}")
+    print(f"LeNet, {spec.tv_class.__name__}, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}")
     tta_header = f"time to {args.target_acc} test acc" if args.target_acc > 0 else ""
     print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header:>28}")
     for name, values in speeds.items():
