@@ -13,6 +13,7 @@ trains from scratch until the test accuracy reaches `--target-acc`, timed with e
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from torch import nn
 
 from lenet_exp.config import ConfigError, Settings, check_overrides, compose_config, resolve_device
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
-from lenet_exp.train import Progress, StopSignals, build, epoch_order, evaluate, train_epoch
+from lenet_exp.train import Interrupted, Progress, StopSignals, build, epoch_order, evaluate, train_epoch
 
 WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
 
@@ -112,8 +113,8 @@ class LenetExp:
         self.epoch += 1
         with StopSignals() as stop:
             train_epoch(model, optimizer, data, order, Progress(), self.s, lambda: True, stop)
-        if stop.signum is not None:  # Ctrl-C ends the benchmark, as it does in the textbook loop
-            raise KeyboardInterrupt
+        if stop.signum is not None:  # Ctrl-C or SIGTERM ends the benchmark, as in the textbook loop
+            raise Interrupted(stop.signum)
 
     def run(self, model: nn.Module, optimizer, steps: int) -> float:
         self._epoch(model, optimizer, WARMUP)
@@ -211,9 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     try:
         run(args, cfg, settings, device, train, test)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as e:
         print("Interrupted: no figures printed.", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None
 
 
 def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device, train: Split, test: Split) -> None:

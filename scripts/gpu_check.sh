@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU check: the CUDA tests, the benchmark, and a 6-job sweep sequential vs parallel on one GPU.
 # Run from the repo root on a machine with a CUDA GPU and the project installed (pip install -e ".[dev]").
-# Where nothing can be installed, carry wheels in .whl/ (hydra-core, omegaconf, antlr4-python3-runtime,
-# hydra-joblib-launcher, joblib) and this script installs them into /tmp/site first.
+# On a machine that can fetch nothing, first run scripts/gpu_prepare.sh where the network is, and carry its
+# .whl/ (wheels this script installs into /tmp/site) and data/ (Fashion-MNIST) along with the working tree.
 #   DEVICE=cpu EPOCHS=1 STEPS=50 bash scripts/gpu_check.sh   # a dry run of the same steps on the CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."

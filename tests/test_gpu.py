@@ -3,26 +3,39 @@
 import pytest
 import torch
 
+from helpers import REPO, SYSTEM_FASHION_MNIST
 from lenet_exp.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+# A GPU machine without the system package gets the files in the repo's data/ (scripts/gpu_prepare.sh puts them there).
+REPO_DATA = REPO / "data"
+
+
+@pytest.fixture
+def gpu_cfg(make_cfg):
+    """make_cfg, reading Fashion-MNIST from the system copy or else from the repo's data/ folder."""
+    if (SYSTEM_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        return make_cfg
+    if not (REPO_DATA / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("needs Fashion-MNIST: the dataset-fashion-mnist package, or scripts/gpu_prepare.sh")
+    return lambda *overrides: make_cfg(f"data.root={REPO_DATA}", *overrides)
 
 
 @pytest.mark.parametrize("options", [[], ["device.amp=true"], ["device.compile=true"], ["device.channels_last=false"]])
-def test_trains_on_cuda(make_cfg, tmp_path, fashion_mnist, options):
-    cfg = make_cfg("device=cuda", "activation=tanh", "optimizer.lr=0.3", "data.limit_train=10000", "data.limit_test=2000", *options)
+def test_trains_on_cuda(gpu_cfg, tmp_path, options):
+    cfg = gpu_cfg("device=cuda", "activation=tanh", "optimizer.lr=0.3", "data.limit_train=10000", "data.limit_test=2000", *options)
     metrics = train(cfg, tmp_path, {})
     assert metrics["status"] == "completed" and metrics["device"].startswith("cuda")
     assert metrics["test_acc"] > 0.6
 
 
-def test_auto_picks_cuda(make_cfg, tmp_path, fashion_mnist):
-    metrics = train(make_cfg("device=auto", "trainer.epochs=1"), tmp_path, {})
+def test_auto_picks_cuda(gpu_cfg, tmp_path):
+    metrics = train(gpu_cfg("device=auto", "trainer.epochs=1"), tmp_path, {})
     assert metrics["device"].startswith("cuda")
 
 
-def test_cuda_and_cpu_agree_on_the_data_order(make_cfg, tmp_path, fashion_mnist):
+def test_cuda_and_cpu_agree_on_the_data_order(gpu_cfg, tmp_path):
     """The shuffle is drawn on the CPU, so both devices see the same batches; figures agree closely."""
-    cpu = train(make_cfg("device=cpu", "deterministic=true"), tmp_path / "cpu", {})
-    gpu = train(make_cfg("device=cuda", "deterministic=true"), tmp_path / "gpu", {})
+    cpu = train(gpu_cfg("device=cpu", "deterministic=true"), tmp_path / "cpu", {})
+    gpu = train(gpu_cfg("device=cuda", "deterministic=true"), tmp_path / "gpu", {})
     assert gpu["train_loss"] == pytest.approx(cpu["train_loss"], rel=1e-3)
