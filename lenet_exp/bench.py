@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lenet_exp.config import ConfigError, Settings, check_overrides, compose_config, resolve_device
+from lenet_exp.config import INT_GE_0, INT_GE_1, ConfigError, Settings, check_overrides, compose_config
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
-from lenet_exp.train import Interrupted, Progress, StopSignals, build, epoch_order, evaluate, train_epoch
+from lenet_exp.train import Interrupted, Progress, StopSignals, build, epoch_order, evaluate, setup_device, train_epoch
 
 WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
 
@@ -147,29 +147,22 @@ def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) ->
     return None, max_epochs
 
 
-def _count(minimum: int):
-    """An argparse type: an integer >= minimum, refused in one line otherwise."""
+ACCURACY = (lambda v: 0 <= v < 1, "a test accuracy in [0, 1) (0 skips the measurement)")
 
-    def parse(text: str) -> int:
+
+def _typed(parse, rule: tuple):
+    """An argparse type: parse the text, then hold it to one of the config's rules (predicate, words)."""
+
+    def convert(text: str):
         try:
-            value = int(text)
+            value = parse(text)
         except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {minimum}")
+            value = None
+        if value is None or not rule[0](value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {rule[1]}")
         return value
 
-    return parse
-
-
-def _accuracy(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a test accuracy in [0, 1) (0 skips the measurement)")
-    return value
+    return convert
 
 
 class _Parser(argparse.ArgumentParser):
@@ -181,11 +174,11 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m lenet_exp.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: the config's device (auto)")
-    parser.add_argument("--steps", type=_count(1), default=200, help="timed steps per measurement (234 make one epoch)")
-    parser.add_argument("--repeats", type=_count(1), default=3, help="alternations of the two pipelines")
-    parser.add_argument("--workers", type=_count(0), default=4, help="DataLoader workers of the textbook pipeline")
-    parser.add_argument("--target-acc", type=_accuracy, default=0.7, help="test accuracy for time-to-accuracy (0: skip)")
-    parser.add_argument("--max-epochs", type=_count(1), default=10)
+    parser.add_argument("--steps", type=_typed(int, INT_GE_1), default=200, help="timed steps per measurement (234 make one epoch)")
+    parser.add_argument("--repeats", type=_typed(int, INT_GE_1), default=3, help="alternations of the two pipelines")
+    parser.add_argument("--workers", type=_typed(int, INT_GE_0), default=4, help="DataLoader workers of the textbook pipeline")
+    parser.add_argument("--target-acc", type=_typed(float, ACCURACY), default=0.7, help="test accuracy for time-to-accuracy (0: skip)")
+    parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), default=10)
     parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
     return parser.parse_args(argv)
 
@@ -196,9 +189,7 @@ def setup(args: argparse.Namespace):
     check_overrides(overrides)
     cfg = compose_config(overrides)
     settings = Settings.from_cfg(cfg)
-    device = resolve_device(settings.device.name)
-    if settings.device.threads:
-        torch.set_num_threads(settings.device.threads)
+    device = setup_device(settings)
     train, test = load_dataset(settings.data.name, settings.data.root, settings.data.download)
     return cfg, settings, device, train, test
 
@@ -206,13 +197,11 @@ def setup(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        cfg, settings, device, train, test = setup(args)
+        run(args, *setup(args))
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    try:
-        run(args, cfg, settings, device, train, test)
-    except (KeyboardInterrupt, Interrupted) as e:
+    except (KeyboardInterrupt, Interrupted) as e:  # during setup too: loading the data takes a few seconds
         print("Interrupted: no figures printed.", file=sys.stderr)
         raise SystemExit(128 + getattr(e, "signum", signal.SIGINT)) from None
 

@@ -108,21 +108,29 @@ class Progress:
 def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
     torch.manual_seed(settings.seed)
-    parts: dict = {}
-    for group, make in (
-        ("activation", lambda: instantiate(cfg.activation, _partial_=True)),
-        ("model", lambda: instantiate(cfg.model, activation=parts["activation"])),
-        ("optimizer", lambda: instantiate(cfg.optimizer)(parts["model"].parameters())),
-    ):
-        try:
-            parts[group] = make()
-        except (InstantiationException, TypeError, ValueError) as e:
-            cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
-            raise ConfigError(f"{group}: " + " ".join(str(cause).split())) from None
-        if group == "model":
-            layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
-            parts["model"] = parts["model"].to(device, memory_format=layout)
-    return parts["model"], parts["optimizer"]
+    layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
+    activation = _instantiate("activation", lambda: instantiate(cfg.activation, _partial_=True))
+    model = _instantiate("model", lambda: instantiate(cfg.model, activation=activation)).to(device, memory_format=layout)
+    optimizer = _instantiate("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
+    return model, optimizer
+
+
+def _instantiate(group: str, make):
+    """make(), with a bad `_target_` or argument turned into a one-line ConfigError naming the group."""
+    try:
+        return make()
+    except (InstantiationException, TypeError, ValueError) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        raise ConfigError(f"{group}: " + " ".join(str(cause).split())) from None
+
+
+def setup_device(s: Settings) -> torch.device:
+    """The training device, with the determinism and CPU-thread settings applied (training and the bench alike)."""
+    device = resolve_device(s.device.name)
+    set_determinism(s.deterministic)
+    if s.device.threads:
+        torch.set_num_threads(s.device.threads)
+    return device
 
 
 def log_steps(num_batches: int, points: int) -> set[int]:
@@ -270,10 +278,7 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
     `parent_pid`: the sweep process that launched this job in a worker; training stops, as on SIGTERM, if it dies.
     """
     s = Settings.from_cfg(cfg)
-    device = resolve_device(s.device.name)
-    set_determinism(s.deterministic)
-    if s.device.threads:
-        torch.set_num_threads(s.device.threads)
+    device = setup_device(s)
     model, optimizer = build(cfg, s, device)
     p = _resume(run_dir, cfg, model, optimizer) or Progress()
     if done := _already_completed(run_dir, p, s.trainer.epochs):
