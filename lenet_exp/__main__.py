@@ -5,6 +5,9 @@
     python -m lenet_exp --multirun optimizer.lr=0.1,0.3,0.9 activation=sigmoid,relu
     python -m lenet_exp resume=outputs/2026-11-27/21-40-00  # continue an interrupted run in place
     python -m lenet_exp --help                            # config groups and options
+
+Before Hydra starts, the command checks the overrides and its output folder, so a refused command
+writes nothing; torch loads only once a run is about to start.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import math
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -21,15 +25,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp import run_files, sweep  # noqa: F401  (sweep registers the job folder resolver)
-from lenet_exp.config import CONFIG_PATH, ConfigError, check_overrides
+from lenet_exp import run_files, run_folder, sweep
+from lenet_exp.config import CONFIG_PATH, ConfigError, check_overrides, is_hydra_override, quoted
 from lenet_exp.data import DataError
 from lenet_exp.summarize import write_summary
-from lenet_exp.train import Interrupted, train
 
 log = logging.getLogger("lenet_exp")
 USER_ERRORS = (ConfigError, DataError, run_files.CheckpointError)
 LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # the command's own process, seen by jobs that run in worker processes
+NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-p", "--package", "--resolve")
 
 
 def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
@@ -44,40 +48,50 @@ def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
     return settings
 
 
-def _fail(run_dir: Path, error: str) -> float:
-    """Record a failed sweep job so the summary shows it, and let the sweep go on."""
-    metrics = run_files.read_metrics(run_dir) or {"epochs_completed": 0}
-    run_files.write_metrics(run_dir, {**metrics, "status": "failed", "error": error})
-    return math.nan
+def environment_errors() -> tuple:
+    """Errors of the machine, not of the code: a full or read-only disk, no permission, no memory."""
+    import torch
+
+    return (OSError, MemoryError, torch.OutOfMemoryError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error in one line; a file error as `<file>: <reason>`."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
+    from lenet_exp.train import Interrupted, train  # torch loads here, once the command line has passed its checks
+
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
     launcher = int(os.environ.get(LAUNCHER_PID, 0))
     in_worker = multirun and os.getppid() == launcher  # joblib or submitit_local: stop if the sweep dies
+    hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     try:
-        metrics = train(cfg, run_dir, hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices)), launcher if in_worker else None)
+        metrics = train(cfg, run_dir, hparams, launcher if in_worker else None, HydraConfig.instance().cfg, keep_refusals=multirun)
         return math.nan if metrics["test_acc"] is None else metrics["test_acc"]
     except Interrupted as e:
-        print(f"Interrupted by {e}: checkpoint saved in {run_dir}; rerun the same command to continue.", file=sys.stderr)
+        print(f"Interrupted by {e}: {e.note or f'checkpoint saved in {run_dir}; rerun the same command to continue'}.", file=sys.stderr)
         if in_worker:  # end the worker process too: an idle worker would outlive the stopped sweep
             write_summary(Path(hc.sweep.dir))
             logging.shutdown()
             os._exit(128 + e.signum)
         raise SystemExit(128 + e.signum) from None
-    except USER_ERRORS as e:
-        print(f"Error: {e}", file=sys.stderr)
+    except (*USER_ERRORS, *environment_errors()) as e:
+        print(f"Error: {one_line(e)}", file=sys.stderr)
         if not multirun:
-            raise SystemExit(2) from None
-        return _fail(run_dir, str(e))
-    except Exception as e:
+            raise SystemExit(2 if isinstance(e, USER_ERRORS) else 1) from None
+        return math.nan
+    except Exception:
         if not multirun:
-            raise
+            raise  # a bug: the traceback helps; metrics.json already says failed
         log.exception("job failed")
-        return _fail(run_dir, f"{type(e).__name__}: {e}".splitlines()[0])
+        return math.nan
     finally:
         if multirun:
             write_summary(Path(hc.sweep.dir))
@@ -89,24 +103,62 @@ def expand_resume(argv: list[str]) -> list[str]:
     if not given:
         return argv
     folder = Path(given[-1].split("=", 1)[1])
-    saved = folder / ".hydra" / "overrides.yaml"
+    saved = folder / run_folder.RECORD / "overrides.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume={folder}: not a run folder (no {saved}); give the folder of an earlier run")
+    try:
+        earlier = yaml.safe_load(saved.read_text()) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"resume={folder}: {saved} is unreadable ({one_line(e)[:200]})") from None
+    if not isinstance(earlier, list) or not all(isinstance(o, str) for o in earlier):
+        raise ConfigError(f"resume={folder}: {saved} is not a list of overrides")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     keys = {a.split("=", 1)[0] for a in rest}
-    earlier = [o for o in yaml.safe_load(saved.read_text()) or [] if o.split("=", 1)[0] not in keys]
-    return [argv[0], *earlier, *rest, f"hydra.run.dir={folder}"]
+    earlier = [o for o in earlier if o.split("=", 1)[0] not in keys]
+    return [argv[0], *earlier, *rest, f"hydra.run.dir={quoted(str(folder))}"]
+
+
+@contextmanager
+def output_folder(args: list[str]):
+    """Check the overrides and the output folder before Hydra writes anything; yields overrides that pin the folder.
+
+    A default folder (`outputs/<date>/<time>`) is made new for this command, with a suffix when another
+    command took that name in the same second; a sweep folder stays locked for the whole sweep.
+    """
+    cfg = check_overrides(args)
+    if cfg is None or any(a in NO_RUN_FLAGS for a in args):
+        yield []
+        return
+    multirun = any(a in ("-m", "--multirun") for a in args) or "hydra.mode=MULTIRUN" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(str(OmegaConf.select(cfg, key)))
+    run_folder.check_folder_path(folder, key)
+    if not any(a.lstrip("+").startswith(f"{key}=") for a in args):
+        folder = run_folder.claim_new_folder(folder)
+    pin = [f"{key}={quoted(str(folder))}"]
+    if not multirun:
+        yield pin
+        return
+    with run_folder.locked(folder):
+        task_overrides = [a for a in args if "=" in a and not a.startswith("-") and not is_hydra_override(a)]
+        sweep.check_sweep_folder(folder, task_overrides, cfg)
+        yield pin
 
 
 def main() -> None:
     os.environ[LAUNCHER_PID] = str(os.getpid())
+    logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
     try:
-        sys.argv = expand_resume(sys.argv)
-        check_overrides(sys.argv[1:])
+        argv = expand_resume(sys.argv)
+        with output_folder(argv[1:]) as pin:
+            sys.argv = [argv[0], *argv[1:], *pin]
+            task()
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    task()
+    except KeyboardInterrupt:
+        print("Interrupted by SIGINT: nothing is left half-written; rerun the same command to continue.", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -56,8 +56,8 @@ class Textbook:
         # The book's 4 workers on a machine with fewer cores is the setting measured: no advice about it.
         warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
         tf = transforms.ToTensor()
-        self.train_set = spec.tv_class(str(root), train=True, transform=tf, download=False)
-        self.test_set = spec.tv_class(str(root), train=False, transform=tf, download=False)
+        self.train_set = spec.torchvision_class()(str(root), train=True, transform=tf, download=False)
+        self.test_set = spec.torchvision_class()(str(root), train=False, transform=tf, download=False)
         loader = lambda ds, shuffle: torch.utils.data.DataLoader(ds, batch_size, shuffle=shuffle, num_workers=workers)  # noqa: E731
         self.train_iter, self.test_iter = loader(self.train_set, True), loader(self.test_set, False)
         self.device = device
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
         ttas = {name: time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device) for name, p in pipelines.items()} if args.target_acc > 0 else {}
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"LeNet, {spec.tv_class.__name__}, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}")
+    print(f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}")
     tta_header = f"time to {args.target_acc} test acc" if args.target_acc > 0 else ""
     print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header:>28}")
     for name, values in speeds.items():

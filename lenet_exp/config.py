@@ -6,12 +6,13 @@ violation raises ConfigError with one line naming the key, the value given and w
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, fields
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.data import DATASETS
@@ -21,8 +22,11 @@ _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://lenet_exp.conf"
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The composed config outside the command line (tests, the benchmark), from the same config folder."""
+def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """The composed config outside the command line (tests, the benchmark), from the same config folder.
+
+    `with_hydra` keeps the `hydra` node (run and sweep folders, sweeper, launcher) as the command would see it.
+    """
     from hydra import compose, initialize_config_dir, initialize_config_module
 
     if CONFIG_PATH.startswith("pkg://"):
@@ -30,7 +34,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     else:
         context = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
     with context:
-        return compose("config", overrides=overrides)
+        return compose("config", overrides=overrides, return_hydra_config=with_hydra)
 
 
 class ConfigError(ValueError):
@@ -44,20 +48,33 @@ def group_options() -> dict[str, list[str]]:
     return {g.name: sorted(f.name[: -len(".yaml")] for f in g.iterdir() if f.name.endswith(".yaml")) for g in groups}
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Refuse bad command-line overrides in one line before Hydra starts: unknown options, unknown keys, bad syntax.
+def quoted(text: str) -> str:
+    """An override value Hydra reads back exactly, whatever it holds: `=`, `,`, quotes, spaces, `${`, non-ASCII."""
+    text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)  # a literal ${, not an interpolation
+    text = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)  # backslashes before a quote or the end
+    return f"'{text}'"
 
-    Sweeps are checked with their first value; Hydra's own settings (hydra.*) are left to Hydra.
+
+def is_hydra_override(arg: str) -> bool:
+    """`hydra.run.dir=...` or `hydra/launcher=...`: how to run, not what to train."""
+    return arg.lstrip("+~").startswith("hydra")
+
+
+def check_overrides(argv: list[str]) -> DictConfig | None:
+    """Refuse bad command-line overrides in one line before Hydra starts: unknown options and keys, bad syntax, bad values.
+
+    Returns the composed config with its `hydra` node (each sweep at its first value). Every value of a
+    swept key is checked; search spaces (`interval(...)`) are left to the sweeper.
     """
     if any(a in ("-cn", "-cp", "-cd") or a.startswith("--config") for a in argv):
-        return  # another primary config: composing it is Hydra's job alone
-    args = [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
-    check_group_overrides(args)
+        return None  # another primary config: composing it is Hydra's job alone
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    check_group_overrides([a for a in args if not is_hydra_override(a)])
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    parser, single = OverridesParser.create(), []
+    parser, single, variants = OverridesParser.create(), [], []
     for arg in args:
         try:
             override = parser.parse_override(arg)
@@ -65,14 +82,21 @@ def check_overrides(argv: list[str]) -> None:
             raise ConfigError(f"{arg}: not a valid override ({_one_line(e)})") from None
         if override.is_sweep_override():
             try:
-                arg = f"{arg.split('=', 1)[0]}={next(iter(override.sweep_string_iterator()))}"
+                values = [f"{arg.split('=', 1)[0]}={v}" for v in override.sweep_string_iterator()]
             except Exception:
                 continue  # a search space (interval, tag): the sweeper checks it
+            if not is_hydra_override(arg):
+                variants += [(len(single), v) for v in values[1:]]
+            arg = values[0]
         single.append(arg)
     try:
-        compose_config(single)
+        cfg = compose_config(single, with_hydra=True)
+        check_config(cfg)
+        for position, value in variants:  # the other values of each swept key, one at a time
+            check_config(compose_config([*single[:position], value, *single[position + 1 :]]))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_one_line(e)) from None
+    return cfg
 
 
 def _one_line(error: Exception) -> str:
@@ -99,14 +123,24 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 # Rules: name -> (predicate, what is allowed, in words)
 INT_GE_1 = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
 INT_GE_0 = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-def optional_int_ge_1(null_means: str) -> tuple:
-    return (lambda v: v is None or (_is_int(v) and v >= 1), f"null ({null_means}) or an integer >= 1")
+SEED = (lambda v: _is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)")
+MAX_THREADS = 256  # beyond this torch's thread pool fails outright
+
+
+def optional_int_ge_1(null_means: str, most: int | None = None) -> tuple:
+    upper, words = (most, f" <= {most}") if most else (math.inf, "")
+    return (lambda v: v is None or (_is_int(v) and 1 <= v <= upper), f"null ({null_means}) or an integer >= 1{words}")
+
+
+def int_list(least: int, nonempty: bool) -> tuple:
+    ok = lambda v: isinstance(v, (list, tuple)) and (v or not nonempty) and all(_is_int(x) and x >= least for x in v)  # noqa: E731
+    return (ok, f"a {'non-empty ' if nonempty else ''}list of integers >= {least}")
 
 
 LIMIT = optional_int_ge_1("all examples")
@@ -166,14 +200,28 @@ RULES = {
         "channels_last": BOOL,
         "amp": BOOL,
         "compile": BOOL,
-        "threads": optional_int_ge_1("torch's default"),
+        "threads": optional_int_ge_1("torch's default", MAX_THREADS),
         "eval_batch_size": INT_GE_1,
     },
 }
 OPTIMIZER_RULES = {
-    "lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "eps": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+}
+LENET = "lenet_exp.model.LeNet"
+MODEL_RULES = {  # the keys of model/lenet.yaml
+    "in_channels": INT_GE_1,
+    "image_size": INT_GE_1,
+    "conv_channels": int_list(1, nonempty=True),
+    "kernel_size": INT_GE_1,
+    "padding": INT_GE_0,
+    "pool": choice("avg", "max"),
+    "hidden": int_list(1, nonempty=False),
+    "num_classes": INT_GE_1,
+    "init": choice("xavier_uniform", "kaiming_uniform", "default"),
 }
 
 
@@ -202,11 +250,12 @@ class Settings:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Settings:
-        for key, rule in (("seed", INT_GE_0), ("deterministic", BOOL)):
+        for key, rule in (("seed", SEED), ("deterministic", BOOL)):
             check(key, cfg.get(key), rule)
+        optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
         for key, rule in OPTIMIZER_RULES.items():
-            if key in cfg.optimizer:
-                check(f"optimizer.{key}", cfg.optimizer[key], rule)
+            if key in optimizer:
+                check(f"optimizer.{key}", optimizer[key], rule)
         return cls(
             seed=cfg.seed,
             deterministic=cfg.deterministic,
@@ -216,14 +265,39 @@ class Settings:
         )
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device for `device.name`; auto picks CUDA, then Apple MPS, then the CPU."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda: CUDA is not available on this machine; use device=auto or device=cpu")
-    if name == "mps" and not has_mps:
-        raise ConfigError("device.name=mps: Apple MPS is not available on this machine; use device=auto or device=cpu")
-    return torch.device(name)
+def check_model_keys(cfg: DictConfig) -> None:
+    """LeNet's keys obey their rules and fit the data set: its channels, image size and number of classes."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    if model.get("_target_") != LENET:
+        return  # another model class: building it and one forward pass check it (train.check_model_fits)
+    for key, rule in MODEL_RULES.items():
+        if key in model:
+            check(f"model.{key}", model[key], rule)
+    spec = DATASETS[cfg.data.name]
+    for key, needed in (("in_channels", spec.channels), ("image_size", spec.image_size)):
+        if key in model and model[key] != needed:
+            raise ConfigError(f"model.{key}={model[key]} does not fit {cfg.data.name} ({spec.channels}x{spec.image_size}x{spec.image_size} images): expected {needed}")
+    if model.get("num_classes", spec.classes) < spec.classes:
+        raise ConfigError(f"model.num_classes={model['num_classes']} cannot fit {cfg.data.name}: its labels are 0-{spec.classes - 1}, so expected >= {spec.classes}")
+
+
+def cuda_surely_absent() -> bool:
+    """True where no GPU driver is visible at all (Linux), so `device=cuda` can be refused without loading torch."""
+    if not Path("/proc").is_dir():
+        return False  # not Linux: only torch can tell
+    devices = [*Path("/dev").glob("nvidia*"), Path("/dev/dxg"), Path("/dev/kfd"), Path("/proc/driver/nvidia")]
+    return not any(p.exists() for p in devices)
+
+
+def check_config(cfg: DictConfig) -> Settings:
+    """Every rule a composed config must obey before anything runs: typed settings, optimizer values, the model's keys."""
+    settings = Settings.from_cfg(cfg)
+    check_model_keys(cfg)
+    if Path(settings.data.root).exists() and not Path(settings.data.root).is_dir():
+        raise ConfigError(f"data.root={settings.data.root}: is a file, not a folder; give the folder that holds (or will hold) {DATASETS[settings.data.name].folder}/raw/")
+    if settings.device.name == "cuda" and cuda_surely_absent():
+        raise ConfigError(NO_CUDA)
+    return settings
+
+
+NO_CUDA = "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"

@@ -3,6 +3,7 @@
 Search order for each data set: `<root>/<Folder>/raw` (torchvision's layout), a system copy
 (Debian/Ubuntu's `dataset-fashion-mnist` package), then a download through torchvision's data set
 class when `download` is true. Every file is checked (magic, shape, count, labels, checksum).
+torch and torchvision are imported where they are used, so a command can check its config without them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torchvision import datasets as tv_datasets
+if TYPE_CHECKING:
+    import torch
 
 SPLITS = {"train": "train", "test": "t10k"}  # split -> file prefix of the official release
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # IDX headers: uint8 data with 3 dims / 1 dim
@@ -26,20 +28,24 @@ IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # IDX headers: uint8 data with 3 dims / 1
 class DatasetSpec:
     """Where a data set's files live and what they must contain."""
 
-    tv_class: type  # torchvision data set class, used for the download
+    folder: str  # torchvision's data set class, and its raw folder: <root>/<folder>/raw
     system_dirs: tuple[str, ...]  # folders of system packages holding the .gz files
     system_package: str | None  # the Debian/Ubuntu package that fills them
     counts: dict  # split -> number of examples
     md5: dict  # file name (uncompressed) -> md5 of its uncompressed bytes
+    channels: int = 1  # image channels (grayscale)
+    image_size: int = 28  # image height = width, pixels
+    classes: int = 10  # labels 0 .. classes-1
 
-    @property
-    def folder(self) -> str:
-        return self.tv_class.__name__  # torchvision's raw folder name: <root>/<folder>/raw
+    def torchvision_class(self) -> type:
+        from torchvision import datasets
+
+        return getattr(datasets, self.folder)
 
 
 DATASETS = {
     "fashion_mnist": DatasetSpec(
-        tv_datasets.FashionMNIST,
+        "FashionMNIST",
         ("/usr/share/datasets/fashion-mnist",),
         "dataset-fashion-mnist",
         {"train": 60000, "test": 10000},
@@ -51,7 +57,7 @@ DATASETS = {
         },
     ),
     "mnist": DatasetSpec(
-        tv_datasets.MNIST,
+        "MNIST",
         (),  # no system package ships MNIST
         None,
         {"train": 60000, "test": 10000},
@@ -111,6 +117,8 @@ def parse_idx(data: bytes, path: Path, kind: str) -> torch.Tensor:
             f"{path}: {len(data)} bytes for {dims[0]} {kind}, expected {expected}; "
             "the file is truncated or corrupt, delete it and rerun"
         )
+    import torch
+
     tensor = torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(dims)
     if kind == "labels" and len(tensor) and int(tensor.max()) > 9:
         raise DataError(f"{path}: label {int(tensor.max())} out of range 0-9; replace the file")
@@ -163,7 +171,7 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
     raw_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=raw_dir.parent))
     try:
-        spec.tv_class(root=str(scratch), train=True, download=True)
+        spec.torchvision_class()(root=str(scratch), train=True, download=True)
         fetched = scratch / spec.folder / "raw"
         for split in SPLITS:
             load_split(fetched, spec, split)  # refuse anything that fails the checks
@@ -201,5 +209,7 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Sp
 
 def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1], as torchvision's ToTensor scales."""
+    import torch
+
     x = images.unsqueeze(1).float().div_(255)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -40,5 +40,13 @@ class RunLogger:
         for summary in hparams(settings, metrics):
             self.writer.file_writer.add_summary(summary)
 
-    def close(self) -> None:
-        self.writer.close()
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, quietly: bool = False) -> None:
+        """Flush and close; `quietly` after an error, when a second one (a full disk) would only hide the first."""
+        try:
+            self.writer.close()
+        except OSError:
+            if not quietly:
+                raise

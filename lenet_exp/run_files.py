@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 METRICS = "metrics.json"
 LAST = "checkpoints/last.pt"  # full training state for resuming, rewritten every epoch and on interrupt
 BEST = "checkpoints/best.pt"  # model weights of the epoch with the best test accuracy
@@ -37,8 +35,10 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # name the file the write was for
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 
@@ -66,6 +66,8 @@ def read_metrics(run_dir: Path) -> dict | None:
 
 
 def save_checkpoint(path: Path, obj: Any) -> None:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue())
@@ -73,6 +75,8 @@ def save_checkpoint(path: Path, obj: Any) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """Load a training-state checkpoint, refusing a damaged one with a clear message."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(state, dict) or "model" not in state or "progress" not in state:

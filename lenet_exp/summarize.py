@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from itertools import groupby
 from pathlib import Path
@@ -19,7 +20,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.run_files import atomic_write, read_metrics
+from lenet_exp.run_files import METRICS, atomic_write
+from lenet_exp.run_folder import live_status
 from lenet_exp.sweep import IGNORED, swept_keys
 
 METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
@@ -33,23 +35,58 @@ def _value(text: str):
         return text
 
 
-def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
-    """The rows (one per job folder, best test accuracy first) and the swept keys, in override order."""
-    rows = []
-    for job_dir in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()):
+def _is_job(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / ".hydra" / "overrides.yaml").is_file() or (folder / METRICS).is_file())
+
+
+def _overrides(job_dir: Path) -> dict:
+    """The job's overrides as key -> value text; ValueError when the file cannot be read as a list of overrides."""
+    try:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-        pairs = [o.lstrip("+~").split("=", 1) for o in overrides if "=" in o]
-        metrics = read_metrics(job_dir) or {"status": "not started", "epochs_completed": 0}
-        num = job_dir.name.split("_", 1)[0]
-        rows.append({
-            "job": int(num) if num.isdigit() else job_dir.name,
-            "overrides": {k: v for k, v in pairs if not k.startswith(IGNORED)},
-            **{c: metrics.get(c) for c in METRIC_COLUMNS},
-            "run_dir": job_dir.name,
-            "error": metrics.get("error", ""),
-            "history": metrics.get("history", {}).get("test_acc", []),
-        })
-    rows.sort(key=lambda r: (r["test_acc"] is None, -(r["test_acc"] or 0.0), _job_order(r)))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f".hydra/overrides.yaml: {' '.join(str(e).split())[:160]}") from None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ValueError(".hydra/overrides.yaml: not a list of overrides")
+    pairs = [o.lstrip("+~").split("=", 1) for o in overrides if "=" in o]
+    return {k: v for k, v in pairs if not k.startswith(IGNORED)}
+
+
+def _metrics(job_dir: Path) -> dict:
+    """metrics.json as it stands (a `running` that no process backs shows as interrupted); ValueError when unreadable."""
+    path = job_dir / METRICS
+    if not path.exists():
+        return {"status": "not started", "epochs_completed": 0}
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{METRICS}: {' '.join(str(e).split())[:160]}") from None
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{METRICS}: not a JSON object")
+    return live_status(job_dir, metrics)
+
+
+def read_job(job_dir: Path) -> dict:
+    """One job's row: number, overrides, figures; a job whose files cannot be read is `unreadable`, with the reason."""
+    num = job_dir.name.split("_", 1)[0]
+    row = {"job": int(num) if num.isdigit() else job_dir.name, "run_dir": job_dir.name, "overrides": {}}
+    try:
+        row["overrides"] = _overrides(job_dir)
+        metrics = _metrics(job_dir)
+    except ValueError as e:
+        return {**row, **{c: None for c in METRIC_COLUMNS}, "status": "unreadable", "error": str(e), "history": []}
+    history = metrics.get("history") if isinstance(metrics.get("history"), dict) else {}
+    return {**row, **{c: metrics.get(c) for c in METRIC_COLUMNS}, "error": metrics.get("error") or "", "history": history.get("test_acc") or []}
+
+
+def rank(row: dict) -> tuple:
+    """Sort key, best first: completed jobs before any other, then by test accuracy, then by job number."""
+    acc = row["test_acc"] if isinstance(row["test_acc"], (int, float)) else None
+    return (row["status"] != "completed", acc is None, -(acc or 0.0), _job_order(row))
+
+
+def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
+    """The rows (one per job folder, best first) and the swept keys, in override order."""
+    rows = sorted((read_job(p) for p in sweep_dir.iterdir() if _is_job(p)), key=rank)
     return rows, _columns(sweep_dir, rows)
 
 
@@ -60,13 +97,21 @@ def _job_order(row: dict) -> tuple:
 
 def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
     """The swept keys; failing that (no sweep record), the override keys whose values differ between jobs."""
-    first_job = sweep_dir / rows[0]["run_dir"] / ".hydra" / "hydra.yaml" if rows else None
-    params = OmegaConf.load(first_job).hydra.sweeper.get("params") if first_job and first_job.is_file() else None
-    keys = swept_keys(sweep_dir, params)
+    keys = swept_keys(sweep_dir, _sweeper_params(sweep_dir, rows))
     if keys:
         return keys
     keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
     return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] if len(rows) > 1 else keys
+
+
+def _sweeper_params(sweep_dir: Path, rows: list[dict]):
+    """The search space a sweeper (Optuna) drew from, from the first readable job record."""
+    for r in rows:
+        try:
+            return OmegaConf.load(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml").hydra.sweeper.get("params")
+        except Exception:
+            continue
+    return None
 
 
 def to_csv(rows: list[dict], keys: list[str]) -> str:
@@ -119,19 +164,19 @@ def to_png(rows: list[dict], keys: list[str]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    numeric = [k for k in keys if all(isinstance(_value(r["overrides"].get(k, "")), (int, float)) for r in rows)]
+    done = [r for r in rows if r["test_acc"] is not None]  # best first
+    numeric = [k for k in keys if done and all(isinstance(_value(r["overrides"].get(k, "")), (int, float)) for r in done)]
     categorical = [k for k in keys if k not in numeric]
     panels = max(len(numeric), 1) + 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
     axes = axes[0]
-    done = [r for r in rows if r["test_acc"] is not None]  # best first
     for ax, key in zip(axes, numeric):
         grid = len(numeric) == 1 or all(len({r["overrides"].get(k) for r in done}) == 1 for k in numeric if k != key)
         label = lambda r: _setting(r, categorical) or "test acc"  # noqa: E731
         for name, group in groupby(sorted(done, key=label), key=label):
             points = sorted((_value(r["overrides"][key]), r["test_acc"]) for r in group)
             ax.plot(*zip(*points), marker="o", linestyle="-" if grid else "none", label=name)  # lines only on a grid
-        values = [_value(r["overrides"][key]) for r in rows]
+        values = [_value(r["overrides"][key]) for r in done]
         if min(values) > 0 and max(values) / min(values) >= 10:
             ax.set_xscale("log")
         if done:
@@ -170,27 +215,42 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     return rows
 
 
+FINISHED = ("completed", "diverged")
+
+
 class SummaryCallback(Callback):
-    """At the end of a --multirun: write the summary, print it, and exit non-zero if a job failed."""
+    """At the end of a --multirun: write the summary, print it, and exit non-zero if a job failed or did not finish."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         print((sweep_dir / "summary.md").read_text() if rows else f"{sweep_dir}: no jobs ran")
-        failed = [r for r in rows if r["status"] == "failed"]
-        if failed:
-            sys.exit(f"{len(failed)} of {len(rows)} jobs failed; see {sweep_dir / 'summary.md'}")
+        failed = [r for r in rows if r["status"] in ("failed", "unreadable")]
+        unfinished = [r for r in rows if r["status"] not in (*FINISHED, "failed", "unreadable")]
+        if failed or unfinished:
+            parts = [f"{len(failed)} of {len(rows)} jobs failed"] if failed else []
+            named = ", ".join(f"job {r['job']} {r['status']}" for r in unfinished[:5])
+            parts += [f"{len(unfinished)} did not finish ({named})"] if unfinished else []
+            sys.exit(f"{'; '.join(parts)}; see {sweep_dir / 'summary.md'}")
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
+    if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python -m lenet_exp.summarize <sweep folder>", file=sys.stderr)
         return 2
-    rows = write_summary(Path(argv[0]))
-    if not rows:
-        print(f"Error: {argv[0]}: no job folders (with .hydra/overrides.yaml) found", file=sys.stderr)
+    folder = Path(argv[0])
+    if not folder.is_dir():
+        print(f"Error: {folder}: {'is a file, not a sweep folder' if folder.exists() else 'no such folder'}", file=sys.stderr)
+        return 2
+    try:
+        rows = write_summary(folder)
+    except OSError as e:
+        print(f"Error: {folder}: cannot write the summary ({' '.join(str(e).split())})", file=sys.stderr)
         return 1
-    print((Path(argv[0]) / "summary.md").read_text())
+    if not rows:
+        print(f"Error: {folder}: no job folders (with .hydra/overrides.yaml or metrics.json) found", file=sys.stderr)
+        return 1
+    print((folder / "summary.md").read_text())
     return 0
 
 

@@ -12,7 +12,11 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_exp.run_folder import RESUMABLE_CHANGES, FolderRefused, first_difference, settings_of
+
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
+# Sweeper keys that do not change what any job trains: a rerun may change them.
+SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
 
 def _key(override: str) -> str:
@@ -40,3 +44,48 @@ def job_dirname(*, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("lenet_exp.job_dirname", job_dirname, replace=True)
+
+
+def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
+    """Refuse to sweep into a folder that holds something else: a single run, other files, or a sweep of other settings.
+
+    A rerun may change only what cannot change a job's figures (epochs to train to, data location, device).
+    """
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        others = sorted(p.name for p in sweep_dir.iterdir() if p.name != ".submitit")
+        if others:
+            what = "a single run" if (sweep_dir / ".hydra").is_dir() else f"other files ({', '.join(others[:3])})"
+            raise FolderRefused(f"{sweep_dir} holds {what}, not a sweep; choose a new hydra.sweep.dir")
+        return
+    try:
+        then = OmegaConf.load(saved)
+        old = [o for o in then.hydra.overrides.task if _key(o) and not _key(o).startswith(RESUMABLE_CHANGES)]
+    except Exception as e:
+        raise FolderRefused(f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir") from None
+    new = [o for o in overrides if not _key(o).startswith(RESUMABLE_CHANGES)]
+    refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it with its own overrides ({' '.join(old)}), or choose a new hydra.sweep.dir"
+    if old != new:
+        then_by_key, now_by_key = {_key(o): o for o in old}, {_key(o): o for o in new}
+        diff = first_difference(then_by_key, now_by_key) or "the same overrides in another order, which numbers the jobs differently"
+        raise FolderRefused(refuse.format(diff))
+    sweeper_then, sweeper_now = (_without(OmegaConf.to_container(c.hydra.sweeper), SWEEPER_EXTENSIONS) for c in (then, cfg))
+    if diff := first_difference(sweeper_then, sweeper_now):
+        raise FolderRefused(refuse.format(f"hydra.sweeper: {diff}"))
+    swept = tuple(swept_keys(sweep_dir))
+    fixed = lambda c: {k: v for k, v in settings_of(_task_part(c)).items() if not k.startswith(swept)}  # noqa: E731
+    if diff := first_difference(fixed(then), fixed(cfg)):
+        raise FolderRefused(refuse.format(diff))
+
+
+def _without(d: dict, keys: tuple) -> dict:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def _task_part(cfg: DictConfig) -> dict:
+    """The config without its hydra node, resolved where it can be."""
+    tree = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+    try:
+        return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    except Exception:
+        return OmegaConf.to_container(OmegaConf.create(tree), resolve=False)

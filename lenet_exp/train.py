@@ -1,8 +1,9 @@
 """One training run with the textbook's semantics, fed from data resident on the device.
 
-`train(cfg, run_dir)` builds the parts from a composed config, trains, evaluates once an epoch and
-writes everything into `run_dir`: TensorBoard events, metrics.json and checkpoints. It resumes from
-`run_dir/checkpoints/last.pt` when an earlier try left one.
+`train(cfg, run_dir)` locks the run folder, checks everything and loads the data (`prepare`, which
+writes nothing), then trains, evaluating once an epoch, and writes everything into `run_dir`
+(`fit`): TensorBoard events, metrics.json and checkpoints. It continues from `checkpoints/last.pt`
+when an earlier try left one; any error after training starts leaves metrics.json `failed`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,26 +26,27 @@ from torch import nn
 from tqdm import tqdm
 
 from lenet_exp import logger as tb
-from lenet_exp import run_files
-from lenet_exp.config import ConfigError, Settings, resolve_device
-from lenet_exp.data import Split, load_dataset, to_input
+from lenet_exp import run_files, run_folder
+from lenet_exp.config import NO_CUDA, ConfigError, Settings, check_config
+from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset, to_input
 from lenet_exp.model import shape_table
 
 log = logging.getLogger(__name__)
-# Keys that may change between an interrupted try and its resumption without changing the result.
-RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "data.root", "data.download", "device")
 
 
 class Interrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+    """Training stopped on SIGINT/SIGTERM; `saved`: after writing a checkpoint of where it stood."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, saved: bool = True) -> None:
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum, self.saved = signum, saved
+        self.note = ""  # what became of the run, for the console; empty: a checkpoint was saved
 
 
 class StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so a checkpoint can be saved.
+    """SIGINT/SIGTERM: before training, stop at once (nothing is written yet); while training, raise a flag
+    the loop checks between steps, so a checkpoint can be saved; a second signal stops at once, but never
+    in the middle of writing files.
 
     With `parent_pid` (a sweep job in a worker process), the parent's death raises the flag too, so a
     killed parallel sweep leaves no orphan jobs training on.
@@ -51,6 +54,8 @@ class StopSignals:
 
     def __init__(self, parent_pid: int | None = None) -> None:
         self.signum: int | None = None
+        self.training = False  # the loop checks the flag: defer the stop to it
+        self._writing = 0
         self._previous: dict = {}
         self._parent, self._done = parent_pid, threading.Event()
 
@@ -63,9 +68,20 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
+        if not self.training:
+            raise Interrupted(signum, saved=False)
+        if self.signum is not None and not self._writing:  # a second signal: stop now
+            raise Interrupted(signum, saved=False)
+        self.signum = self.signum or signum
+
+    @contextmanager
+    def writing(self):
+        """Files are being written: a signal now only raises the flag, so no write is cut short."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
 
     def _watch_parent(self) -> None:
         while not self._done.wait(0.5):
@@ -124,6 +140,19 @@ def _instantiate(group: str, make):
         raise ConfigError(f"{group}: " + " ".join(str(cause).split())) from None
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch device for `device.name`; auto picks CUDA, then Apple MPS, then the CPU."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(NO_CUDA)
+    if name == "mps" and not has_mps:
+        raise ConfigError("device.name=mps: Apple MPS is not available on this machine; use device=auto or device=cpu")
+    return torch.device(name)
+
+
 def setup_device(s: Settings) -> torch.device:
     """The training device, with the determinism and CPU-thread settings applied (training and the bench alike)."""
     device = resolve_device(s.device.name)
@@ -131,6 +160,18 @@ def setup_device(s: Settings) -> torch.device:
     if s.device.threads:
         torch.set_num_threads(s.device.threads)
     return device
+
+
+def check_model_fits(model: nn.Module, spec: DatasetSpec, name: str, device: torch.device) -> None:
+    """One forward pass of two blank images of the data set: the model must take them and give a logit per class."""
+    x = torch.zeros(2, spec.channels, spec.image_size, spec.image_size, device=device)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:
+        raise ConfigError(f"model cannot take {name} images ({spec.channels}x{spec.image_size}x{spec.image_size}): {' '.join(str(e).split())[:300]}") from None
+    if out.dim() != 2 or out.shape[1] < spec.classes:
+        raise ConfigError(f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)")
 
 
 def log_steps(num_batches: int, points: int) -> set[int]:
@@ -194,46 +235,13 @@ def set_determinism(deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
-def _settings_for_check(cfg: DictConfig) -> dict:
-    """The config as a flat dict without the keys a resumption may change."""
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {k: v for k, v in flat.items() if not k.startswith(RESUMABLE_CHANGES) and not k.startswith("hydra")}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
-def _resume(run_dir: Path, cfg: DictConfig, model, optimizer) -> Progress | None:
-    path = run_dir / run_files.LAST
-    if not path.exists():
-        return None
-    state = run_files.load_checkpoint(path)
-    now, then = _settings_for_check(cfg), state.get("settings", {})
-    changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
-    if changed:
-        k = changed[0]
-        raise ConfigError(
-            f"{run_dir} holds a run with other settings ({k}={then.get(k)!r} there, {now.get(k)!r} now); "
-            "rerun with the same overrides, or choose a new output folder"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    return Progress(**state["progress"])
-
-
 def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),
         "progress": asdict(p),
-        "settings": _settings_for_check(cfg),
+        "settings": run_folder.settings_of(cfg),
     }
     run_files.save_checkpoint(run_dir / run_files.LAST, state)
 
@@ -244,6 +252,7 @@ def metrics_of(p: Progress, status: str, device: torch.device) -> dict:
     return {
         "status": status,
         "epochs_completed": p.epoch,
+        "steps_completed": p.global_step,
         "train_loss": last["train_loss"],
         "train_acc": last["train_acc"],
         "test_acc": last["test_acc"],
@@ -264,29 +273,104 @@ def _save_epoch(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress, i
     run_files.write_metrics(run_dir, metrics_of(p, "running", device))
 
 
-def _already_completed(run_dir: Path, p: Progress, epochs: int) -> dict | None:
-    done = run_files.read_metrics(run_dir)
-    if done and done.get("status") == "completed" and p.epoch >= epochs:
-        print(f"{run_dir} already holds this run, completed (test acc {done['test_acc']:.4f}): not retraining.")
-        return done
-    return None
+@dataclass
+class Run:
+    """Everything a run needs, checked and loaded, before anything is written."""
+
+    cfg: DictConfig
+    s: Settings
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    p: Progress
+    train_set: Split
+    test_set: Split
+    plan: run_folder.Plan
+    data_files: str = ""
 
 
-def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None = None) -> dict:
-    """Train the configured model in `run_dir` (resuming what an earlier try left) and return metrics.json's figures.
+def prepare(cfg: DictConfig, run_dir: Path) -> Run | dict:
+    """Check the config, the model against the data and the folder's record, then load the data; write nothing.
 
-    `parent_pid`: the sweep process that launched this job in a worker; training stops, as on SIGTERM, if it dies.
+    Returns the metrics of a finished run asked for again instead of a Run. Refusals raise ConfigError.
     """
-    s = Settings.from_cfg(cfg)
+    s = check_config(cfg)
     device = setup_device(s)
     model, optimizer = build(cfg, s, device)
-    p = _resume(run_dir, cfg, model, optimizer) or Progress()
-    if done := _already_completed(run_dir, p, s.trainer.epochs):
-        return done
+    check_model_fits(model, DATASETS[s.data.name], s.data.name, device)
+    plan = run_folder.plan_run(run_dir, run_folder.settings_of(cfg), s.trainer.epochs)
+    if plan.done:
+        return plan.done
+    p = Progress()
+    if plan.state:
+        model.load_state_dict(plan.state["model"])
+        optimizer.load_state_dict(plan.state["optimizer"])
+        torch.set_rng_state(plan.state["rng"])
+        p = Progress(**plan.state["progress"])
     train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
     train_set, test_set = train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
+    return Run(cfg, s, device, model, optimizer, p, train_set, test_set, plan)
+
+
+def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None = None, hydra_cfg: DictConfig | None = None, keep_refusals: bool = False) -> dict:
+    """Train the configured model in `run_dir` (continuing what an earlier try left) and return metrics.json's figures.
+
+    Holds the folder's lock throughout and writes nothing until every check has passed (then `.hydra/`,
+    from `hydra_cfg`); any error after that leaves metrics.json `failed` with its reason, or `interrupted`.
+    `parent_pid`: the sweep process that launched this job in a worker; training stops, as on SIGTERM, if it dies.
+    `keep_refusals`: a sweep job records a config or data error as `failed` too, so the sweep's summary shows it.
+    """
+    with run_folder.locked(run_dir), StopSignals(parent_pid) as stop:
+        try:
+            run = prepare(cfg, run_dir)
+        except Interrupted as e:
+            e.note = "before training started; nothing was written"
+            raise
+        except (ConfigError, DataError, run_files.CheckpointError) as e:
+            if not keep_refusals or isinstance(e, run_folder.FolderRefused):
+                raise
+            run_folder.write_record(run_dir, cfg, hydra_cfg)
+            run_folder.record_failure(run_dir, str(e))
+            raise
+        if isinstance(run, dict):
+            print(f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining.")
+            return run
+        run_folder.write_record(run_dir, cfg, hydra_cfg)
+        try:
+            return fit(run, run_dir, hparams, stop)
+        except Interrupted as e:
+            if not e.saved:
+                e.note = f"stopped before saving where it stood; {run_dir} continues from its last checkpoint when rerun"
+                _record_quietly(run_dir, f"stopped by {e} before saving where it stood", "interrupted")
+            raise
+        except BaseException as e:
+            reason = f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else " ".join(f"{type(e).__name__}: {e}".split())
+            log.error("run failed: %s", reason)
+            _record_quietly(run_dir, reason, "failed")
+            raise
+
+
+def _record_quietly(run_dir: Path, reason: str, status: str) -> None:
+    """Record the end in metrics.json; if even that fails (a full disk), the lock's release tells the summary."""
+    try:
+        run_folder.record_failure(run_dir, reason, status)
+    except OSError:
+        pass
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
+    """The training loop: epochs of train_epoch and evaluate, curves and checkpoints; returns metrics.json's figures."""
+    cfg, s, device, model, optimizer, p = run.cfg, run.s, run.device, run.model, run.optimizer, run.p
+    train_set, test_set = run.train_set, run.test_set
     net = torch.compile(model) if s.device.compile else model
-    logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else None)
+    old_curves = any(run_dir.glob("events.out.tfevents.*"))
+    logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None))
+    if run.plan.note:
+        log.info("%s", run.plan.note[0].upper() + run.plan.note[1:])
     if p.global_step == 0:
         lines = shape_table(model, model.input_shape)
         log.info("Layer output shapes:\n%s", "\n".join(lines))
@@ -306,7 +390,8 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
 
     status = "done"
-    with StopSignals(parent_pid) as stop:
+    try:
+        stop.training = True
         while p.epoch < s.trainer.epochs and status == "done":
             bar.reset()
             bar.update(p.step)
@@ -316,9 +401,9 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
             p.train_seconds += time.perf_counter() - start  # train_epoch ends with a sync
             p.examples += p.seen - seen_before
             if status == "stopped":
-                _checkpoint(run_dir, cfg, model, optimizer, p)
-                run_files.write_metrics(run_dir, metrics_of(p, "interrupted", device))
-                logger.close()
+                with stop.writing():
+                    _checkpoint(run_dir, cfg, model, optimizer, p)
+                    run_files.write_metrics(run_dir, metrics_of(p, "interrupted", device))
                 raise Interrupted(stop.signum)
             if status == "done":
                 is_best = p.end_epoch(evaluate(net, test_set, s))
@@ -329,14 +414,21 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
                     "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec", p.epoch, s.trainer.epochs,
                     *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")), speed,
                 )
-                _save_epoch(run_dir, cfg, model, optimizer, p, is_best, device)
-    bar.close()
-    if status == "diverged":
-        log.warning("loss became non-finite at step %d: stopping this run as diverged", p.global_step)
-    else:
-        run_files.save_checkpoint(run_dir / run_files.FINAL, model.state_dict())
-    metrics = metrics_of(p, "diverged" if status == "diverged" else "completed", device)
-    logger.hparams(hparams)
-    logger.close()
-    run_files.write_metrics(run_dir, metrics)
-    return metrics
+                with stop.writing():
+                    logger.flush()  # the curves on disk reach as far as the checkpoint
+                    _save_epoch(run_dir, cfg, model, optimizer, p, is_best, device)
+        if status == "diverged":
+            log.warning("loss became non-finite at step %d: stopping this run as diverged", p.global_step)
+        metrics = metrics_of(p, "diverged" if status == "diverged" else "completed", device)
+        with stop.writing():
+            if status != "diverged":
+                run_files.save_checkpoint(run_dir / run_files.FINAL, model.state_dict())
+            logger.hparams(hparams)
+            logger.close()
+            run_files.write_metrics(run_dir, metrics)
+        return metrics
+    finally:
+        stop.training = False
+        bar.close()
+        logger.close(quietly=True)  # after an error: the error to report is the first one
+

@@ -6,7 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lenet_exp.config import CONFIG_PATH, ConfigError, Settings, resolve_device
+from lenet_exp.config import CONFIG_PATH, ConfigError, Settings
+from lenet_exp.train import resolve_device
 from lenet_exp.train import build
 
 GROUPS = ["model", "activation", "optimizer", "data", "device", "trainer"]

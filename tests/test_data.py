@@ -4,6 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import SYSTEM_FASHION_MNIST, idx_bytes, write_idx, write_split_files
 from lenet_exp import data
@@ -68,11 +69,16 @@ class Tiny:
         write_split_files(raw, 6, 4, gz=False, seed=1)
 
 
+class TinySpec(DatasetSpec):
+    def torchvision_class(self) -> type:
+        return Tiny  # the stand-in for torchvision's class
+
+
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
     """A registered data set 'tiny' of 6 train / 4 test examples with no known checksums."""
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    spec = DatasetSpec(Tiny, (str(tmp_path / "system"),), "dataset-tiny", {"train": 6, "test": 4}, dict.fromkeys(names))
+    spec = TinySpec("Tiny", (str(tmp_path / "system"),), "dataset-tiny", {"train": 6, "test": 4}, dict.fromkeys(names))
     monkeypatch.setitem(data.DATASETS, "tiny", spec)
     return spec
 
@@ -85,7 +91,7 @@ def test_root_is_searched_first_then_the_system_copy(tmp_path, tiny, gz):
     from_root, test = load_dataset("tiny", tmp_path / "root", download=False)
     assert len(from_root) == 6 and len(test) == 4
     assert not from_root.images.equal(from_system.images)
-    assert from_root.labels.dtype == data.torch.int64
+    assert from_root.labels.dtype == torch.int64
 
 
 def test_wrong_count_is_refused(tmp_path, tiny):

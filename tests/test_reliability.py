@@ -16,8 +16,8 @@ from lenet_exp.train import train
 
 FIGURES = ("status", "epochs_completed", "train_loss", "train_acc", "test_acc", "best_test_acc", "history")
 BAD_INPUTS = {
-    "optimizer.lr=abc": "optimizer.lr='abc' is not allowed: expected a number > 0",
-    "optimizer.lr=0": "optimizer.lr=0 is not allowed: expected a number > 0",
+    "optimizer.lr=abc": "optimizer.lr='abc' is not allowed: expected a finite number > 0",
+    "optimizer.lr=0": "optimizer.lr=0 is not allowed: expected a finite number > 0",
     "data.batch_size=0": "data.batch_size=0 is not allowed: expected an integer >= 1",
     "trainer.epochs=0": "trainer.epochs=0 is not allowed",
     "data.limit_train=0": "data.limit_train=0 is not allowed",

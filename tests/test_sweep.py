@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from helpers import epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
+from helpers import SYSTEM_FASHION_MNIST, epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
 
 pytestmark = pytest.mark.slow
 SWEEP = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
@@ -90,14 +90,25 @@ def test_summarize_command_rebuilds_the_summary(grid, tmp_path):
 
 
 def test_diverged_and_failed_jobs_are_recorded_and_hide_nothing(tmp_path, fashion_mnist):
-    proc = run_cli("-m", *SWEEP, "activation=relu", "optimizer.lr=0.1,100,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
-    assert proc.returncode == 1 and "1 of 3 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
-    rows = {r["optimizer.lr"]: r for r in read_summary(tmp_path / "sweep")}
-    assert rows["0.1"]["status"] == "completed" and float(rows["0.1"]["test_acc"]) > 0
-    assert rows["100"]["status"] == "diverged" and "non-finite" in rows["100"]["error"]
-    assert int(rows["100"]["epochs_completed"]) < 2  # stopped early
-    assert rows["-1"]["status"] == "failed" and "optimizer.lr=-1 is not allowed" in rows["-1"]["error"]
+    damaged = tmp_path / "damaged" / "FashionMNIST" / "raw"  # a copy with one truncated file: found, then refused
+    damaged.mkdir(parents=True)
+    for f in SYSTEM_FASHION_MNIST.glob("*.gz"):
+        (damaged / f.name).write_bytes(f.read_bytes()[: 5000 if f.name.startswith("t10k-labels") else None])
+    proc = run_cli("-m", *SWEEP, "activation=relu", "optimizer.lr=0.1,100", "data.root=data,damaged", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 1 and "2 of 4 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
+    rows = {(r["optimizer.lr"], r["data.root"]): r for r in read_summary(tmp_path / "sweep")}
+    assert rows["0.1", "data"]["status"] == "completed" and float(rows["0.1", "data"]["test_acc"]) > 0
+    assert rows["100", "data"]["status"] == "diverged" and "non-finite" in rows["100", "data"]["error"]
+    assert int(rows["100", "data"]["epochs_completed"]) < 2  # stopped early
+    for lr in ("0.1", "100"):
+        assert rows[lr, "damaged"]["status"] == "failed" and "t10k-labels-idx1-ubyte.gz: cannot read" in rows[lr, "damaged"]["error"]
     assert [r["optimizer.lr"] for r in read_summary(tmp_path / "sweep")][0] == "0.1"
+
+
+def test_a_bad_value_anywhere_in_a_sweep_is_refused_before_it_starts(tmp_path):
+    proc = run_cli("-m", *SWEEP, "optimizer.lr=0.1,0.3,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr == "Error: optimizer.lr=-1 is not allowed: expected a finite number > 0\n"
+    assert not (tmp_path / "sweep").exists()
 
 
 KILL_SWEEP = ["device=cpu", "data.download=false", "data.limit_train=15000", "data.limit_test=1000", "trainer.epochs=2"]

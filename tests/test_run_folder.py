@@ -1,0 +1,399 @@
+"""Run folders keep one run's true record: one process per folder, checks before any write, no stale states,
+honest restarts, every key validated, signals at any moment, resume= for any folder, summaries that never lie."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from helpers import (
+    SMALL, epochs_completed, mount_tmpfs, run_cli, run_in_new_folder, scalars, snapshot, start_cli, start_patched, unmount,
+)
+from lenet_exp import run_folder
+from lenet_exp.run_folder import FolderRefused, claim_new_folder, live_status, locked
+from lenet_exp.summarize import collect, main as summarize_main
+from lenet_exp.train import Interrupted, StopSignals
+
+QUICK = ["device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256", "trainer.epochs=2"]
+LONGER = ["device=cpu", "data.download=false", "data.limit_train=20000", "data.limit_test=500", "trainer.epochs=3"]
+
+
+def one_line_error(proc, code: int = 2) -> str:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory, fashion_mnist):
+    """A completed 2-epoch run in `<cwd>/run`."""
+    return run_in_new_folder(tmp_path_factory, "done", *QUICK)[0] / "run"
+
+
+# 1. One process per folder ------------------------------------------------------------------------------
+
+
+def test_a_second_process_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path, fashion_mnist):
+    first = start_cli(*LONGER, "hydra.run.dir=run", cwd=tmp_path)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "metrics.json").exists():  # written once training starts
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    second = run_cli(*LONGER, "hydra.run.dir=run", cwd=tmp_path)
+    line = one_line_error(second)
+    assert f"run is in use by process {first.pid} (" in line and "lenet_exp" in line
+    assert first.wait(120) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs_completed"] == 3
+    steps = [s for s, _ in scalars(tmp_path / "run")["train/loss"]]
+    assert steps == sorted(set(steps)) and len(steps) == 15  # one writer: no mixed curves
+
+
+def test_runs_started_together_get_folders_of_their_own(tmp_path, fashion_mnist):
+    procs = [start_cli(*QUICK, "trainer.epochs=1", cwd=tmp_path) for _ in range(2)]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    runs = sorted(p.parent for p in tmp_path.glob("outputs/*/*/metrics.json"))
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+        assert len(scalars(run)["train/loss"]) == 4  # 4 steps, one point each
+
+
+def test_a_taken_default_folder_gets_a_suffix(tmp_path):
+    assert claim_new_folder(tmp_path / "12-00-00") == tmp_path / "12-00-00"
+    assert claim_new_folder(tmp_path / "12-00-00") == tmp_path / "12-00-00-2"
+    assert claim_new_folder(tmp_path / "12-00-00") == tmp_path / "12-00-00-3"
+
+
+HOLD = "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"
+
+
+def test_the_lock_is_the_kernels_and_dies_with_its_process(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    assert run_folder.in_use(tmp_path)
+    with pytest.raises(FolderRefused, match=f"is in use by process {holder.pid}"):
+        with locked(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    assert not run_folder.in_use(tmp_path)
+    with locked(tmp_path):
+        assert run_folder.in_use(tmp_path)
+
+
+# 2. Check before writing -----------------------------------------------------------------------------------
+
+REFUSED_RERUNS = {
+    "other settings": (["optimizer.lr=0.3"], "holds a run with other settings (optimizer.lr=0.9 there, 0.3 now)"),
+    "fewer epochs": (["trainer.epochs=1"], "has trained into epoch 2 already; trainer.epochs=1 asks for fewer"),
+    "bf16 on resume": (["device.amp=true"], "holds a run with other settings (device.amp=False there, True now)"),
+    "compile on resume": (["device.compile=true"], "(device.compile=False there, True now)"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RERUNS)
+def test_a_refused_rerun_leaves_every_file_as_it_was(done_run, case):
+    extra, message = REFUSED_RERUNS[case]
+    before = snapshot(done_run)
+    proc = run_cli(*QUICK, *extra, f"hydra.run.dir={done_run}", cwd=done_run.parent)
+    assert message in one_line_error(proc)
+    assert snapshot(done_run) == before  # bytes and times: .hydra/ included
+    again = run_cli(f"resume={done_run}", cwd=done_run.parent)  # the record still describes the run: resume= takes it
+    assert again.returncode == 0 and "already holds this run, completed" in again.stdout
+
+
+def test_folder_paths_that_cannot_hold_a_run_are_refused(tmp_path):
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "notes.txt").write_text("mine")
+    cases = {
+        "hydra.run.dir=a_file": "hydra.run.dir=a_file: is a file, not a folder",
+        "hydra.run.dir=a_file/run": "hydra.run.dir=a_file/run: a_file is a file, so no folder can be made under it",
+        "hydra.run.dir=project": "project holds other files (notes.txt), not a run",
+    }
+    for override, message in cases.items():
+        proc = run_cli(*QUICK, override, cwd=tmp_path)
+        assert message in one_line_error(proc), override
+    sweep = run_cli("-m", *QUICK, "optimizer.lr=0.1,0.3", "hydra.sweep.dir=a_file", cwd=tmp_path)
+    assert "hydra.sweep.dir=a_file: is a file, not a folder" in one_line_error(sweep)
+    assert (tmp_path / "a_file").read_text() == "keep me" and (tmp_path / "project" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "project"]
+
+
+def test_a_read_only_folder_is_refused_before_anything_starts(tmp_path):
+    ro = tmp_path / "ro"
+    if os.geteuid() == 0:
+        if not mount_tmpfs(ro, "1m", read_only=True):
+            pytest.skip("this machine allows no mount, and root writes anywhere else")
+    else:
+        ro.mkdir()
+        ro.chmod(0o555)
+    try:
+        proc = run_cli(*QUICK, "hydra.run.dir=ro/run", cwd=tmp_path)
+        assert "hydra.run.dir=ro/run: ro is not writable here" in one_line_error(proc)
+    finally:
+        unmount(ro) if os.geteuid() == 0 else ro.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory, fashion_mnist):
+    cwd = tmp_path_factory.mktemp("sweep")
+    args = ["-m", "device=cpu", "data.download=false", "data.limit_train=512", "data.limit_test=256", "trainer.epochs=1", "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep"]
+    proc = run_cli(*args, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd, args
+
+
+SWEEP_CHANGES = {
+    "a fixed setting": (["optimizer.momentum=0.5"], "holds a sweep of other settings (optimizer.momentum="),
+    "the swept values": (["optimizer.lr=0.1,0.2"], "optimizer.lr=0.1,0.3' there, 'optimizer.lr=0.1,0.2' now"),
+    "the sweeper": (["hparams_search=optuna"], "holds a sweep of other settings (hparams_search="),
+}
+
+
+@pytest.mark.parametrize("change", SWEEP_CHANGES)
+def test_a_sweep_folder_refuses_a_sweep_of_other_settings_untouched(small_sweep, change):
+    cwd, args = small_sweep
+    extra, message = SWEEP_CHANGES[change]
+    keys = {e.split("=")[0] for e in extra}
+    before = snapshot(cwd / "sweep")
+    proc = run_cli(*[a for a in args if a.split("=")[0] not in keys], *extra, cwd=cwd)
+    assert message in one_line_error(proc)
+    assert snapshot(cwd / "sweep") == before  # multirun.yaml and every job's .hydra/ included
+
+
+def test_the_same_sweep_again_trains_nothing_and_its_job_folders_resume(small_sweep):
+    cwd, args = small_sweep
+    again = run_cli(*args, cwd=cwd)
+    assert again.returncode == 0 and again.stdout.count("not retraining") == 2
+    job = cwd / "sweep" / "1_optimizer.lr=0.3"  # '=' and ',' in the name
+    longer = run_cli(f"resume={job}", "trainer.epochs=2", cwd=cwd)
+    assert longer.returncode == 0, longer.stderr
+    assert "Resuming in" in longer.stdout + longer.stderr and epochs_completed(job) == 2
+    assert [s for s, _ in scalars(job)["test/acc"]] == [2, 4]  # continued: 2 steps an epoch, no repeats
+
+
+def test_a_single_run_and_a_sweep_do_not_share_a_folder(small_sweep, done_run):
+    cwd, args = small_sweep
+    as_run = run_cli(*QUICK, "hydra.run.dir=sweep", cwd=cwd)
+    assert "sweep holds a sweep, not a single run" in one_line_error(as_run)
+    as_sweep = run_cli("-m", *QUICK, "optimizer.lr=0.1,0.3", f"hydra.sweep.dir={done_run}", cwd=cwd)
+    assert "holds a single run, not a sweep" in one_line_error(as_sweep)
+
+
+# 3. No stale states ----------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_ends_failed_in_one_line(tmp_path, fashion_mnist):
+    disk = tmp_path / "disk"
+    if os.geteuid() != 0 or not mount_tmpfs(disk, "400k"):
+        pytest.skip("needs root and tmpfs to make a small full disk")
+    try:
+        proc = run_cli(*QUICK, "hydra.run.dir=disk/run", cwd=tmp_path)
+        line = one_line_error(proc, code=1)
+        assert line.endswith("No space left on device") and "disk/run/checkpoints/" in line
+        metrics = json.loads((disk / "run" / "metrics.json").read_text())
+        assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
+        assert "run failed: OSError" in (disk / "run" / "train.log").read_text()
+    finally:
+        unmount(disk)
+
+
+BUG = "import lenet_exp.train as t\ndef broken(*a, **k):\n    raise RuntimeError('a bug in evaluate')\nt.evaluate = broken\n"
+
+
+def test_a_bug_after_training_starts_leaves_failed_with_the_reason(tmp_path, fashion_mnist):
+    proc = start_patched(BUG, *QUICK, "hydra.run.dir=run", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" in err  # a bug keeps its traceback for the report
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["error"] == "RuntimeError: a bug in evaluate"
+    assert "run failed: RuntimeError: a bug in evaluate" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_killed_run_never_shows_as_running(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "epochs_completed": 1}))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    assert live_status(tmp_path, {"status": "running"})["status"] == "running"  # its process is alive
+    holder.kill()  # SIGKILL: no handler runs, metrics.json still says running
+    holder.wait()
+    shown = live_status(tmp_path, {"status": "running"})
+    assert shown["status"] == "interrupted" and "killed?" in shown["error"]
+
+
+# 4. Honest restarts ----------------------------------------------------------------------------------------
+
+
+def test_a_record_without_last_pt_is_refused_not_silently_retrained(done_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(done_run, copy)
+    (copy / "checkpoints" / "last.pt").unlink()
+    before = snapshot(copy)
+    same = run_cli(*QUICK, f"hydra.run.dir={copy}", cwd=tmp_path)  # finished: nothing to continue
+    assert same.returncode == 0 and "already holds this run, completed" in same.stdout
+    longer = run_cli(*QUICK, "trainer.epochs=3", f"hydra.run.dir={copy}", cwd=tmp_path)
+    line = one_line_error(longer)
+    assert "holds a run trained for 2 epochs (status completed) but no checkpoints/last.pt to continue from" in line
+    assert "restore that file to continue, or move the folder away" in line
+    assert snapshot(copy) == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_and_says_so(tmp_path, fashion_mnist):
+    args = [*LONGER, "data.limit_train=60000", "trainer.epochs=1", "hydra.run.dir=run"]
+    proc = start_cli(*args, cwd=tmp_path)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "metrics.json").exists():  # written as training starts
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # into epoch 1, which takes several seconds on 2 cores
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    rerun = run_cli(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "left no checkpoint (status running): starting over" in rerun.stdout
+    steps = [s for s, _ in scalars(tmp_path / "run")["train/loss"]]
+    assert len(steps) == 5 and steps == sorted(set(steps))  # the killed try's points are replaced, not repeated
+
+
+# 5. Validation that covers every key ------------------------------------------------------------------------
+
+BAD_VALUES = {
+    "model.num_classes=5": "model.num_classes=5 cannot fit fashion_mnist: its labels are 0-9, so expected >= 10",
+    "model.in_channels=3": "model.in_channels=3 does not fit fashion_mnist (1x28x28 images): expected 1",
+    "model.image_size=32": "model.image_size=32 does not fit fashion_mnist (1x28x28 images): expected 28",
+    "model.conv_channels=[]": "model.conv_channels=[] is not allowed: expected a non-empty list of integers >= 1",
+    "model.hidden=[120,-5]": "model.hidden=[120, -5] is not allowed: expected a list of integers >= 1",
+    "model.kernel_size=0": "model.kernel_size=0 is not allowed: expected an integer >= 1",
+    "model.padding=-1": "model.padding=-1 is not allowed: expected an integer >= 0",
+    "model.init=ones": "model.init='ones' is not allowed: expected one of xavier_uniform, kaiming_uniform, default",
+    "seed=4294967296": "seed=4294967296 is not allowed: expected an integer in [0, 2**32)",
+    "optimizer.lr=inf": "optimizer.lr=inf is not allowed: expected a finite number > 0",
+    "optimizer.weight_decay=nan": "optimizer.weight_decay=nan is not allowed",
+    "optimizer=adam optimizer.betas=[0.9,1.5]": "optimizer.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)",
+    "device.threads=100000": "device.threads=100000 is not allowed: expected null (torch's default) or an integer >= 1 <= 256",
+    "trainer.log_points=1.5": "trainer.log_points=1.5 is not allowed: expected an integer >= 1",
+    "data.root=a_file": "data.root=a_file: is a file, not a folder",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_value_runs(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("bad_values")
+    (cwd / "a_file").write_text("x")
+    with ThreadPoolExecutor(2) as pool:
+        procs = pool.map(lambda io: run_cli(*QUICK, *io[1].split(), f"hydra.run.dir=runs/{io[0]}", cwd=cwd), enumerate(BAD_VALUES))
+        return cwd, dict(zip(BAD_VALUES, procs))
+
+
+@pytest.mark.parametrize("override", BAD_VALUES)
+def test_values_that_cannot_work_are_refused_before_anything_is_written(bad_value_runs, override):
+    cwd, procs = bad_value_runs
+    assert BAD_VALUES[override] in one_line_error(procs[override])
+    assert not (cwd / "runs").exists()
+
+
+def test_a_model_that_cannot_be_built_is_refused_and_leaves_no_folder(tmp_path):
+    proc = run_cli(*QUICK, "model.kernel_size=13", "hydra.run.dir=run", cwd=tmp_path)
+    assert "a 28x28 input shrinks to nothing after conv 2" in one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bench_goes_through_the_same_checks(tmp_path):
+    proc = run_cli("model.num_classes=5", cwd=tmp_path, module="lenet_exp.bench", timeout=60)
+    assert "model.num_classes=5 cannot fit fashion_mnist" in one_line_error(proc)
+
+
+# 6. Signals ----------------------------------------------------------------------------------------------
+
+
+def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
+    with StopSignals() as stop:
+        stop.training = True
+        with stop.writing():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the checkpoint is written: it finishes
+            time.sleep(0.01)
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(Interrupted) as hard:
+            os.kill(os.getpid(), signal.SIGINT)  # a second one between steps: stop now
+            time.sleep(0.01)
+        assert not hard.value.saved
+
+
+SLOW_LOAD = (
+    "import time, lenet_exp.train as t\nload = t.load_dataset\n"
+    "def slow(*a):\n    print('loading', flush=True)\n    time.sleep(30)\n    return load(*a)\nt.load_dataset = slow\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_data_loads_ends_in_one_line(tmp_path, sig):
+    proc = start_patched(SLOW_LOAD, *QUICK, "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.stdout.readline() == "loading\n"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert err == f"Interrupted by {signal.Signals(sig).name}: before training started; nothing was written.\n"
+    assert not (tmp_path / "run").exists()
+
+
+# 7. resume= for any folder ---------------------------------------------------------------------------------
+
+
+def test_resume_takes_a_folder_with_commas_equals_and_non_ascii(tmp_path, fashion_mnist):
+    name = "runs/ü 日本,a=b"
+    first = run_cli(*QUICK, "trainer.epochs=1", f"hydra.run.dir='{name}'", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(f"resume={name}", "trainer.epochs=2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert epochs_completed(tmp_path / name) == 2 and [p.name for p in (tmp_path / "runs").iterdir()] == ["ü 日本,a=b"]
+
+
+# 8. Summaries ----------------------------------------------------------------------------------------------
+
+
+def make_job(sweep, name: str, overrides: list[str] | str, metrics: dict | str | None) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(overrides if isinstance(overrides, str) else json.dumps(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+
+
+def test_summary_marks_unreadable_jobs_and_ranks_completed_first(tmp_path):
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], {"status": "completed", "test_acc": 0.7, "epochs_completed": 2})
+    make_job(tmp_path, "1_optimizer.lr=0.2", ["optimizer.lr=0.2"], {"status": "interrupted", "test_acc": 0.9, "epochs_completed": 1})
+    make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], '{"status": "compl')
+    make_job(tmp_path, "3_optimizer.lr=0.4", "[unclosed", {"status": "completed", "test_acc": 0.8})
+    make_job(tmp_path, "4_optimizer.lr=0.5", ["optimizer.lr=0.5"], {"status": "running", "test_acc": 0.95, "epochs_completed": 1})
+    rows, _ = collect(tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [(0, "completed"), (4, "interrupted"), (1, "interrupted"), (2, "unreadable"), (3, "unreadable")]
+    assert rows[3]["error"].startswith("metrics.json: ") and rows[4]["error"].startswith(".hydra/overrides.yaml: ")
+    assert summarize_main([str(tmp_path)]) == 0
+    md = (tmp_path / "summary.md").read_text()
+    assert "Best: job 0, test acc 0.7000" in md and "| unreadable |" in md and (tmp_path / "summary.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("arg,message", [("nowhere", "Error: nowhere: no such folder"), ("a_file", "Error: a_file: is a file, not a sweep folder")])
+def test_summarize_names_a_missing_folder_in_one_line(tmp_path, arg, message):
+    (tmp_path / "a_file").write_text("x")
+    proc = run_cli(arg, module="lenet_exp.summarize", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == message
+
+
+@pytest.fixture(autouse=True)
+def _no_deterministic_leak():
+    yield
+    torch.use_deterministic_algorithms(False)
