@@ -12,10 +12,13 @@ writes nothing; torch loads only once a run is about to start.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,12 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from lenet_exp import run_files, run_folder, sweep
 from lenet_exp.config import CONFIG_PATH, ConfigError, check_overrides, is_hydra_override, quoted
 from lenet_exp.data import DataError
-from lenet_exp.summarize import write_summary
+from lenet_exp.summarize import REFUSED, write_summary
 
 log = logging.getLogger("lenet_exp")
 USER_ERRORS = (ConfigError, DataError, run_files.CheckpointError)
 LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # the command's own process, seen by jobs that run in worker processes
 NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-p", "--package", "--resolve")
+VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun")
 
 
 def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
@@ -62,26 +66,66 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+@contextmanager
+def signals_held():
+    """Hold SIGINT/SIGTERM for the block, which must not be cut short: torch's import (it swallows a
+    KeyboardInterrupt and carries on half-imported) or a summary being written. Yields the list of signals that came."""
+    came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield came
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop(signum: int, note: str, in_worker: bool) -> None:
+    """End the process for a signal: one line, exit 128+signal (a worker process ends at once, as its sweep has)."""
+    print(f"Interrupted by {signal.Signals(signum).name}: {note}.", file=sys.stderr)
+    if in_worker:  # an idle worker would outlive the stopped sweep
+        logging.shutdown()
+        os._exit(128 + signum)
+    raise SystemExit(128 + signum)
+
+
+
+
+def note_refusal(sweep_dir: Path, run_dir: Path, reason: str) -> None:
+    """A job refused by its folder writes nothing there; the sweep folder keeps the reason, for its summary and exit status."""
+    metrics = run_dir / run_files.METRICS
+    line = {"run_dir": run_dir.name, "reason": reason, "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None}
+    with open(sweep_dir / REFUSED, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
-    from lenet_exp.train import Interrupted, train  # torch loads here, once the command line has passed its checks
-
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
     launcher = int(os.environ.get(LAUNCHER_PID, 0))
     in_worker = multirun and os.getppid() == launcher  # joblib or submitit_local: stop if the sweep dies
+    with signals_held() as came:
+        from lenet_exp.train import Interrupted, train  # torch loads here, once the command line has passed its checks
+    if came:
+        stop(came[0], "before training started; nothing was written", in_worker)
     hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     try:
         metrics = train(cfg, run_dir, hparams, launcher if in_worker else None, HydraConfig.instance().cfg, keep_refusals=multirun)
         return math.nan if metrics["test_acc"] is None else metrics["test_acc"]
     except Interrupted as e:
-        print(f"Interrupted by {e}: {e.note or f'checkpoint saved in {run_dir}; rerun the same command to continue'}.", file=sys.stderr)
-        if in_worker:  # end the worker process too: an idle worker would outlive the stopped sweep
+        if in_worker:
             write_summary(Path(hc.sweep.dir))
-            logging.shutdown()
-            os._exit(128 + e.signum)
-        raise SystemExit(128 + e.signum) from None
+        stop(e.signum, e.note or f"checkpoint saved in {run_dir}; rerun the same command to continue", in_worker)
+    except run_folder.FolderRefused as e:
+        print(f"Error: {e}", file=sys.stderr)
+        if not multirun:
+            raise SystemExit(2) from None
+        note_refusal(Path(hc.sweep.dir), run_dir, str(e))
+        return math.nan
     except (*USER_ERRORS, *environment_errors()) as e:
         print(f"Error: {one_line(e)}", file=sys.stderr)
         if not multirun:
@@ -94,7 +138,10 @@ def task(cfg: DictConfig) -> float:
         return math.nan
     finally:
         if multirun:
-            write_summary(Path(hc.sweep.dir))
+            with signals_held() as came:
+                write_summary(Path(hc.sweep.dir))
+            if came:
+                stop(came[0], f"the summary in {hc.sweep.dir} is up to date; rerun the same command to continue", in_worker)
 
 
 def expand_resume(argv: list[str]) -> list[str]:
@@ -102,10 +149,14 @@ def expand_resume(argv: list[str]) -> list[str]:
     given = [a for a in argv[1:] if a.startswith("resume=")]
     if not given:
         return argv
-    folder = Path(given[-1].split("=", 1)[1])
+    if len(given) > 1:
+        raise ConfigError(f"resume= given {len(given)} times; give one run folder")
+    folder = Path(given[0].split("=", 1)[1])
     saved = folder / run_folder.RECORD / "overrides.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume={folder}: not a run folder (no {saved}); give the folder of an earlier run")
+    if clash := [a for a in argv[1:] if a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) or a in ("-m", "--multirun")]:
+        raise ConfigError(f"resume= continues a run in its own folder: drop {clash[0]}")
     try:
         earlier = yaml.safe_load(saved.read_text()) or []
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -118,31 +169,54 @@ def expand_resume(argv: list[str]) -> list[str]:
     return [argv[0], *earlier, *rest, f"hydra.run.dir={quoted(str(folder))}"]
 
 
+def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) and the overrides, wherever the user typed each."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):
+            takes_value = arg in VALUE_FLAGS or (arg in ("-i", "--info") and i + 1 < len(args) and "=" not in args[i + 1] and not args[i + 1].startswith("-"))
+            flags += args[i : i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return flags, overrides
+
+
 @contextmanager
-def output_folder(args: list[str]):
+def output_folder(flags: list[str], overrides: list[str]):
     """Check the overrides and the output folder before Hydra writes anything; yields overrides that pin the folder.
 
     A default folder (`outputs/<date>/<time>`) is made new for this command, with a suffix when another
-    command took that name in the same second; a sweep folder stays locked for the whole sweep.
+    command took that name in the same second, and removed again if nothing was written into it; a
+    sweep folder stays locked for the whole sweep.
     """
-    cfg = check_overrides(args)
-    if cfg is None or any(a in NO_RUN_FLAGS for a in args):
+    if any(f in ("-cn", "-cp", "-cd") or f.startswith("--config") for f in flags):
+        yield []  # another primary config: composing and checking it is Hydra's job alone
+        return
+    cfg = check_overrides(overrides)
+    if any(f in NO_RUN_FLAGS for f in flags):
         yield []
         return
-    multirun = any(a in ("-m", "--multirun") for a in args) or "hydra.mode=MULTIRUN" in args
+    multirun = any(f in ("-m", "--multirun") for f in flags) or "hydra.mode=MULTIRUN" in overrides
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     folder = Path(str(OmegaConf.select(cfg, key)))
     run_folder.check_folder_path(folder, key)
-    if not any(a.lstrip("+").startswith(f"{key}=") for a in args):
-        folder = run_folder.claim_new_folder(folder)
-    pin = [f"{key}={quoted(str(folder))}"]
-    if not multirun:
-        yield pin
-        return
-    with run_folder.locked(folder):
-        task_overrides = [a for a in args if "=" in a and not a.startswith("-") and not is_hydra_override(a)]
-        sweep.check_sweep_folder(folder, task_overrides, cfg)
-        yield pin
+    explicit = any(a.lstrip("+").startswith(f"{key}=") for a in overrides)
+    made = run_folder.first_missing(folder)
+    folder = folder if explicit else run_folder.claim_new_folder(folder)
+    pin = [] if explicit else [f"{key}={quoted(str(folder))}"]
+    try:
+        if not multirun:
+            yield pin
+            return
+        with run_folder.locked(folder):
+            sweep.check_sweep_folder(folder, [a for a in overrides if not is_hydra_override(a)], cfg)
+            (folder / REFUSED).unlink(missing_ok=True)  # the checks passed: this sweep's command starts its own record
+            yield pin
+    finally:
+        run_folder.remove_empty(folder, up_to=made)
 
 
 def main() -> None:
@@ -150,8 +224,9 @@ def main() -> None:
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
     try:
         argv = expand_resume(sys.argv)
-        with output_folder(argv[1:]) as pin:
-            sys.argv = [argv[0], *argv[1:], *pin]
+        flags, overrides = split_flags(argv[1:])
+        with output_folder(flags, overrides) as pin:
+            sys.argv = [argv[0], *flags, *overrides, *pin]
             task()
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)

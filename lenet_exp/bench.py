@@ -134,6 +134,12 @@ class LenetExp:
         return evaluate(model, self.test_set, self.s)
 
 
+def lenet_exp_parts(cfg, settings: Settings, device: torch.device):
+    """lenet_exp's model and optimizer as training builds them: compiled when `device.compile=true`."""
+    model, optimizer = build(cfg, settings, device)
+    return (torch.compile(model) if settings.device.compile else model), optimizer
+
+
 def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) -> tuple[float | None, int]:
     """Wall seconds (training and evaluation) from scratch until test acc >= target, and the epochs taken."""
     model, optimizer = fresh()
@@ -210,7 +216,7 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
     """Alternate the two pipelines, time both to the target accuracy, print the table."""
     # Same seed, so the same initial weights each time; the book's model keeps the default NCHW layout.
     book = replace(settings, device=replace(settings.device, channels_last=False))
-    fresh = {"textbook": lambda: build(cfg, book, device), "lenet_exp": lambda: build(cfg, settings, device)}
+    fresh = {"textbook": lambda: build(cfg, book, device), "lenet_exp": lambda: lenet_exp_parts(cfg, settings, device)}
     with tempfile.TemporaryDirectory() as root:
         spec = DATASETS[settings.data.name]
         write_torchvision_layout(Path(root), spec, train, test)

@@ -6,6 +6,7 @@ violation raises ConfigError with one line naming the key, the value given and w
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, fields
@@ -60,26 +61,26 @@ def is_hydra_override(arg: str) -> bool:
     return arg.lstrip("+~").startswith("hydra")
 
 
-def check_overrides(argv: list[str]) -> DictConfig | None:
+def check_overrides(overrides: list[str]) -> DictConfig:
     """Refuse bad command-line overrides in one line before Hydra starts: unknown options and keys, bad syntax, bad values.
 
     Returns the composed config with its `hydra` node (each sweep at its first value). Every value of a
     swept key is checked; search spaces (`interval(...)`) are left to the sweeper.
     """
-    if any(a in ("-cn", "-cp", "-cd") or a.startswith("--config") for a in argv):
-        return None  # another primary config: composing it is Hydra's job alone
-    args = [a for a in argv if "=" in a and not a.startswith("-")]
-    check_group_overrides([a for a in args if not is_hydra_override(a)])
+    check_sweep_syntax(overrides)
+    check_group_overrides([a for a in overrides if not is_hydra_override(a)])
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     parser, single, variants = OverridesParser.create(), [], []
-    for arg in args:
+    for arg in overrides:
         try:
             override = parser.parse_override(arg)
         except HydraException as e:
-            raise ConfigError(f"{arg}: not a valid override ({_one_line(e)})") from None
+            value = arg.split("=", 1)[1]
+            hint = f"; quote a value that holds '=', ',' or spaces: {arg.split('=', 1)[0]}='{value}'" if any(c in value for c in "=, ") else ""
+            raise ConfigError(f"{arg}: not a valid override ({_one_line(e)}){hint}") from None
         if override.is_sweep_override():
             try:
                 values = [f"{arg.split('=', 1)[0]}={v}" for v in override.sweep_string_iterator()]
@@ -91,12 +92,87 @@ def check_overrides(argv: list[str]) -> DictConfig | None:
         single.append(arg)
     try:
         cfg = compose_config(single, with_hydra=True)
+        check_appended_keys([a for a in single if a.startswith("+") and not is_hydra_override(a)])
         check_config(cfg)
         for position, value in variants:  # the other values of each swept key, one at a time
             check_config(compose_config([*single[:position], value, *single[position + 1 :]]))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(_unknown_key_hint(e) or _one_line(e)) from None
     return cfg
+
+
+def check_sweep_syntax(overrides: list[str]) -> None:
+    """Sweep values typed with spaces (`optimizer.lr=0.1 0.3`, `activation=sigmoid, relu`): one line with the right form."""
+    for i, arg in enumerate(overrides):
+        if "=" not in arg:
+            key_value = next((a for a in reversed(overrides[:i]) if "=" in a), None)
+            words = [arg]
+            for nxt in overrides[i + 1 :]:
+                if "=" in nxt:
+                    break
+                words.append(nxt)
+            right = f"{key_value.rstrip(',')},{','.join(w.strip(',') for w in words)}" if key_value else "key=value"
+            raise ConfigError(f"{arg}: not an override (key=value); a sweep's values go after one key, joined by commas without spaces: {right}")
+        value = arg.split("=", 1)[1]
+        if value.endswith(",") or value.startswith(",") or ",," in value:
+            following = overrides[i + 1] if i + 1 < len(overrides) and "=" not in overrides[i + 1] else "..."
+            raise ConfigError(f"{arg}: a sweep's values are joined by commas without spaces: {arg.rstrip(',')},{following.strip(',')}")
+
+
+SYNONYMS = {  # words users type for the keys lenet_exp has
+    "learning_rate": "lr", "epoch": "epochs", "n_epochs": "epochs", "num_epochs": "epochs", "max_epochs": "epochs",
+    "batch": "batch_size", "bs": "batch_size", "batchsize": "batch_size", "wd": "weight_decay", "act": "activation",
+    "opt": "optimizer", "dataset": "data", "gpu": "device", "workers": "threads", "num_threads": "threads",
+}
+
+
+def known_keys() -> list[str]:
+    """Every key of the default config, dotted (`optimizer.lr`), with the config groups themselves."""
+    cfg = OmegaConf.to_container(compose_config([]), resolve=False)
+    groups = list(group_options())
+    return groups + [k for k in _dotted(cfg) if k not in groups]
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        keys += _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return keys
+
+
+def did_you_mean(key: str, known: list[str] | None = None) -> str:
+    """` Did you mean optimizer.lr?` for a mistyped key: the same name in another group, a synonym, or a close spelling."""
+    known = known if known is not None else known_keys()
+    last = key.split(".")[-1]
+    wanted = {last, SYNONYMS.get(last, last)}
+    matches = [k for k in known if k.split(".")[-1] in wanted and k != key]
+    if not matches:
+        matches = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+    if not matches:
+        close = set(difflib.get_close_matches(last, {k.split(".")[-1] for k in known}, n=3, cutoff=0.75))
+        matches = [k for k in known if k.split(".")[-1] in close]
+    return f" Did you mean {' or '.join(matches[:3])}?" if matches else ""
+
+
+def _unknown_key_hint(error: Exception) -> str | None:
+    """Hydra's "Could not override 'x'. To append ... use +x" becomes the closest real keys: adding x would do nothing."""
+    found = re.search(r"Could not override '([^']+)'", str(error))
+    if not found:
+        return None
+    key = found.group(1)
+    return f"{key}: no such key.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)"
+
+
+def check_appended_keys(appended: list[str]) -> None:
+    """A `+key=value` outside the groups that pass keys on (model, activation, optimizer) is read by nothing: refuse it."""
+    groups = group_options()
+    for arg in appended:
+        key = arg.lstrip("+").split("=", 1)[0]
+        if key not in groups and key.split(".")[0] not in (*PASSED_ON, *RULES):
+            raise ConfigError(f"{arg}: nothing reads {key}, so it would be ignored.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)")
+
+
+PASSED_ON = ("model", "activation", "optimizer")  # groups whose keys go to a class's constructor, which refuses unknown ones
 
 
 def _one_line(error: Exception) -> str:
@@ -230,7 +306,8 @@ def _section(cfg: DictConfig, name: str, cls: type) -> Any:
     allowed = [f.name for f in fields(cls)]
     for key in values:
         if key not in allowed:
-            raise ConfigError(f"{name}.{key}: unknown key; allowed keys: {', '.join(allowed)}")
+            hint = did_you_mean(key, allowed).replace(" Did you mean ", f" Did you mean {name}.")
+            raise ConfigError(f"{name}.{key}: unknown key; allowed keys: {', '.join(allowed)}.{hint}")
     for key in allowed:
         if key not in values:
             raise ConfigError(f"{name}.{key}: missing; set it in conf/{name}/ or on the command line")
@@ -270,6 +347,9 @@ def check_model_keys(cfg: DictConfig) -> None:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model.get("_target_") != LENET:
         return  # another model class: building it and one forward pass check it (train.check_model_fits)
+    for key in model:
+        if key != "_target_" and key not in MODEL_RULES:
+            raise ConfigError(f"model.{key}: unknown key; allowed keys: {', '.join(MODEL_RULES)}.{did_you_mean(key, list(MODEL_RULES))}")
     for key, rule in MODEL_RULES.items():
         if key in model:
             check(f"model.{key}", model[key], rule)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 INITS = ("xavier_uniform", "kaiming_uniform", "default")
+AUTOCAST_DEVICES = ("cpu", "cuda")  # where the classifier steps out of autocast
 
 
 class LeNet(nn.Sequential):
@@ -62,9 +64,13 @@ class LeNet(nn.Sequential):
         if init != "default":
             self.apply(lambda m: _init_weights(m, init))
 
-    # nn.Sequential.forward applies the layers in order:
-    # (B, 1, 28, 28) -> conv (B, 6, 28, 28) -> pool (B, 6, 14, 14) -> conv (B, 16, 10, 10)
-    # -> pool (B, 16, 5, 5) -> flatten (B, 400) -> (B, 120) -> (B, 84) -> logits (B, 10)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers in order; the classifier always in fp32, so bf16 autocast counts accuracy as fp32 does."""
+        *body, classifier = self
+        for layer in body:  # (B, 1, 28, 28) -> conv (B, 6, 28, 28) -> pool (B, 6, 14, 14) -> conv (B, 16, 10, 10)
+            x = layer(x)  # -> pool (B, 16, 5, 5) -> flatten (B, 400) -> (B, 120) -> (B, 84)
+        with torch.autocast(x.device.type, enabled=False) if x.device.type in AUTOCAST_DEVICES else nullcontext():
+            return classifier(x.float())  # logits (B, 10), fp32 even under autocast
 
 
 def _init_weights(module: nn.Module, scheme: str) -> None:

@@ -82,8 +82,10 @@ def load_checkpoint(path: Path) -> dict:
         if not isinstance(state, dict) or "model" not in state or "progress" not in state:
             raise ValueError("not a lenet_exp training state")
     except Exception as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = reason if len(reason) <= 160 else reason[:160].rsplit(" ", 1)[0] + " ..."
         raise CheckpointError(
-            f"{path}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]}); "
-            "delete it to start the run over, or use a new output folder"
+            f"{path}: cannot resume from this checkpoint, it is damaged ({reason}); "
+            "put back an intact copy to continue, or move the run folder away (or choose a new output folder) to start over"
         ) from None
     return state

@@ -47,6 +47,30 @@ def check_folder_path(path: Path, key: str) -> None:
         raise ConfigError(f"{key}={path}: {existing} is not writable here (read-only or no permission); give a folder you can write to")
 
 
+def first_missing(path: Path) -> Path | None:
+    """The top folder of `path` that does not exist yet (what making `path` would create), or None."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def remove_empty(folder: Path, up_to: Path | None) -> None:
+    """Remove `folder` and its parents up to `up_to` while they are empty: what a refused command made and left unused."""
+    if up_to is None:
+        return
+    while True:
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except FileNotFoundError:
+            pass  # already gone (the run's own cleanup): on to its parent
+        except OSError:
+            return
+        if folder == up_to or folder == folder.parent:
+            return
+        folder = folder.parent
+
+
 def claim_new_folder(path: Path) -> Path:
     """Make a folder no other command uses: `path`, else `path-2`, `path-3`, ... (runs started in the same second)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +94,8 @@ def _holder(folder: Path) -> str:
             if "->" not in fields and len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
                 pid = fields[4]
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                return f"process {pid}" + (f" ({cmd[:120]})" if cmd else "")
+                cmd = cmd if len(cmd) <= 160 else cmd[:160].rsplit(" ", 1)[0] + " ..."
+                return f"process {pid}" + (f" ({cmd})" if cmd else "")
     except (OSError, ValueError):
         pass
     return "another process"

@@ -22,8 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.run_files import METRICS, atomic_write
 from lenet_exp.run_folder import live_status
+from lenet_exp.summary_plot import to_png
 from lenet_exp.sweep import IGNORED, swept_keys
 
+REFUSED = ".refused"  # jobs refused by their folders in the last run of the sweep command, one JSON line each
 METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
 
 
@@ -65,6 +67,15 @@ def _metrics(job_dir: Path) -> dict:
     return live_status(job_dir, metrics)
 
 
+CHANCE_MARGIN = 0.02  # best test acc within this of always guessing the most common test class: not learning
+
+
+def not_learning(metrics: dict) -> bool:
+    """The job's best test accuracy stays at chance: it learned nothing, whatever its status says."""
+    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")
+    return isinstance(best, (int, float)) and isinstance(chance, (int, float)) and best <= chance + CHANCE_MARGIN
+
+
 def read_job(job_dir: Path) -> dict:
     """One job's row: number, overrides, figures; a job whose files cannot be read is `unreadable`, with the reason."""
     num = job_dir.name.split("_", 1)[0]
@@ -73,9 +84,13 @@ def read_job(job_dir: Path) -> dict:
         row["overrides"] = _overrides(job_dir)
         metrics = _metrics(job_dir)
     except ValueError as e:
-        return {**row, **{c: None for c in METRIC_COLUMNS}, "status": "unreadable", "error": str(e), "history": []}
+        return {**row, **{c: None for c in METRIC_COLUMNS}, "status": "unreadable", "error": str(e), "history": [], "chance": None, "not_learning": False, "note": ""}
     history = metrics.get("history") if isinstance(metrics.get("history"), dict) else {}
-    return {**row, **{c: metrics.get(c) for c in METRIC_COLUMNS}, "error": metrics.get("error") or "", "history": history.get("test_acc") or []}
+    lazy = not_learning(metrics)
+    return {
+        **row, **{c: metrics.get(c) for c in METRIC_COLUMNS}, "error": metrics.get("error") or "", "history": history.get("test_acc") or [],
+        "chance": metrics.get("chance_test_acc"), "not_learning": lazy, "note": "not learning (at chance)" if lazy else "",
+    }
 
 
 def rank(row: dict) -> tuple:
@@ -84,10 +99,35 @@ def rank(row: dict) -> tuple:
     return (row["status"] != "completed", acc is None, -(acc or 0.0), _job_order(row))
 
 
+def refusals(sweep_dir: Path) -> dict[str, str]:
+    """Jobs this sweep's command was refused by their folders (in use, other settings) and left as they were: run_dir -> reason.
+
+    A note no longer applies once the job's metrics.json has changed since (its other process finished it, say).
+    """
+    notes = {}
+    try:
+        lines = (sweep_dir / REFUSED).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return notes
+    for line in lines:
+        try:
+            note = json.loads(line)
+            metrics = sweep_dir / note["run_dir"] / METRICS
+            if note.get("metrics_mtime") == (metrics.stat().st_mtime_ns if metrics.exists() else None):
+                notes[note["run_dir"]] = note["reason"]
+        except (ValueError, KeyError, TypeError, OSError):
+            continue
+    return notes
+
+
 def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
     """The rows (one per job folder, best first) and the swept keys, in override order."""
-    rows = sorted((read_job(p) for p in sweep_dir.iterdir() if _is_job(p)), key=rank)
-    return rows, _columns(sweep_dir, rows)
+    refused = refusals(sweep_dir)
+    rows = [read_job(p) for p in sweep_dir.iterdir() if _is_job(p)]
+    for r in rows:
+        if r["run_dir"] in refused:
+            r["status"], r["error"] = "refused", refused[r["run_dir"]]
+    return sorted(rows, key=rank), _columns(sweep_dir, rows)
 
 
 def _job_order(row: dict) -> tuple:
@@ -117,9 +157,9 @@ def _sweeper_params(sweep_dir: Path, rows: list[dict]):
 def to_csv(rows: list[dict], keys: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", *keys, *METRIC_COLUMNS, "run_dir", "error"])
+    writer.writerow(["job", *keys, *METRIC_COLUMNS, "note", "run_dir", "error"])
     for r in rows:
-        writer.writerow([r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS), r["run_dir"], r["error"]])
+        writer.writerow([r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS), r["note"], r["run_dir"], r["error"]])
     return out.getvalue()
 
 
@@ -135,73 +175,42 @@ def _fmt(column: str, value) -> str:
     return f"{parsed:.4g}" if isinstance(parsed, float) else str(value)
 
 
+def rerun_command(row: dict) -> str:
+    return "python -m lenet_exp " + " ".join(f"{k}={v}" for k, v in row["overrides"].items())
+
+
+def best_lines(rows: list[dict]) -> list[str]:
+    """The best setting and how to rerun it; or, honestly, that the best is tied or that no job learned."""
+    completed = [r for r in rows if r["status"] == "completed"]
+    learned = [r for r in completed if not r["not_learning"]]
+    if completed and not learned:
+        return [f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
+                "the most common class), so there is no best setting to rerun. Try smaller learning rates or another activation.", ""]
+    if not learned:
+        return []
+    best = learned[0]
+    tied = [r for r in learned if r["test_acc"] == best["test_acc"]]
+    if len(tied) > 1:
+        jobs = ", ".join(str(r["job"]) for r in sorted(tied, key=_job_order))
+        head = f"Best: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best. Rerun job {best['job']} with:"
+    else:
+        head = f"Best: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:"
+    return [head, "", f"    {rerun_command(best)}", ""]
+
+
 def to_markdown(sweep_dir: Path, rows: list[dict], keys: list[str]) -> str:
     header = ["job", *keys, *METRIC_COLUMNS]
     lines = [f"# Sweep summary: {sweep_dir}", ""]
     counts = {s: len(list(g)) for s, g in groupby(sorted(str(r["status"]) for r in rows))}
-    lines += [f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
-    best = next((r for r in rows if r["status"] == "completed"), None)
-    if best:
-        args = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
-        lines += [f"Best: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:", "", f"    python -m lenet_exp {args}", ""]
+    lines += [f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
+    lines += best_lines(rows)
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS)]
+        status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
+        cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), status, *(r[c] for c in METRIC_COLUMNS[1:])]
         lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
     errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + ([ "", "Errors:", *errors] if errors else [])) + "\n"
-
-
-def _setting(r: dict, keys: list[str]) -> str:
-    """A job's values of some keys, short: `activation=relu, optimizer.lr=0.3`."""
-    return ", ".join(f"{k}={_fmt('', r['overrides'].get(k))}" for k in keys)
-
-
-def to_png(rows: list[dict], keys: list[str]) -> bytes:
-    """Final test accuracy against each swept numeric key (a line per value of the categorical keys), and every job's test-acc curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if r["test_acc"] is not None]  # best first
-    numeric = [k for k in keys if done and all(isinstance(_value(r["overrides"].get(k, "")), (int, float)) for r in done)]
-    categorical = [k for k in keys if k not in numeric]
-    panels = max(len(numeric), 1) + 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
-    axes = axes[0]
-    for ax, key in zip(axes, numeric):
-        grid = len(numeric) == 1 or all(len({r["overrides"].get(k) for r in done}) == 1 for k in numeric if k != key)
-        label = lambda r: _setting(r, categorical) or "test acc"  # noqa: E731
-        for name, group in groupby(sorted(done, key=label), key=label):
-            points = sorted((_value(r["overrides"][key]), r["test_acc"]) for r in group)
-            ax.plot(*zip(*points), marker="o", linestyle="-" if grid else "none", label=name)  # lines only on a grid
-        values = [_value(r["overrides"][key]) for r in done]
-        if min(values) > 0 and max(values) / min(values) >= 10:
-            ax.set_xscale("log")
-        if done:
-            ax.scatter([_value(done[0]["overrides"][key])], [done[0]["test_acc"]], marker="*", s=300, color="gold", edgecolor="black", zorder=5, label="best")
-            ax.legend(fontsize=7)
-        ax.set(xlabel=key, ylabel="final test acc", title=f"test acc vs {key}")
-        ax.grid(alpha=0.3)
-    if not numeric:
-        names = [_setting(r, keys) or str(r["job"]) for r in done]
-        axes[0].barh(names[::-1], [r["test_acc"] for r in done][::-1])
-        axes[0].set(xlabel="final test acc", title="test acc per job (best on top)")
-    curves = axes[-1]
-    for r in sorted(rows, key=_job_order):
-        if r["history"]:
-            curves.plot(range(1, len(r["history"]) + 1), r["history"], marker=".", label=f"{r['job']}: {_setting(r, keys)}")
-    curves.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
-    curves.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    curves.grid(alpha=0.3)
-    if any(r["history"] for r in rows):
-        curves.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
-    return out.getvalue()
 
 
 def write_summary(sweep_dir: Path) -> list[dict]:

@@ -7,6 +7,7 @@ Swept keys are the command-line overrides with several values or a sweep functio
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -49,7 +50,8 @@ OmegaConf.register_new_resolver("lenet_exp.job_dirname", job_dirname, replace=Tr
 def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
     """Refuse to sweep into a folder that holds something else: a single run, other files, or a sweep of other settings.
 
-    A rerun may change only what cannot change a job's figures (epochs to train to, data location, device).
+    A rerun may change only what cannot change a job's figures: more epochs to train to, the data's
+    location, the device, the launcher. Fewer epochs than its jobs have trained are refused too.
     """
     saved = sweep_dir / "multirun.yaml"
     if not saved.is_file():
@@ -60,15 +62,14 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
         return
     try:
         then = OmegaConf.load(saved)
-        old = [o for o in then.hydra.overrides.task if _key(o) and not _key(o).startswith(RESUMABLE_CHANGES)]
+        given = [str(o) for o in then.hydra.overrides.task]
     except Exception as e:
         raise FolderRefused(f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir") from None
-    new = [o for o in overrides if not _key(o).startswith(RESUMABLE_CHANGES)]
-    refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it with its own overrides ({' '.join(old)}), or choose a new hydra.sweep.dir"
-    if old != new:
-        then_by_key, now_by_key = {_key(o): o for o in old}, {_key(o): o for o in new}
-        diff = first_difference(then_by_key, now_by_key) or "the same overrides in another order, which numbers the jobs differently"
+    refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it as it was ({' '.join(given)}), or choose a new hydra.sweep.dir"
+    if diff := _override_difference(_by_key(given), _by_key(overrides)):
         raise FolderRefused(refuse.format(diff))
+    if _swept_order(given) != _swept_order(overrides):
+        raise FolderRefused(refuse.format(f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"))
     sweeper_then, sweeper_now = (_without(OmegaConf.to_container(c.hydra.sweeper), SWEEPER_EXTENSIONS) for c in (then, cfg))
     if diff := first_difference(sweeper_then, sweeper_now):
         raise FolderRefused(refuse.format(f"hydra.sweeper: {diff}"))
@@ -76,6 +77,43 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
     fixed = lambda c: {k: v for k, v in settings_of(_task_part(c)).items() if not k.startswith(swept)}  # noqa: E731
     if diff := first_difference(fixed(then), fixed(cfg)):
         raise FolderRefused(refuse.format(diff))
+    if "trainer.epochs" not in swept:
+        trained = max((_epochs_trained(job) for job in sweep_dir.iterdir() if job.is_dir()), default=0)
+        if cfg.trainer.epochs < trained:
+            raise FolderRefused(
+                f"{sweep_dir} holds jobs trained for {trained} epochs already; trainer.epochs={cfg.trainer.epochs} asks for fewer. "
+                f"Give trainer.epochs={trained} or more to continue them, or choose a new hydra.sweep.dir"
+            )
+
+
+def _by_key(overrides: list[str]) -> dict[str, str]:
+    """Overrides as key -> value text, without the keys a rerun may change."""
+    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    return {k: v for k, v in pairs if not k.lstrip("+~").startswith(RESUMABLE_CHANGES)}
+
+
+def _override_difference(then: dict[str, str], now: dict[str, str]) -> str | None:
+    for key in [*then, *(k for k in now if k not in then)]:
+        if key not in now:
+            return f"{key}={then[key]} is missing"
+        if key not in then:
+            return f"{key}={now[key]} is new"
+        if then[key] != now[key]:
+            return f"{key}={now[key]} where it has {key}={then[key]}"
+    return None
+
+
+def _swept_order(overrides: list[str]) -> list[str]:
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
+def _epochs_trained(job_dir: Path) -> int:
+    """Epochs a job folder has trained, from its metrics.json (0 when it has none)."""
+    try:
+        return int(json.loads((job_dir / "metrics.json").read_text()).get("epochs_completed") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _without(d: dict, keys: tuple) -> dict:

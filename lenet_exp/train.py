@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from lenet_exp import logger as tb
 from lenet_exp import run_files, run_folder
-from lenet_exp.config import NO_CUDA, ConfigError, Settings, check_config
+from lenet_exp.config import NO_CUDA, ConfigError, Settings, check_config, did_you_mean
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset, to_input
 from lenet_exp.model import shape_table
 
@@ -105,9 +106,10 @@ class Progress:
     loss_sum: float = 0.0  # current epoch: summed per-example loss
     correct: int = 0  # current epoch: correct predictions
     seen: int = 0  # current epoch: examples trained on
+    epoch_seconds: float = 0.0  # current epoch: time spent in training steps
     train_seconds: float = 0.0  # time spent in training steps, all epochs
     examples: int = 0  # examples trained on, all epochs
-    history: dict = field(default_factory=lambda: {"train_loss": [], "train_acc": [], "test_acc": []})
+    history: dict = field(default_factory=lambda: {"train_loss": [], "train_acc": [], "test_acc": [], "examples_per_sec": []})
 
     @property
     def best_test_acc(self) -> float | None:
@@ -115,29 +117,39 @@ class Progress:
 
     def end_epoch(self, test_acc: float) -> bool:
         """Close the epoch's figures into the history; True when its test accuracy is the best so far."""
-        for key, value in (("train_loss", self.loss_sum / self.seen), ("train_acc", self.correct / self.seen), ("test_acc", test_acc)):
-            self.history[key].append(value)
-        self.epoch, self.step, self.loss_sum, self.correct, self.seen = self.epoch + 1, 0, 0.0, 0, 0
+        speed = self.seen / self.epoch_seconds if self.epoch_seconds else None
+        figures = {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen, "test_acc": test_acc, "examples_per_sec": speed}
+        for key, value in figures.items():
+            self.history.setdefault(key, []).append(value)
+        self.epoch, self.step, self.loss_sum, self.correct, self.seen, self.epoch_seconds = self.epoch + 1, 0, 0.0, 0, 0, 0.0
         return test_acc == self.best_test_acc
+
+    @property
+    def steady_speed(self) -> float | None:
+        """Examples/sec of the epochs after the first, whose time holds one-time costs (CUDA start, autotuning, compile)."""
+        speeds = [v for v in self.history.get("examples_per_sec", [])[1:] if v]
+        return len(speeds) / sum(1 / v for v in speeds) if speeds else None  # equal epochs: total examples / total time
 
 
 def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
     torch.manual_seed(settings.seed)
     layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
-    activation = _instantiate("activation", lambda: instantiate(cfg.activation, _partial_=True))
-    model = _instantiate("model", lambda: instantiate(cfg.model, activation=activation)).to(device, memory_format=layout)
-    optimizer = _instantiate("optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
+    activation = _instantiate(cfg, "activation", lambda: instantiate(cfg.activation, _partial_=True))
+    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation)).to(device, memory_format=layout)
+    optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     return model, optimizer
 
 
-def _instantiate(group: str, make):
+def _instantiate(cfg: DictConfig, group: str, make):
     """make(), with a bad `_target_` or argument turned into a one-line ConfigError naming the group."""
     try:
         return make()
     except (InstantiationException, TypeError, ValueError) as e:
         cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
-        raise ConfigError(f"{group}: " + " ".join(str(cause).split())) from None
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", str(cause))
+        hint = did_you_mean(f"{group}.{unknown.group(1)}", [f"{group}.{k}" for k in cfg[group]]) if unknown else ""
+        raise ConfigError(f"{group}: " + " ".join(str(cause).split()) + (f".{hint}" if hint else "")) from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,8 +241,7 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
 
 
 def set_determinism(deterministic: bool) -> None:
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """Bitwise-repeatable kernels or the fastest ones (CUBLAS_WORKSPACE_CONFIG is set when lenet_exp is imported)."""
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = not deterministic
 
@@ -246,9 +257,10 @@ def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -
     run_files.save_checkpoint(run_dir / run_files.LAST, state)
 
 
-def metrics_of(p: Progress, status: str, device: torch.device) -> dict:
+def metrics_of(p: Progress, status: str, device: torch.device, chance: float | None = None) -> dict:
     """The run's figures as metrics.json holds them; a diverged run has no final figures, only its best."""
     last = {k: (v[-1] if v and status != "diverged" else None) for k, v in p.history.items()}
+    speeds = p.history.get("examples_per_sec") or [None]
     return {
         "status": status,
         "epochs_completed": p.epoch,
@@ -257,20 +269,27 @@ def metrics_of(p: Progress, status: str, device: torch.device) -> dict:
         "train_acc": last["train_acc"],
         "test_acc": last["test_acc"],
         "best_test_acc": p.best_test_acc,
-        "examples_per_sec": p.examples / p.train_seconds if p.train_seconds else None,
+        "examples_per_sec": p.steady_speed or speeds[0],  # steady; a one-epoch run has only its first epoch's
+        "first_epoch_examples_per_sec": speeds[0],
         "train_seconds": p.train_seconds,
         "device": str(device),
+        "chance_test_acc": chance,  # test acc of always guessing the most common test class
         "history": p.history,
         **({"error": f"loss became non-finite at step {p.global_step}"} if status == "diverged" else {}),
     }
 
 
-def _save_epoch(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress, is_best: bool, device) -> None:
+def cpu_weights(model: nn.Module) -> dict:
+    """The model's weights as CPU tensors: best.pt and final.pt load on any machine without map_location."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _save_epoch(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress, is_best: bool, metrics: dict) -> None:
     """End-of-epoch files: best weights when improved, the resume state, and metrics.json."""
     if is_best:
-        run_files.save_checkpoint(run_dir / run_files.BEST, model.state_dict())
+        run_files.save_checkpoint(run_dir / run_files.BEST, cpu_weights(model))
     _checkpoint(run_dir, cfg, model, optimizer, p)
-    run_files.write_metrics(run_dir, metrics_of(p, "running", device))
+    run_files.write_metrics(run_dir, metrics)
 
 
 @dataclass
@@ -379,7 +398,9 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
         "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs",
         device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs,
     )
-    run_files.write_metrics(run_dir, metrics_of(p, "running", device))  # a running sweep's summary shows it
+    chance = test_set.labels.bincount().max().item() / len(test_set)
+    record = lambda status: metrics_of(p, status, device, chance)  # noqa: E731
+    run_files.write_metrics(run_dir, record("running"))  # a running sweep's summary shows it
     show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
     bar = tqdm(total=math.ceil(len(train_set) / s.data.batch_size), desc="epoch", disable=not show, leave=False)
 
@@ -398,16 +419,18 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
             bar.set_description(f"epoch {p.epoch + 1}/{s.trainer.epochs}")
             seen_before, start = p.seen, time.perf_counter()
             status = train_epoch(net, optimizer, train_set, epoch_order(len(train_set), s.seed, p.epoch, device), p, s, on_log, stop)
-            p.train_seconds += time.perf_counter() - start  # train_epoch ends with a sync
-            p.examples += p.seen - seen_before
+            elapsed = time.perf_counter() - start  # train_epoch ends with a sync
+            p.train_seconds, p.epoch_seconds, p.examples = p.train_seconds + elapsed, p.epoch_seconds + elapsed, p.examples + p.seen - seen_before
             if status == "stopped":
+                why = f"stopped by {signal.Signals(stop.signum).name} in epoch {p.epoch + 1} at step {p.step}; rerun to continue"
+                log.warning("%s", why[0].upper() + why[1:])
                 with stop.writing():
                     _checkpoint(run_dir, cfg, model, optimizer, p)
-                    run_files.write_metrics(run_dir, metrics_of(p, "interrupted", device))
+                    run_files.write_metrics(run_dir, {**record("interrupted"), "error": why})
                 raise Interrupted(stop.signum)
             if status == "done":
                 is_best = p.end_epoch(evaluate(net, test_set, s))
-                speed = p.examples / p.train_seconds
+                speed = p.history["examples_per_sec"][-1]  # this epoch's own
                 lr = optimizer.param_groups[0]["lr"]
                 logger.scalars(p.global_step, {tb.TEST_ACC: p.history["test_acc"][-1], tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
                 log.info(
@@ -416,13 +439,13 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
                 )
                 with stop.writing():
                     logger.flush()  # the curves on disk reach as far as the checkpoint
-                    _save_epoch(run_dir, cfg, model, optimizer, p, is_best, device)
+                    _save_epoch(run_dir, cfg, model, optimizer, p, is_best, record("running"))
         if status == "diverged":
             log.warning("loss became non-finite at step %d: stopping this run as diverged", p.global_step)
-        metrics = metrics_of(p, "diverged" if status == "diverged" else "completed", device)
+        metrics = record("diverged" if status == "diverged" else "completed")
         with stop.writing():
             if status != "diverged":
-                run_files.save_checkpoint(run_dir / run_files.FINAL, model.state_dict())
+                run_files.save_checkpoint(run_dir / run_files.FINAL, cpu_weights(model))
             logger.hparams(hparams)
             logger.close()
             run_files.write_metrics(run_dir, metrics)

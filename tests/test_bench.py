@@ -79,3 +79,12 @@ def test_ctrl_c_in_lenet_exps_loop_stops_the_bench(make_cfg):
     with pytest.raises(Interrupted) as stopped:  # without it the 1,000 steps would run to the end
         pipeline.run(*build(cfg, settings, torch.device("cpu")), steps=1000)
     assert stopped.value.signum == signal.SIGINT
+
+
+def test_bench_compiles_lenet_exps_model_when_asked(make_cfg):
+    from lenet_exp.bench import lenet_exp_parts
+
+    for compile_ in (False, True):
+        cfg = make_cfg(f"device.compile={str(compile_).lower()}")
+        model, _ = lenet_exp_parts(cfg, Settings.from_cfg(cfg), torch.device("cpu"))
+        assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule) == compile_

@@ -39,3 +39,30 @@ def test_cuda_and_cpu_agree_on_the_data_order(gpu_cfg, tmp_path):
     cpu = train(gpu_cfg("device=cpu", "deterministic=true"), tmp_path / "cpu", {})
     gpu = train(gpu_cfg("device=cuda", "deterministic=true"), tmp_path / "gpu", {})
     assert gpu["train_loss"] == pytest.approx(cpu["train_loss"], rel=1e-3)
+
+
+def test_deterministic_job_after_a_non_deterministic_one_in_one_process(gpu_cfg, tmp_path):
+    """CUBLAS_WORKSPACE_CONFIG is read at the first cuBLAS call: it must be set before the first job, not by the second."""
+    train(gpu_cfg("device=cuda", "trainer.epochs=1"), tmp_path / "fast", {})
+    metrics = train(gpu_cfg("device=cuda", "trainer.epochs=1", "deterministic=true"), tmp_path / "exact", {})
+    assert metrics["status"] == "completed"
+
+
+def test_gpu_checkpoints_load_on_the_cpu_as_written(gpu_cfg, tmp_path):
+    from lenet_exp.model import LeNet
+
+    train(gpu_cfg("device=cuda", "trainer.epochs=1"), tmp_path, {})
+    for name in ("best.pt", "final.pt"):
+        weights = torch.load(tmp_path / "checkpoints" / name)  # no map_location
+        assert all(t.device.type == "cpu" for t in weights.values())
+        LeNet(torch.nn.Sigmoid).load_state_dict(weights)
+
+
+def test_amp_counts_accuracy_from_fp32_logits(gpu_cfg, tmp_path):
+    from lenet_exp.config import Settings
+    from lenet_exp.train import build
+
+    cfg = gpu_cfg("device=cuda", "device.amp=true")
+    model, _ = build(cfg, Settings.from_cfg(cfg), torch.device("cuda"))
+    with torch.autocast("cuda", torch.bfloat16):
+        assert model(torch.rand(4, 1, 28, 28, device="cuda")).dtype == torch.float32

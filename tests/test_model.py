@@ -66,3 +66,17 @@ def test_bad_architecture_is_refused_with_the_reason():
         LeNet(nn.ReLU, pool="min")
     with pytest.raises(ValueError, match="shrinks to nothing"):
         LeNet(nn.ReLU, conv_channels=(6, 16, 32, 64))
+
+
+def test_classifier_computes_in_fp32_under_bf16_autocast():
+    """Near-ties must not collapse in bf16: accuracy under autocast is counted from fp32 logits."""
+    torch.manual_seed(0)
+    model, x = LeNet(nn.Sigmoid), torch.rand(8, 1, 28, 28)
+    with torch.autocast("cpu", torch.bfloat16):
+        logits = model(x)
+        features = x
+        for layer in list(model)[:-1]:
+            features = layer(features)
+    assert logits.dtype == torch.float32
+    expected = torch.nn.functional.linear(features.float(), model[-1].weight, model[-1].bias)
+    assert torch.equal(logits, expected)

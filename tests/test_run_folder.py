@@ -155,9 +155,9 @@ def small_sweep(tmp_path_factory, fashion_mnist):
 
 
 SWEEP_CHANGES = {
-    "a fixed setting": (["optimizer.momentum=0.5"], "holds a sweep of other settings (optimizer.momentum="),
-    "the swept values": (["optimizer.lr=0.1,0.2"], "optimizer.lr=0.1,0.3' there, 'optimizer.lr=0.1,0.2' now"),
-    "the sweeper": (["hparams_search=optuna"], "holds a sweep of other settings (hparams_search="),
+    "a fixed setting": (["optimizer.momentum=0.5"], "holds a sweep of other settings (optimizer.momentum=0.5 is new)"),
+    "the swept values": (["optimizer.lr=0.1,0.2"], "(optimizer.lr=0.1,0.2 where it has optimizer.lr=0.1,0.3)"),
+    "the sweeper": (["hparams_search=optuna"], "holds a sweep of other settings (hparams_search=optuna is new)"),
 }
 
 
@@ -168,7 +168,8 @@ def test_a_sweep_folder_refuses_a_sweep_of_other_settings_untouched(small_sweep,
     keys = {e.split("=")[0] for e in extra}
     before = snapshot(cwd / "sweep")
     proc = run_cli(*[a for a in args if a.split("=")[0] not in keys], *extra, cwd=cwd)
-    assert message in one_line_error(proc)
+    line = one_line_error(proc)
+    assert message in line and "rerun it as it was (device=cpu data.download=false" in line and "trainer.epochs=1 optimizer.lr=0.1,0.3)" in line
     assert snapshot(cwd / "sweep") == before  # multirun.yaml and every job's .hydra/ included
 
 
@@ -181,6 +182,14 @@ def test_the_same_sweep_again_trains_nothing_and_its_job_folders_resume(small_sw
     assert longer.returncode == 0, longer.stderr
     assert "Resuming in" in longer.stdout + longer.stderr and epochs_completed(job) == 2
     assert [s for s, _ in scalars(job)["test/acc"]] == [2, 4]  # continued: 2 steps an epoch, no repeats
+
+
+def test_a_sweep_rerun_with_fewer_epochs_than_trained_is_refused(small_sweep):
+    cwd, args = small_sweep  # job 1 trained on to 2 epochs above
+    before = snapshot(cwd / "sweep")
+    proc = run_cli(*args, cwd=cwd)
+    assert "holds jobs trained for 2 epochs already; trainer.epochs=1 asks for fewer" in one_line_error(proc)
+    assert snapshot(cwd / "sweep") == before
 
 
 def test_a_single_run_and_a_sweep_do_not_share_a_folder(small_sweep, done_run):

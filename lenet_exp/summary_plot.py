@@ -1,0 +1,181 @@
+"""summary.png: final test accuracy against each swept number, and every job's test-accuracy curve.
+
+Drawn to be read at a glance: a log axis where the swept values span more than a decade, tick labels
+that never overlap, legends beside the data rather than on it, curves that can be told apart where they
+coincide (and say so), a sensible axis for one-epoch sweeps, and jobs that did not learn marked as such.
+matplotlib is imported here only, so commands that draw nothing never load it.
+"""
+
+from __future__ import annotations
+
+import io
+from itertools import groupby
+
+MARKERS = "os^DvP<>Xph*"
+LINES = ["-", "--", "-.", ":"]
+BEST, NOT_LEARNING, FAILED = "gold", "0.55", "tab:red"
+
+
+def _value(text):
+    import yaml
+
+    try:
+        return yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError:
+        return text
+
+
+def _short(value) -> str:
+    v = _value(value)
+    return f"{v:.4g}" if isinstance(v, float) else str(value)
+
+
+def _setting(row: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={_short(row['overrides'].get(k, ''))}" for k in keys)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def figure(rows: list[dict], keys: list[str]):
+    """The summary figure for rows as summarize.collect makes them (best first; `not_learning` and `chance` set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if r["test_acc"] is not None]
+    numeric = [k for k in keys if scored and all(_is_number(_value(r["overrides"].get(k))) for r in scored)]
+    categorical = [k for k in keys if k not in numeric]
+    panels = max(len(numeric), 1) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), squeeze=False, layout="constrained")
+    axes = list(axes[0])
+    for ax, key in zip(axes, numeric):
+        _value_panel(ax, rows, key, numeric, categorical)
+    if not numeric:
+        _bar_panel(axes[0], rows, keys)
+    _curve_panel(axes[-1], rows, keys)
+    fig.canvas.draw()  # lay out, then thin any tick labels that still touch
+    for ax in axes:
+        thin_tick_labels(ax)
+    return fig
+
+
+def to_png(rows: list[dict], keys: list[str]) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows, keys)
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def _chance(rows: list[dict]) -> float | None:
+    levels = [r["chance"] for r in rows if r.get("chance") is not None]
+    return max(levels) if levels else None
+
+
+def _value_panel(ax, rows: list[dict], key: str, numeric: list[str], categorical: list[str]) -> None:
+    """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid."""
+    scored = [r for r in rows if r["test_acc"] is not None]
+    grid = all(len({r["overrides"].get(k) for r in scored}) == 1 for k in numeric if k != key)
+    label = lambda r: _setting(r, categorical) or "final test acc"  # noqa: E731
+    for i, (name, group) in enumerate(groupby(sorted(scored, key=label), key=label)):
+        points = sorted((_value(r["overrides"][key]), r["test_acc"]) for r in group)
+        ax.plot(*zip(*points), marker=MARKERS[i % len(MARKERS)], linestyle=LINES[i % len(LINES)] if grid else "none", label=name)
+    lazy = [r for r in scored if r.get("not_learning")]
+    if lazy:
+        ax.scatter([_value(r["overrides"][key]) for r in lazy], [r["test_acc"] for r in lazy], marker="x", s=70, color=NOT_LEARNING, zorder=4, label="not learning (at chance)")
+    broken = [r for r in rows if r["test_acc"] is None and _is_number(_value(r["overrides"].get(key)))]
+    if broken:  # no figure to place them by: along the bottom edge, where their values are
+        ax.scatter([_value(r["overrides"][key]) for r in broken], [0.03] * len(broken), transform=ax.get_xaxis_transform(), marker="v", s=60,
+                   color=FAILED, zorder=4, clip_on=False, label="failed or diverged (no final acc)")
+    best = next((r for r in scored if r["status"] == "completed" and not r.get("not_learning")), None)
+    if best:
+        ax.scatter([_value(best["overrides"][key])], [best["test_acc"]], marker="*", s=320, color=BEST, edgecolor="black", zorder=5, label="best")
+    if (chance := _chance(rows)) is not None:
+        ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1, label="chance")
+    _value_axis(ax, sorted({_value(r["overrides"][key]) for r in rows if _is_number(_value(r["overrides"].get(key)))}))
+    ax.set(xlabel=key, ylabel="final test acc", title=f"test acc vs {key}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _value_axis(ax, values: list) -> None:
+    """Log scale when the values span more than a decade; ticks at the swept values, labelled plainly."""
+    from matplotlib import ticker
+
+    if not values:
+        return
+    if min(values) > 0 and max(values) / min(values) > 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    if len(values) <= 8:  # a grid: a tick at each swept value
+        ax.xaxis.set_major_locator(ticker.FixedLocator(values))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    if len(values) == 1:
+        ax.set_xlim(values[0] * 0.5, values[0] * 1.5) if values[0] > 0 else ax.set_xlim(values[0] - 1, values[0] + 1)
+
+
+def _bar_panel(ax, rows: list[dict], keys: list[str]) -> None:
+    """No swept number: one bar per job, best on top; not-learning jobs grey, jobs without a figure listed at zero."""
+    shown = rows[::-1]
+    names = [f"{r['job']}: {_setting(r, keys)}" if keys else str(r["job"]) for r in shown]
+    colors = [NOT_LEARNING if r.get("not_learning") else FAILED if r["test_acc"] is None else "tab:blue" for r in shown]
+    ax.barh(names, [r["test_acc"] or 0.0 for r in shown], color=colors)
+    if (chance := _chance(rows)) is not None:
+        ax.axvline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1)
+    ax.set(xlabel="final test acc (grey: not learning, red: no figure)", title="test acc per job (best on top)")
+    ax.tick_params(axis="y", labelsize=7)
+
+
+def _curve_panel(ax, rows: list[dict], keys: list[str]) -> None:
+    """Every job's test accuracy per epoch; a curve that coincides with an earlier one says so in the legend."""
+    from matplotlib import ticker
+
+    jobs = sorted((r for r in rows if r["history"]), key=lambda r: (isinstance(r["job"], str), r["job"] if isinstance(r["job"], int) else 0, str(r["job"])))
+    seen: dict[tuple, object] = {}
+    for i, r in enumerate(jobs):
+        curve = tuple(r["history"])
+        same = seen.setdefault(curve, r["job"])
+        note = f" (same curve as job {same})" if same != r["job"] else ""
+        tag = " [not learning]" if r.get("not_learning") else ""
+        ax.plot(range(1, len(curve) + 1), curve, marker=MARKERS[i % len(MARKERS)], markersize=5, linestyle=LINES[i % len(LINES)],
+                linewidth=1.3, alpha=0.85, label=f"{r['job']}: {_setting(r, keys)}{tag}{note}")
+    longest = max((len(r["history"]) for r in jobs), default=1)
+    ax.set_xlim(0.5, longest + 0.5)  # one epoch too: a tick at 1, not at 0.945 and 1.05
+    ax.xaxis.set_major_locator(ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True))
+    if (chance := _chance(rows)) is not None:
+        ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1)
+    ax.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
+    ax.grid(alpha=0.3)
+    if jobs:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1 if len(jobs) <= 24 else 2)
+
+
+def label_boxes(ax, axis: str = "x") -> list:
+    """The screen boxes of an axis's visible, non-empty tick labels (after the figure is drawn)."""
+    renderer = ax.figure.canvas.get_renderer()
+    labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    return [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
+
+
+def overlaps(boxes: list) -> bool:
+    """Whether any two neighbouring label boxes (left to right) touch."""
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+def thin_tick_labels(ax) -> None:
+    """Keep every 2nd (3rd, ...) x tick label until none of them touch."""
+    if not overlaps(label_boxes(ax)):
+        return
+    ticks, texts, limits = list(ax.get_xticks()), [t.get_text() for t in ax.get_xticklabels()], ax.get_xlim()
+    for keep in (2, 3, 4, 6, 8, 12):
+        ax.set_xticks(ticks, [text if i % keep == 0 else "" for i, text in enumerate(texts)])
+        ax.set_xlim(limits)
+        ax.figure.canvas.draw()
+        if not overlaps(label_boxes(ax)):
+            return
