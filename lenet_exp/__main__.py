@@ -12,12 +12,15 @@ writes nothing; torch loads only once a run is about to start.
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import os
 import signal
 import sys
+
+# Ctrl-C while the modules below load ends in one line, not a traceback; main() restores Python's own handler.
+signal.signal(signal.SIGINT, lambda signum, frame: (sys.stderr.write("Interrupted by SIGINT: nothing was written.\n"), sys.exit(130)))
+
+import json
+import logging
+import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,12 +32,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp import run_files, run_folder, sweep
-from lenet_exp.config import CONFIG_PATH, ConfigError, check_overrides, is_hydra_override, quoted
+from lenet_exp.config import CONFIG_PATH, ConfigError, check_folder_path, check_overrides, is_hydra_override, quoted
 from lenet_exp.data import DataError
 from lenet_exp.summarize import REFUSED, write_summary
 
 log = logging.getLogger("lenet_exp")
 USER_ERRORS = (ConfigError, DataError, run_files.CheckpointError)
+NO_ACCURACY = 0.0  # what a job without a final test accuracy (failed, diverged, refused) returns: sweepers rank it last
 LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # the command's own process, seen by jobs that run in worker processes
 NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-p", "--package", "--resolve")
 VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun")
@@ -115,7 +119,7 @@ def task(cfg: DictConfig) -> float:
     hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     try:
         metrics = train(cfg, run_dir, hparams, launcher if in_worker else None, HydraConfig.instance().cfg, keep_refusals=multirun)
-        return math.nan if metrics["test_acc"] is None else metrics["test_acc"]
+        return NO_ACCURACY if metrics["test_acc"] is None else metrics["test_acc"]
     except Interrupted as e:
         if in_worker:
             write_summary(Path(hc.sweep.dir))
@@ -125,17 +129,17 @@ def task(cfg: DictConfig) -> float:
         if not multirun:
             raise SystemExit(2) from None
         note_refusal(Path(hc.sweep.dir), run_dir, str(e))
-        return math.nan
+        return NO_ACCURACY
     except (*USER_ERRORS, *environment_errors()) as e:
         print(f"Error: {one_line(e)}", file=sys.stderr)
         if not multirun:
             raise SystemExit(2 if isinstance(e, USER_ERRORS) else 1) from None
-        return math.nan
+        return NO_ACCURACY
     except Exception:
         if not multirun:
             raise  # a bug: the traceback helps; metrics.json already says failed
         log.exception("job failed")
-        return math.nan
+        return NO_ACCURACY
     finally:
         if multirun:
             with signals_held() as came:
@@ -200,12 +204,16 @@ def output_folder(flags: list[str], overrides: list[str]):
         yield []
         return
     multirun = any(f in ("-m", "--multirun") for f in flags) or "hydra.mode=MULTIRUN" in overrides
+    sweep.check_run_mode(cfg, overrides, multirun)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    folder = Path(str(OmegaConf.select(cfg, key)))
-    run_folder.check_folder_path(folder, key)
+    try:
+        folder = Path(str(OmegaConf.select(cfg, key, throw_on_missing=True)))
+    except Exception as e:  # an interpolation that cannot be resolved
+        raise ConfigError(f"{key}: cannot be resolved ({one_line(e)})") from None
+    check_folder_path(folder, key)
     explicit = any(a.lstrip("+").startswith(f"{key}=") for a in overrides)
     made = run_folder.first_missing(folder)
-    folder = folder if explicit else run_folder.claim_new_folder(folder)
+    folder = run_folder.make_folder(folder, key) if explicit else run_folder.claim_new_folder(folder)
     pin = [] if explicit else [f"{key}={quoted(str(folder))}"]
     try:
         if not multirun:
@@ -220,6 +228,7 @@ def output_folder(flags: list[str], overrides: list[str]):
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.environ[LAUNCHER_PID] = str(os.getpid())
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
     try:

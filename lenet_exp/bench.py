@@ -6,8 +6,9 @@
 (a) textbook: torchvision data set + ToTensor + DataLoader (4 workers, shuffled) and a loop
     that reads loss and accuracy back to the host every step, as the book does;
 (b) lenet_exp: data resident on the device, index-slice batches, syncs only at log points.
-The two alternate `--repeats` times; each figure is the mean, warm-up steps excluded. Then each
-trains from scratch until the test accuracy reaches `--target-acc`, timed with evaluation.
+The two alternate `--repeats` times; each figure is the mean, warm-up steps excluded. With
+`--target-acc A`, each then trains from scratch until its test accuracy reaches A, timed with
+evaluation (whole epochs, so this part is not bounded by `--steps`). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -63,27 +64,31 @@ class Textbook:
         self.device = device
 
     def run(self, model: nn.Module, optimizer, steps: int) -> float:
-        """Train `steps` steps (cycling epochs); returns seconds for the steps after warm-up."""
-        loss_fn, done, metric = nn.CrossEntropyLoss(), 0, [0.0, 0.0, 0]
+        """Train WARMUP + `steps` steps (cycling epochs); returns the seconds of the steps after warm-up."""
+        loss_fn, done, metric, start = nn.CrossEntropyLoss(), 0, [0.0, 0.0, 0], 0.0
         while True:
-            for X, y in self.train_iter:
-                if done == WARMUP:
-                    sync(self.device)
-                    start = time.perf_counter()
-                X, y = X.to(self.device), y.to(self.device)
-                optimizer.zero_grad()
-                y_hat = model(X)
-                loss = loss_fn(y_hat, y)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():  # the book's Accumulator: float() of each figure, every step
-                    metric[0] += float(loss * X.shape[0])
-                    metric[1] += float((y_hat.argmax(axis=1) == y).sum())
-                    metric[2] += X.shape[0]
-                done += 1
-                if done == steps + WARMUP:
-                    sync(self.device)
-                    return time.perf_counter() - start
+            batches = iter(self.train_iter)
+            try:
+                for X, y in batches:
+                    if done == WARMUP:
+                        sync(self.device)
+                        start = time.perf_counter()
+                    X, y = X.to(self.device), y.to(self.device)
+                    optimizer.zero_grad()
+                    y_hat = model(X)
+                    loss = loss_fn(y_hat, y)
+                    loss.backward()
+                    optimizer.step()
+                    with torch.no_grad():  # the book's Accumulator: float() of each figure, every step
+                        metric[0] += float(loss * X.shape[0])
+                        metric[1] += float((y_hat.argmax(axis=1) == y).sum())
+                        metric[2] += X.shape[0]
+                    done += 1
+                    if done == steps + WARMUP:
+                        sync(self.device)
+                        return time.perf_counter() - start
+            finally:  # stop the loader's workers before anything else is said, even on Ctrl-C
+                getattr(batches, "_shutdown_workers", lambda: None)()
 
     def train_full_epoch(self, model: nn.Module, optimizer) -> None:
         self.run(model, optimizer, len(self.train_iter) - WARMUP)  # warm-up steps included: one whole pass
@@ -156,6 +161,11 @@ def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) ->
 ACCURACY = (lambda v: 0 <= v < 1, "a test accuracy in [0, 1) (0 skips the measurement)")
 
 
+def say(text: str) -> None:
+    """Progress on stderr, so the table on stdout stays clean."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def _typed(parse, rule: tuple):
     """An argparse type: parse the text, then hold it to one of the config's rules (predicate, words)."""
 
@@ -183,8 +193,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=_typed(int, INT_GE_1), default=200, help="timed steps per measurement (234 make one epoch)")
     parser.add_argument("--repeats", type=_typed(int, INT_GE_1), default=3, help="alternations of the two pipelines")
     parser.add_argument("--workers", type=_typed(int, INT_GE_0), default=4, help="DataLoader workers of the textbook pipeline")
-    parser.add_argument("--target-acc", type=_typed(float, ACCURACY), default=0.7, help="test accuracy for time-to-accuracy (0: skip)")
-    parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), default=10)
+    parser.add_argument("--target-acc", type=_typed(float, ACCURACY), default=0.0,
+                        help="also time each pipeline from scratch to this test accuracy, in whole epochs (default 0: skip)")
+    parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), default=10, help="epochs at most for --target-acc")
     parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
     return parser.parse_args(argv)
 
@@ -222,14 +233,20 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
         write_torchvision_layout(Path(root), spec, train, test)
         pipelines = {"textbook": Textbook(Path(root), spec, settings.data.batch_size, args.workers, device), "lenet_exp": LenetExp(settings, train, test, device)}
         speeds: dict[str, list[float]] = {name: [] for name in pipelines}
-        for _ in range(args.repeats):
+        for repeat in range(1, args.repeats + 1):
             for name, pipeline in pipelines.items():
                 seconds = pipeline.run(*fresh[name](), args.steps)
                 speeds[name].append(args.steps * settings.data.batch_size / seconds)
-        ttas = {name: time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device) for name, p in pipelines.items()} if args.target_acc > 0 else {}
+                say(f"[{repeat}/{args.repeats}] {name}: {args.steps} steps, {speeds[name][-1]:,.0f} examples/sec")
+        ttas = {}
+        if args.target_acc > 0:
+            for name, p in pipelines.items():
+                say(f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs) ...")
+                ttas[name] = time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}")
+    options = ", ".join(f"{k}={getattr(settings.device, k)}" for k in ("channels_last", "amp", "compile"))
+    print(f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}, {options}")
     tta_header = f"time to {args.target_acc} test acc" if args.target_acc > 0 else ""
     print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header:>28}")
     for name, values in speeds.items():

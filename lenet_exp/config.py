@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from importlib.resources import files
@@ -90,20 +91,38 @@ def check_overrides(overrides: list[str]) -> DictConfig:
                 variants += [(len(single), v) for v in values[1:]]
             arg = values[0]
         single.append(arg)
+    check_deletions([a for a in single if a.startswith("~") and not is_hydra_override(a)])
     try:
         cfg = compose_config(single, with_hydra=True)
         check_appended_keys([a for a in single if a.startswith("+") and not is_hydra_override(a)])
         check_config(cfg)
-        for position, value in variants:  # the other values of each swept key, one at a time
-            check_config(compose_config([*single[:position], value, *single[position + 1 :]]))
+        others = [compose_config([*single[:position], value, *single[position + 1 :]]) for position, value in variants]
+        for other in others:  # the other values of each swept key, one at a time
+            check_config(other)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_unknown_key_hint(e) or _one_line(e)) from None
+    if any(v.lstrip("+~").startswith(("model", "activation")) for _, v in variants):
+        from lenet_exp.train import check_buildable  # torch loads only for a sweep over the model itself
+
+        for other in [cfg, *others]:
+            check_buildable(other)
     return cfg
+
+
+def check_deletions(deletions: list[str]) -> None:
+    """`~key` removes a key lenet_exp reads (its default would silently stand in, or the run would break): refuse it."""
+    known = known_keys() if deletions else []
+    for arg in deletions:
+        key = arg.lstrip("~").split("=", 1)[0]
+        if key in known or any(k.startswith(f"{key}.") for k in known):
+            raise ConfigError(f"{arg}: lenet_exp reads {key}; set another value (or option) instead of removing it")
 
 
 def check_sweep_syntax(overrides: list[str]) -> None:
     """Sweep values typed with spaces (`optimizer.lr=0.1 0.3`, `activation=sigmoid, relu`): one line with the right form."""
     for i, arg in enumerate(overrides):
+        if arg.startswith("~"):
+            continue  # a deletion: `~key` or `~key=value`
         if "=" not in arg:
             key_value = next((a for a in reversed(overrides[:i]) if "=" in a), None)
             words = [arg]
@@ -342,11 +361,28 @@ class Settings:
         )
 
 
+def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
+    """Refuse a folder path that is a file, a broken link, lies under a file, or (`writable`) cannot be written, naming the key."""
+    if "${" in str(path):
+        raise ConfigError(f"{key}={path}: a folder name holding '${{' would be read as an interpolation by Hydra; rename the folder")
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{key}={path}: is a broken link (it points to nothing); give a folder path")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path}: is a file, not a folder; give a folder path")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path}: {existing} is a file, so no folder can be made under it; give another path")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: {existing} is not writable here (read-only or no permission); give a folder you can write to")
+
+
 def check_model_keys(cfg: DictConfig) -> None:
     """LeNet's keys obey their rules and fit the data set: its channels, image size and number of classes."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     if model.get("_target_") != LENET:
-        return  # another model class: building it and one forward pass check it (train.check_model_fits)
+        return  # another model class: building it and one training step check it (train.check_trainable)
     for key in model:
         if key != "_target_" and key not in MODEL_RULES:
             raise ConfigError(f"model.{key}: unknown key; allowed keys: {', '.join(MODEL_RULES)}.{did_you_mean(key, list(MODEL_RULES))}")
@@ -373,8 +409,7 @@ def check_config(cfg: DictConfig) -> Settings:
     """Every rule a composed config must obey before anything runs: typed settings, optimizer values, the model's keys."""
     settings = Settings.from_cfg(cfg)
     check_model_keys(cfg)
-    if Path(settings.data.root).exists() and not Path(settings.data.root).is_dir():
-        raise ConfigError(f"data.root={settings.data.root}: is a file, not a folder; give the folder that holds (or will hold) {DATASETS[settings.data.name].folder}/raw/")
+    check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
     if settings.device.name == "cuda" and cuda_surely_absent():
         raise ConfigError(NO_CUDA)
     return settings

@@ -81,15 +81,16 @@ class Split:
 
     images: torch.Tensor
     labels: torch.Tensor
+    source: str = ""  # where the examples came from, for the log
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def head(self, limit: int | None) -> Split:
-        return self if limit is None else Split(self.images[:limit], self.labels[:limit])
+        return self if limit is None or limit >= len(self) else Split(self.images[:limit], self.labels[:limit], f"{self.source}, first {limit}")
 
     def to(self, device: torch.device) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), self.source)
 
 
 def read_idx_bytes(path: Path) -> bytes:
@@ -160,16 +161,21 @@ def load_split(folder: Path, spec: DatasetSpec, split: str) -> Split:
             f"{paths['images']}: {len(images)} images and {len(labels)} labels, "
             f"expected {spec.counts[split]} of each; replace the files"
         )
-    return Split(images, labels)
+    return Split(images, labels, f"{len(labels)} {split} examples from {paths['images']} and {paths['labels'].name}")
 
 
 def _download(spec: DatasetSpec, raw_dir: Path) -> None:
     """Fetch the files with torchvision into a scratch folder, check them, then move them into place.
 
-    A download broken midway leaves only the scratch folder, which is never read as data.
+    A download broken midway leaves nothing behind: the scratch folder goes, and so do the folders made for it.
     """
-    raw_dir.mkdir(parents=True, exist_ok=True)
+    made = [d for d in (raw_dir, *raw_dir.parents) if not d.exists()]  # innermost first
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"data.root: cannot make {raw_dir} for the download ({e.strerror}); give a folder you can write to") from None
     scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=raw_dir.parent))
+    done = False
     try:
         spec.torchvision_class()(root=str(scratch), train=True, download=True)
         fetched = scratch / spec.folder / "raw"
@@ -177,6 +183,7 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
             load_split(fetched, spec, split)  # refuse anything that fails the checks
         for name in spec.md5:
             (fetched / name).replace(raw_dir / name)
+        done = True
     except DataError:
         raise
     except Exception as e:  # network and mirror errors come in many types
@@ -187,6 +194,11 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        for folder in made if not done else ():
+            try:
+                folder.rmdir()  # only while empty
+            except OSError:
+                break
 
 
 def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Split]:

@@ -57,12 +57,30 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write(run_dir / METRICS, (json.dumps(_json_safe(metrics), indent=2) + "\n").encode())
 
 
+MAX_METRICS_BYTES = 16 << 20  # a metrics.json is a few kB; anything near this is not one
+
+
 def read_metrics(run_dir: Path) -> dict | None:
-    """The run's metrics.json, or None when there is none or it is unreadable."""
+    """The run's metrics.json, or None when there is none, it is unreadable, or it is not a JSON object."""
+    path = run_dir / METRICS
     try:
-        return json.loads((run_dir / METRICS).read_text())
+        if not path.is_file():
+            return None
+        with open(path, "rb") as f:
+            data = f.read(MAX_METRICS_BYTES + 1)
+        metrics = json.loads(data) if len(data) <= MAX_METRICS_BYTES else None
     except (OSError, ValueError):
         return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+CHANCE_MARGIN = 0.02  # best test acc within this of always guessing the most common test class: not learning
+
+
+def not_learning(metrics: dict) -> bool:
+    """The run's best test accuracy stays at chance: it learned nothing, whatever its status says."""
+    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")
+    return isinstance(best, (int, float)) and isinstance(chance, (int, float)) and best <= chance + CHANCE_MARGIN
 
 
 def save_checkpoint(path: Path, obj: Any) -> None:
@@ -79,8 +97,11 @@ def load_checkpoint(path: Path) -> dict:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or "model" not in state or "progress" not in state:
+        if not isinstance(state, dict) or not {"model", "optimizer", "rng", "progress", "settings"} <= state.keys():
             raise ValueError("not a lenet_exp training state")
+        progress = state["progress"]
+        if not isinstance(progress, dict) or not all(isinstance(progress.get(k), int) for k in ("epoch", "step", "global_step")):
+            raise ValueError("no readable progress in it")
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         reason = reason if len(reason) <= 160 else reason[:160].rsplit(" ", 1)[0] + " ..."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,19 +33,6 @@ _held: dict[str, int] = {}  # folders this process has locked: resolved path -> 
 
 class FolderRefused(ConfigError):
     """This folder's record belongs to another run, or another process writes there: nothing was written."""
-
-
-def check_folder_path(path: Path, key: str) -> None:
-    """Refuse a folder path that is a file, lies under a file, or cannot be made or written, naming the key."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}={path}: is a file, not a folder; give a folder path")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{key}={path}: {existing} is a file, so no folder can be made under it; give another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path}: {existing} is not writable here (read-only or no permission); give a folder you can write to")
 
 
 def first_missing(path: Path) -> Path | None:
@@ -71,16 +59,32 @@ def remove_empty(folder: Path, up_to: Path | None) -> None:
         folder = folder.parent
 
 
+def make_folder(path: Path, key: str) -> Path:
+    """Make the folder (and its parents) and write a little into it, so a disk that cannot take a run is refused now."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path) as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise ConfigError(f"{key}={path}: cannot write there ({e.strerror}); free some space or give another folder") from None
+    return path
+
+
 def claim_new_folder(path: Path) -> Path:
     """Make a folder no other command uses: `path`, else `path-2`, `path-3`, ... (runs started in the same second)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path.parent}: cannot make this folder ({e.strerror}); give hydra.run.dir or hydra.sweep.dir") from None
     for n in range(1, 10_000):
         candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
         try:
             candidate.mkdir()
-            return candidate
         except FileExistsError:
             continue
+        return make_folder(candidate, "hydra.run.dir")
     raise ConfigError(f"{path}: no free folder name beside it; give hydra.run.dir or hydra.sweep.dir")
 
 
@@ -203,15 +207,40 @@ class Plan:
     note: str = ""  # one line for the log: how this try starts
 
 
+def _record(run_dir: Path) -> dict:
+    """metrics.json as a dict ({} when there is none); refused when it is there but is no run's record."""
+    path = run_dir / run_files.METRICS
+    if not path.exists() and not path.is_symlink():
+        return {}
+    metrics = run_files.read_metrics(run_dir)
+    counts = [metrics.get(k) or 0 for k in ("epochs_completed", "steps_completed")] if isinstance(metrics, dict) else [None]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise FolderRefused(
+            f"{path} is unreadable or not a run's record, so what this folder holds cannot be told; put back an intact copy, "
+            "or move the folder away (or choose a new output folder) to start over"
+        )
+    return metrics
+
+
+def _trained_without_record(run_dir: Path) -> str | None:
+    """Traces of training that no metrics.json or last.pt accounts for: saved weights, or curves with no metrics.json."""
+    for name in (run_files.BEST, run_files.FINAL):
+        if (run_dir / name).exists():
+            return name
+    if not (run_dir / run_files.METRICS).exists() and any(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*")):
+        return "TensorBoard curves"
+    return None
+
+
 def plan_run(run_dir: Path, settings: dict, epochs: int) -> Plan:
     """Decide from the folder's record how this run starts; refuse (FolderRefused) when the record is not this run's.
 
     Refused: other settings; fewer epochs than already trained; a record of training with no last.pt to continue from.
     """
-    metrics = run_files.read_metrics(run_dir) or {}
+    metrics = _record(run_dir)
     last = run_dir / run_files.LAST
     state = run_files.load_checkpoint(last) if last.exists() else None
-    trained = state is not None or (metrics.get("epochs_completed") or 0) > 0 or (metrics.get("steps_completed") or 0) > 0
+    trained = state is not None or metrics.get("epochs_completed") or metrics.get("steps_completed") or _trained_without_record(run_dir)
     if not trained:
         _check_holds_only_a_run(run_dir)
         note = f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over" if metrics else ""
@@ -231,8 +260,9 @@ def plan_run(run_dir: Path, settings: dict, epochs: int) -> Plan:
             f"Give trainer.epochs={into} or more to continue it, or choose a new output folder"
         )
     if state is None:
+        what = f"a run trained for {done_epochs} epochs (status {status})" if metrics else f"a trained run ({_trained_without_record(run_dir)})"
         raise FolderRefused(
-            f"{run_dir} holds a run trained for {done_epochs} epochs (status {status}) but no {run_files.LAST} to continue from; "
+            f"{run_dir} holds {what} but no {run_files.LAST} to continue from; "
             "restore that file to continue, or move the folder away (or choose a new output folder) to start over"
         )
     step = f", step {progress['step']}" if progress.get("step") else ""

@@ -20,7 +20,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.run_files import METRICS, atomic_write
+from lenet_exp.run_files import CHANCE_MARGIN, MAX_METRICS_BYTES, METRICS, atomic_write, not_learning
 from lenet_exp.run_folder import live_status
 from lenet_exp.summary_plot import to_png
 from lenet_exp.sweep import IGNORED, swept_keys
@@ -59,21 +59,32 @@ def _metrics(job_dir: Path) -> dict:
     if not path.exists():
         return {"status": "not started", "epochs_completed": 0}
     try:
-        metrics = json.loads(path.read_text())
+        with open(path, "rb") as f:
+            data = f.read(MAX_METRICS_BYTES + 1)
+        if len(data) > MAX_METRICS_BYTES:
+            raise ValueError(f"larger than {MAX_METRICS_BYTES >> 20} MB")
+        metrics = json.loads(data)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{METRICS}: {' '.join(str(e).split())[:160]}") from None
     if not isinstance(metrics, dict):
         raise ValueError(f"{METRICS}: not a JSON object")
+    for field, ok in FIELD_TYPES.items():
+        if not ok(metrics.get(field)):
+            raise ValueError(f"{METRICS}: {field} is {metrics.get(field)!r:.40}, not what a run writes there")
     return live_status(job_dir, metrics)
 
 
-CHANCE_MARGIN = 0.02  # best test acc within this of always guessing the most common test class: not learning
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def not_learning(metrics: dict) -> bool:
-    """The job's best test accuracy stays at chance: it learned nothing, whatever its status says."""
-    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")
-    return isinstance(best, (int, float)) and isinstance(chance, (int, float)) and best <= chance + CHANCE_MARGIN
+FIELD_TYPES = {  # what summaries read from a metrics.json, and what a run writes there
+    "status": lambda v: isinstance(v, str),
+    "epochs_completed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    **{k: _number for k in ("test_acc", "best_test_acc", "train_loss", "train_acc", "examples_per_sec", "chance_test_acc")},
+    "error": lambda v: v is None or isinstance(v, str),
+    "history": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("test_acc", []), list) and all(_number(x) for x in v.get("test_acc", []))),
+}
 
 
 def read_job(job_dir: Path) -> dict:
@@ -137,7 +148,10 @@ def _job_order(row: dict) -> tuple:
 
 def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
     """The swept keys; failing that (no sweep record), the override keys whose values differ between jobs."""
-    keys = swept_keys(sweep_dir, _sweeper_params(sweep_dir, rows))
+    try:
+        keys = swept_keys(sweep_dir, _sweeper_params(sweep_dir, rows))
+    except Exception:  # a damaged multirun.yaml: fall back on what differs between the jobs
+        keys = []
     if keys:
         return keys
     keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
@@ -234,6 +248,8 @@ class SummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         print((sweep_dir / "summary.md").read_text() if rows else f"{sweep_dir}: no jobs ran")
+        if rows:
+            print(f"Summary: {sweep_dir / 'summary.md'} (summary.csv and summary.png beside it)")
         failed = [r for r in rows if r["status"] in ("failed", "unreadable")]
         unfinished = [r for r in rows if r["status"] not in (*FINISHED, "failed", "unreadable")]
         if failed or unfinished:

@@ -13,9 +13,11 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_exp.config import ConfigError
 from lenet_exp.run_folder import RESUMABLE_CHANGES, FolderRefused, first_difference, settings_of
 
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
+SWEEP_FILES = ("multirun.yaml", "summary.csv", "summary.md", "summary.png", "summary_by_setting.csv", ".refused", "optimization_results.yaml")
 # Sweeper keys that do not change what any job trains: a rerun may change them.
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
@@ -47,6 +49,24 @@ def job_dirname(*, _root_: DictConfig) -> str:
 OmegaConf.register_new_resolver("lenet_exp.job_dirname", job_dirname, replace=True)
 
 
+def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
+    """Sweep syntax where it can work: several values only with --multirun, search spaces only with a sweeper that
+    takes them, and job folders that stay inside the sweep folder."""
+    parsed = [(o, p) for o, p in zip(overrides, OverridesParser.create().parse_overrides(overrides))]
+    swept = [(o, p) for o, p in parsed if p.is_sweep_override() and not o.lstrip("+~").startswith("hydra.")]
+    if swept and not multirun:
+        raise ConfigError(f"{swept[0][0]}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}")
+    basic = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper")
+    if multirun and basic:
+        for text, override in swept:
+            if not override.is_discrete_sweep():
+                raise ConfigError(f"{text}: a search space needs a search sweeper (hparams_search=optuna); "
+                                  "the plain sweep takes lists (a,b,c), range(start,stop,step) and choice(a,b)")
+    for subdir in (a.split("=", 1)[1] for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
+        if ".." in Path(subdir).parts or subdir.startswith("/"):
+            raise ConfigError(f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path)")
+
+
 def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
     """Refuse to sweep into a folder that holds something else: a single run, other files, or a sweep of other settings.
 
@@ -60,6 +80,9 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
             what = "a single run" if (sweep_dir / ".hydra").is_dir() else f"other files ({', '.join(others[:3])})"
             raise FolderRefused(f"{sweep_dir} holds {what}, not a sweep; choose a new hydra.sweep.dir")
         return
+    strangers = sorted(p.name for p in sweep_dir.iterdir() if not p.is_dir() and p.name not in SWEEP_FILES)
+    if strangers:
+        raise FolderRefused(f"{sweep_dir} holds files no sweep writes ({', '.join(strangers[:3])}); move them away, or choose a new hydra.sweep.dir")
     try:
         then = OmegaConf.load(saved)
         given = [str(o) for o in then.hydra.overrides.task]

@@ -9,6 +9,7 @@ when an earlier try left one; any error after training starts leaves metrics.jso
 from __future__ import annotations
 
 import logging
+import copy
 import math
 import os
 import re
@@ -24,10 +25,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from tqdm import tqdm
 
 from lenet_exp import logger as tb
 from lenet_exp import run_files, run_folder
+from lenet_exp.console import EpochBar, wants_bar
 from lenet_exp.config import NO_CUDA, ConfigError, Settings, check_config, did_you_mean
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset, to_input
 from lenet_exp.model import shape_table
@@ -69,11 +70,10 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if not self.training:
-            raise Interrupted(signum, saved=False)
-        if self.signum is not None and not self._writing:  # a second signal: stop now
-            raise Interrupted(signum, saved=False)
-        self.signum = self.signum or signum
+        if self._writing or (self.training and self.signum is None):  # never cut a write short; the loop checks the flag
+            self.signum = self.signum or signum
+            return
+        raise Interrupted(signum, saved=False)  # before training, or a second signal: stop now
 
     @contextmanager
     def writing(self):
@@ -109,7 +109,8 @@ class Progress:
     epoch_seconds: float = 0.0  # current epoch: time spent in training steps
     train_seconds: float = 0.0  # time spent in training steps, all epochs
     examples: int = 0  # examples trained on, all epochs
-    history: dict = field(default_factory=lambda: {"train_loss": [], "train_acc": [], "test_acc": [], "examples_per_sec": []})
+    history: dict = field(default_factory=lambda: {"train_loss": [], "train_acc": [], "test_acc": []})
+    speeds: list = field(default_factory=list)  # each epoch's own examples/sec
 
     @property
     def best_test_acc(self) -> float | None:
@@ -117,17 +118,17 @@ class Progress:
 
     def end_epoch(self, test_acc: float) -> bool:
         """Close the epoch's figures into the history; True when its test accuracy is the best so far."""
-        speed = self.seen / self.epoch_seconds if self.epoch_seconds else None
-        figures = {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen, "test_acc": test_acc, "examples_per_sec": speed}
+        figures = {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen, "test_acc": test_acc}
         for key, value in figures.items():
-            self.history.setdefault(key, []).append(value)
+            self.history[key].append(value)
+        self.speeds.append(self.seen / self.epoch_seconds if self.epoch_seconds else None)
         self.epoch, self.step, self.loss_sum, self.correct, self.seen, self.epoch_seconds = self.epoch + 1, 0, 0.0, 0, 0, 0.0
         return test_acc == self.best_test_acc
 
     @property
     def steady_speed(self) -> float | None:
         """Examples/sec of the epochs after the first, whose time holds one-time costs (CUDA start, autotuning, compile)."""
-        speeds = [v for v in self.history.get("examples_per_sec", [])[1:] if v]
+        speeds = [v for v in self.speeds[1:] if v]
         return len(speeds) / sum(1 / v for v in speeds) if speeds else None  # equal epochs: total examples / total time
 
 
@@ -174,25 +175,51 @@ def setup_device(s: Settings) -> torch.device:
     return device
 
 
-def check_model_fits(model: nn.Module, spec: DatasetSpec, name: str, device: torch.device) -> None:
-    """One forward pass of two blank images of the data set: the model must take them and give a logit per class."""
+def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: str, device: torch.device) -> None:
+    """One training step on two blank images of the data set, on a copy: the model must take them and give a logit
+    per class, and the optimizer must be able to take a step with its settings."""
     x = torch.zeros(2, spec.channels, spec.image_size, spec.image_size, device=device)
+    size = f"{spec.channels}x{spec.image_size}x{spec.image_size}"
+    trial = copy.deepcopy(model)
     try:
-        with torch.no_grad():
-            out = model(x)
+        out = trial(x)
     except Exception as e:
-        raise ConfigError(f"model cannot take {name} images ({spec.channels}x{spec.image_size}x{spec.image_size}): {' '.join(str(e).split())[:300]}") from None
+        raise ConfigError(f"model cannot take {name} images ({size}): {_short(e)}") from None
     if out.dim() != 2 or out.shape[1] < spec.classes:
         raise ConfigError(f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)")
+    try:
+        optimizer = instantiate(cfg.optimizer)(trial.parameters())
+        for _ in range(2):  # some settings are first used in the second step (SGD's dampening)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(trial(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
+            optimizer.step()
+    except Exception as e:
+        raise ConfigError(f"optimizer cannot take a step with these settings: {_short(e)}") from None
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every model it varies."""
+    s = Settings.from_cfg(cfg)
+    model, _ = build(cfg, s, torch.device("cpu"))
+    check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, torch.device("cpu"))
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
 
 
 def log_steps(num_batches: int, points: int) -> set[int]:
     """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last one included."""
+    points = min(points, num_batches)  # at most one point a step
     return {math.ceil(num_batches * (k + 1) / points) for k in range(points)}
 
 
-def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, on_log, stop: StopSignals) -> str:
-    """Train from step p.step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged'."""
+def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, on_log, stop: StopSignals, on_step=None) -> str:
+    """Train from step p.step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged'.
+
+    `on_log()` at each log point, after the running figures are read back; `on_step(examples)` after every step.
+    """
     bs, amp = s.data.batch_size, s.device.amp and data.images.is_cuda
     num_batches = math.ceil(len(data) / bs)
     points = log_steps(num_batches, s.trainer.log_points)
@@ -212,6 +239,8 @@ def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, 
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(dim=1) == y).sum()
         p.step, p.global_step, p.seen = step + 1, p.global_step + 1, p.seen + len(y)
+        if on_step:
+            on_step(len(y))
         if step + 1 in points:
             p.loss_sum, p.correct = loss_sum.item(), int(correct.item())  # the only syncs of the epoch
             on_log()
@@ -260,7 +289,7 @@ def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -
 def metrics_of(p: Progress, status: str, device: torch.device, chance: float | None = None) -> dict:
     """The run's figures as metrics.json holds them; a diverged run has no final figures, only its best."""
     last = {k: (v[-1] if v and status != "diverged" else None) for k, v in p.history.items()}
-    speeds = p.history.get("examples_per_sec") or [None]
+    speeds = p.speeds or [None]
     return {
         "status": status,
         "epochs_completed": p.epoch,
@@ -271,6 +300,7 @@ def metrics_of(p: Progress, status: str, device: torch.device, chance: float | N
         "best_test_acc": p.best_test_acc,
         "examples_per_sec": p.steady_speed or speeds[0],  # steady; a one-epoch run has only its first epoch's
         "first_epoch_examples_per_sec": speeds[0],
+        "examples_per_sec_by_epoch": p.speeds,
         "train_seconds": p.train_seconds,
         "device": str(device),
         "chance_test_acc": chance,  # test acc of always guessing the most common test class
@@ -316,16 +346,22 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run | dict:
     s = check_config(cfg)
     device = setup_device(s)
     model, optimizer = build(cfg, s, device)
-    check_model_fits(model, DATASETS[s.data.name], s.data.name, device)
+    check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, device)
     plan = run_folder.plan_run(run_dir, run_folder.settings_of(cfg), s.trainer.epochs)
     if plan.done:
         return plan.done
     p = Progress()
     if plan.state:
-        model.load_state_dict(plan.state["model"])
-        optimizer.load_state_dict(plan.state["optimizer"])
-        torch.set_rng_state(plan.state["rng"])
-        p = Progress(**plan.state["progress"])
+        try:
+            model.load_state_dict(plan.state["model"])
+            optimizer.load_state_dict(plan.state["optimizer"])
+            torch.set_rng_state(plan.state["rng"])
+            p = Progress(**plan.state["progress"])
+        except Exception as e:
+            raise run_files.CheckpointError(
+                f"{run_dir / run_files.LAST}: cannot resume from this checkpoint, it does not fit this run ({_short(e)[:160]}); "
+                "put back the run's own copy to continue, or move the run folder away (or choose a new output folder) to start over"
+            ) from None
     train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
     train_set, test_set = train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
     return Run(cfg, s, device, model, optimizer, p, train_set, test_set, plan)
@@ -354,9 +390,14 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
         if isinstance(run, dict):
             print(f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining.")
             return run
-        run_folder.write_record(run_dir, cfg, hydra_cfg)
+        with stop.writing():  # a signal now waits: the record is written whole
+            run_folder.write_record(run_dir, cfg, hydra_cfg)
+        if stop.signum is not None:
+            e = Interrupted(stop.signum, saved=False)
+            e.note = f"before training started; nothing was trained ({run_dir}/.hydra/ records its settings)"
+            raise e
         try:
-            return fit(run, run_dir, hparams, stop)
+            return fit(run, run_dir, hparams, stop, in_worker=parent_pid is not None)
         except Interrupted as e:
             if not e.saved:
                 e.note = f"stopped before saving where it stood; {run_dir} continues from its last checkpoint when rerun"
@@ -381,10 +422,10 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
+def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bool = False) -> dict:
     """The training loop: epochs of train_epoch and evaluate, curves and checkpoints; returns metrics.json's figures."""
     cfg, s, device, model, optimizer, p = run.cfg, run.s, run.device, run.model, run.optimizer, run.p
-    train_set, test_set = run.train_set, run.test_set
+    train_set, test_set, started = run.train_set, run.test_set, time.perf_counter()
     net = torch.compile(model) if s.device.compile else model
     old_curves = any(run_dir.glob("events.out.tfevents.*"))
     logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None))
@@ -394,34 +435,33 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
         lines = shape_table(model, model.input_shape)
         log.info("Layer output shapes:\n%s", "\n".join(lines))
         logger.text("model/shapes", lines)
+    log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
     log.info(
-        "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs",
-        device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs,
+        "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs, into %s",
+        device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs, run_dir,
     )
     chance = test_set.labels.bincount().max().item() / len(test_set)
     record = lambda status: metrics_of(p, status, device, chance)  # noqa: E731
     run_files.write_metrics(run_dir, record("running"))  # a running sweep's summary shows it
-    show = s.trainer.progress is True or (s.trainer.progress == "auto" and os.isatty(2))
-    bar = tqdm(total=math.ceil(len(train_set) / s.data.batch_size), desc="epoch", disable=not show, leave=False)
+    bar = EpochBar(wants_bar(s.trainer.progress, in_worker), len(train_set))
 
     def on_log() -> None:  # at each log point: record the running means and show them
         loss, acc = p.loss_sum / p.seen, p.correct / p.seen
         logger.scalars(p.global_step, {tb.TRAIN_LOSS: loss, tb.TRAIN_ACC: acc})
-        bar.update(p.step - bar.n)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        bar.figures(loss, acc)
 
     status = "done"
     try:
         stop.training = True
         while p.epoch < s.trainer.epochs and status == "done":
-            bar.reset()
-            bar.update(p.step)
-            bar.set_description(f"epoch {p.epoch + 1}/{s.trainer.epochs}")
+            bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
             seen_before, start = p.seen, time.perf_counter()
-            status = train_epoch(net, optimizer, train_set, epoch_order(len(train_set), s.seed, p.epoch, device), p, s, on_log, stop)
+            order = epoch_order(len(train_set), s.seed, p.epoch, device)
+            status = train_epoch(net, optimizer, train_set, order, p, s, on_log, stop, bar.advance)
             elapsed = time.perf_counter() - start  # train_epoch ends with a sync
             p.train_seconds, p.epoch_seconds, p.examples = p.train_seconds + elapsed, p.epoch_seconds + elapsed, p.examples + p.seen - seen_before
             if status == "stopped":
+                bar.close()
                 why = f"stopped by {signal.Signals(stop.signum).name} in epoch {p.epoch + 1} at step {p.step}; rerun to continue"
                 log.warning("%s", why[0].upper() + why[1:])
                 with stop.writing():
@@ -430,7 +470,7 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
                 raise Interrupted(stop.signum)
             if status == "done":
                 is_best = p.end_epoch(evaluate(net, test_set, s))
-                speed = p.history["examples_per_sec"][-1]  # this epoch's own
+                speed = p.speeds[-1]  # this epoch's own
                 lr = optimizer.param_groups[0]["lr"]
                 logger.scalars(p.global_step, {tb.TEST_ACC: p.history["test_acc"][-1], tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
                 log.info(
@@ -440,8 +480,7 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
                 with stop.writing():
                     logger.flush()  # the curves on disk reach as far as the checkpoint
                     _save_epoch(run_dir, cfg, model, optimizer, p, is_best, record("running"))
-        if status == "diverged":
-            log.warning("loss became non-finite at step %d: stopping this run as diverged", p.global_step)
+        bar.close()
         metrics = record("diverged" if status == "diverged" else "completed")
         with stop.writing():
             if status != "diverged":
@@ -449,9 +488,21 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals) -> dict:
             logger.hparams(hparams)
             logger.close()
             run_files.write_metrics(run_dir, metrics)
+        log.info("%s", closing_line(metrics, run_dir, time.perf_counter() - started))
         return metrics
     finally:
         stop.training = False
         bar.close()
         logger.close(quietly=True)  # after an error: the error to report is the first one
 
+
+def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
+    """The run's last console line: how it ended, its final and best test accuracy, and where its files are."""
+    best = m["best_test_acc"]
+    at = f" (epoch {m['history']['test_acc'].index(best) + 1})" if best is not None else ""
+    if m["status"] == "diverged":
+        head = f"Diverged: {m['error']}; best test acc {best if best is None else f'{best:.4f}'}{at}"
+    else:
+        head = f"Done: {m['epochs_completed']} epochs, test acc {m['test_acc']:.4f}, best {best:.4f}{at}"
+    stuck = f"; at chance ({m['chance_test_acc']:.3f}): this setting is not learning" if run_files.not_learning(m) else ""
+    return f"{head}{stuck}; {seconds:.1f} s; files in {run_dir}"

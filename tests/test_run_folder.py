@@ -258,6 +258,19 @@ def test_a_record_without_last_pt_is_refused_not_silently_retrained(done_run, tm
     assert snapshot(copy) == before
 
 
+@pytest.mark.parametrize("damage", ["metrics.json removed", "metrics.json garbled", "metrics.json a list"])
+def test_trained_weights_without_last_pt_are_never_retrained_over(done_run, tmp_path, damage):
+    copy = tmp_path / "copy"
+    shutil.copytree(done_run, copy)
+    (copy / "checkpoints" / "last.pt").unlink()
+    metrics = copy / "metrics.json"
+    metrics.unlink() if damage.endswith("removed") else metrics.write_text('{"status": "comp' if damage.endswith("garbled") else "[1, 2]")
+    before = snapshot(copy)
+    line = one_line_error(run_cli(f"resume={copy}", cwd=tmp_path))
+    assert "move the folder away (or choose a new output folder) to start over" in line
+    assert snapshot(copy) == before
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over_and_says_so(tmp_path, fashion_mnist):
     args = [*LONGER, "data.limit_train=60000", "trainer.epochs=1", "hydra.run.dir=run"]
     proc = start_cli(*args, cwd=tmp_path)
@@ -294,6 +307,19 @@ BAD_VALUES = {
     "device.threads=100000": "device.threads=100000 is not allowed: expected null (torch's default) or an integer >= 1 <= 256",
     "trainer.log_points=1.5": "trainer.log_points=1.5 is not allowed: expected an integer >= 1",
     "data.root=a_file": "data.root=a_file: is a file, not a folder",
+    "data=mnist data.root=a_file/sub": "data.root=a_file/sub: a_file is a file, so no folder can be made under it",
+    "+sed=5": "+sed=5: nothing reads sed, so it would be ignored. Did you mean seed?",
+    "~model": "~model: lenet_exp reads model; set another value (or option) instead of removing it",
+    "~optimizer.lr": "~optimizer.lr: lenet_exp reads optimizer.lr",
+    "seed=1,2": "seed=1,2: several values need --multirun: python -m lenet_exp --multirun",
+    "--multirun optimizer.lr=interval(0.1,1)": "optimizer.lr=interval(0.1,1): a search space needs a search sweeper (hparams_search=optuna)",
+    "--multirun seed=1,2 hydra.sweep.subdir=../../out": "hydra.sweep.subdir=../../out: job folders must stay inside the sweep folder",
+    "--multirun model.kernel_size=5,30": "model: a 28x28 input shrinks to nothing after conv 2",
+    "+optimizer.dampening=abc optimizer.momentum=0.9": "optimizer cannot take a step with these settings: unsupported operand type(s) for -: 'int' and 'str'",
+    "hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}": "hydra.run.dir: cannot be resolved",
+    "resume=x${y}": "hydra.run.dir=x${y}: a folder name holding '${' would be read as an interpolation by Hydra; rename the folder",
+    "hydra.run.dir=dangling": "hydra.run.dir=dangling: is a broken link (it points to nothing)",
+    "hydra.run.dir=/proc/lenet_exp_run": "hydra.run.dir=/proc/lenet_exp_run: cannot write there (No such file or directory)",
 }
 
 
@@ -301,8 +327,13 @@ BAD_VALUES = {
 def bad_value_runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("bad_values")
     (cwd / "a_file").write_text("x")
+    (cwd / "dangling").symlink_to(cwd / "nowhere")
+    (cwd / "x${y}" / ".hydra").mkdir(parents=True)  # a run folder whose name Hydra would read as an interpolation
+    (cwd / "x${y}" / ".hydra" / "overrides.yaml").write_text("[]")
     with ThreadPoolExecutor(2) as pool:
-        procs = pool.map(lambda io: run_cli(*QUICK, *io[1].split(), f"hydra.run.dir=runs/{io[0]}", cwd=cwd), enumerate(BAD_VALUES))
+        own_folder = lambda arg: "dir=" in arg or arg.startswith("resume=")  # noqa: E731
+        procs = pool.map(lambda io: run_cli(*([] if io[1].startswith("resume=") else QUICK), *io[1].split(),
+                                            *([] if own_folder(io[1]) else [f"hydra.run.dir=runs/{io[0]}"]), cwd=cwd), enumerate(BAD_VALUES))
         return cwd, dict(zip(BAD_VALUES, procs))
 
 
@@ -310,7 +341,7 @@ def bad_value_runs(tmp_path_factory):
 def test_values_that_cannot_work_are_refused_before_anything_is_written(bad_value_runs, override):
     cwd, procs = bad_value_runs
     assert BAD_VALUES[override] in one_line_error(procs[override])
-    assert not (cwd / "runs").exists()
+    assert sorted(p.name for p in cwd.iterdir()) == ["a_file", "dangling", "x${y}"]  # no run folder, no empty outputs/ or multirun/
 
 
 def test_a_model_that_cannot_be_built_is_refused_and_leaves_no_folder(tmp_path):
@@ -325,6 +356,23 @@ def test_the_bench_goes_through_the_same_checks(tmp_path):
 
 
 # 6. Signals ----------------------------------------------------------------------------------------------
+
+
+def test_log_points_beyond_the_steps_of_an_epoch_cost_nothing():
+    from lenet_exp.train import log_steps
+
+    assert log_steps(3, 10**10) == {1, 2, 3}  # at once, not a loop over ten billion points
+
+
+def test_a_signal_while_files_are_written_before_training_waits_for_them():
+    with StopSignals() as stop:
+        with stop.writing():  # the .hydra/ record, before training
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert stop.signum == signal.SIGTERM  # noted, not raised mid-write
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)  # outside a write, before training: stop at once
+            time.sleep(0.01)
 
 
 def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
@@ -393,6 +441,20 @@ def test_summary_marks_unreadable_jobs_and_ranks_completed_first(tmp_path):
     assert summarize_main([str(tmp_path)]) == 0
     md = (tmp_path / "summary.md").read_text()
     assert "Best: job 0, test acc 0.7000" in md and "| unreadable |" in md and (tmp_path / "summary.png").stat().st_size > 0
+
+
+def test_summary_survives_damaged_sweep_files(tmp_path):
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], {"status": "completed", "test_acc": 0.7, "history": {"test_acc": [0.7]}})
+    make_job(tmp_path, "1_optimizer.lr=0.2", ["optimizer.lr=0.2"], {"status": "completed", "test_acc": 0.8, "examples_per_sec": "fast"})
+    make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], {"status": "completed", "test_acc": 0.9, "history": {"test_acc": 5}})
+    make_job(tmp_path, "3_optimizer.lr=0.4", ["optimizer.lr=0.4"], None)
+    with open(tmp_path / "3_optimizer.lr=0.4" / "metrics.json", "wb") as f:
+        f.truncate(17 << 20)  # far larger than any metrics.json: not read whole
+    (tmp_path / "multirun.yaml").write_text(": [")
+    assert summarize_main([str(tmp_path)]) == 0
+    rows = {r["job"]: r for r in collect(tmp_path)[0]}
+    assert rows[0]["status"] == "completed" and {rows[j]["status"] for j in (1, 2, 3)} == {"unreadable"}
+    assert "examples_per_sec is 'fast'" in rows[1]["error"] and "larger than 16 MB" in rows[3]["error"]
 
 
 @pytest.mark.parametrize("arg,message", [("nowhere", "Error: nowhere: no such folder"), ("a_file", "Error: a_file: is a file, not a sweep folder")])

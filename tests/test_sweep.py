@@ -75,7 +75,8 @@ def test_summary_md_names_the_best_and_how_to_rerun_it(grid):
     best = read_summary(sweep)[0]
     assert f"Best: job {best['job']}, test acc {float(best['test_acc']):.4f}" in md
     assert f"optimizer.lr={best['optimizer.lr']} activation={best['activation']}" in md
-    assert md.count("| completed |") == 4 and md in proc.stdout
+    assert md.count("| completed") == 4 and md in proc.stdout
+    assert "Summary: sweep/summary.md (summary.csv and summary.png beside it)" in proc.stdout
     png = (sweep / "summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
@@ -173,6 +174,17 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
     assert result["best_value"] == pytest.approx(max(done))
+
+
+def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
+    """A job without a final accuracy returns 0.0, not NaN, which the Optuna sweeper cannot take."""
+    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(1e8,1e9)",
+                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_summary(tmp_path / "sweep")
+    assert len(rows) == 2 and "diverged" in {r["status"] for r in rows}
+    best = max((float(r["test_acc"]) for r in rows if r["test_acc"]), default=0.0)
+    assert yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())["best_value"] == best
 
 
 def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_mnist):

@@ -33,10 +33,10 @@ def test_metrics_json(textbook_run):
     assert m["status"] == "completed" and m["epochs_completed"] == 2 and m["device"] == "cpu"
     assert 0 < m["train_loss"] < 2.5 and 0 <= m["train_acc"] <= 1 and 0 <= m["test_acc"] <= 1
     assert m["best_test_acc"] == max(m["history"]["test_acc"]) and m["test_acc"] == m["history"]["test_acc"][-1]
-    assert len(m["history"]["train_loss"]) == 2 and all(v > 0 for v in m["history"]["examples_per_sec"])
+    assert len(m["history"]["train_loss"]) == 2 and all(v > 0 for v in m["examples_per_sec_by_epoch"])
     # the run's speed is the steady one, after the first epoch's one-time costs; the first epoch's is kept apart
-    assert m["examples_per_sec"] == m["history"]["examples_per_sec"][1]
-    assert m["first_epoch_examples_per_sec"] == m["history"]["examples_per_sec"][0]
+    assert m["examples_per_sec"] == m["examples_per_sec_by_epoch"][1]
+    assert m["first_epoch_examples_per_sec"] == m["examples_per_sec_by_epoch"][0]
 
 
 def test_tensorboard_curves_have_the_expected_points(textbook_run):
@@ -50,7 +50,7 @@ def test_tensorboard_curves_have_the_expected_points(textbook_run):
     assert curves["test/acc"][-1][1] == pytest.approx(m["test_acc"])
     assert curves["train/loss"][-1][1] == pytest.approx(m["train_loss"])
     assert {"train/lr", "train/examples_per_sec", "test/best_acc"} <= set(curves)
-    assert [v for _, v in curves["train/examples_per_sec"]] == pytest.approx(m["history"]["examples_per_sec"])  # each epoch's own
+    assert [v for _, v in curves["train/examples_per_sec"]] == pytest.approx(m["examples_per_sec_by_epoch"])  # each epoch's own
     plugins = tensorboard_plugins(run)
     assert "_hparams_/session_start_info" in plugins["hparams"]
     assert "model/shapes/text_summary" in plugins["tensors"]
