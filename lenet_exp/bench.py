@@ -208,7 +208,7 @@ def setup(args: argparse.Namespace):
     settings = Settings.from_cfg(cfg)
     device = setup_device(settings)
     train, test = load_dataset(settings.data.name, settings.data.root, settings.data.download)
-    return cfg, settings, device, train, test
+    return cfg, settings, device, train.head(settings.data.limit_train), test.head(settings.data.limit_test)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,9 +235,10 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
         speeds: dict[str, list[float]] = {name: [] for name in pipelines}
         for repeat in range(1, args.repeats + 1):
             for name, pipeline in pipelines.items():
+                say(f"[{repeat}/{args.repeats}] {name}: timing {args.steps} steps ...")
                 seconds = pipeline.run(*fresh[name](), args.steps)
                 speeds[name].append(args.steps * settings.data.batch_size / seconds)
-                say(f"[{repeat}/{args.repeats}] {name}: {args.steps} steps, {speeds[name][-1]:,.0f} examples/sec")
+                say(f"[{repeat}/{args.repeats}] {name}: {speeds[name][-1]:,.0f} examples/sec")
         ttas = {}
         if args.target_acc > 0:
             for name, p in pipelines.items():

@@ -23,7 +23,7 @@ class EpochBar:
     """One bar per epoch, in examples: the epoch's own speed, and its running loss and accuracy once known."""
 
     def __init__(self, enabled: bool, examples_per_epoch: int) -> None:
-        self.bar = tqdm(total=examples_per_epoch, desc="epoch", unit=" ex", disable=not enabled, leave=False, dynamic_ncols=True, delay=0.5)
+        self.bar = tqdm(total=examples_per_epoch, desc="epoch", unit=" ex", disable=not enabled, leave=False, dynamic_ncols=True)
         self._redirect = logging_redirect_tqdm([logging.getLogger()]) if enabled else nullcontext()
         self._redirect.__enter__()
 

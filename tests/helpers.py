@@ -112,3 +112,15 @@ def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> bool:
 
 def unmount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def make_job(sweep: Path, name: str, overrides: list[str] | str, metrics: dict | str | None) -> Path:
+    """A sweep job folder as a run leaves it (overrides.yaml, metrics.json), written directly: for summary tests."""
+    import json
+
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(overrides if isinstance(overrides, str) else json.dumps(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    return job

@@ -20,7 +20,9 @@ from lenet_exp.train import Interrupted, build
 
 @pytest.mark.slow
 def test_bench_prints_both_pipelines_and_the_ratio(tmp_path, fashion_mnist):
-    proc = run_cli("--device", "cpu", "--steps", "6", "--repeats", "2", "--workers", "1", "--target-acc", "0.2", cwd=tmp_path, module="lenet_exp.bench")
+    args = ["--steps", "6", "--repeats", "2", "--workers", "1", "--target-acc", "0.2", "--max-epochs", "3", "activation=tanh", "optimizer.lr=0.3",
+            "data.limit_train=3072", "data.limit_test=1000"]
+    proc = run_cli("--device", "cpu", *args, cwd=tmp_path, module="lenet_exp.bench")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("LeNet, FashionMNIST, batch 256, 6 timed steps x 2 alternations on cpu")
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^(textbook|lenet_exp)\s+([\d,]+)", proc.stdout, re.M)}
@@ -28,6 +30,7 @@ def test_bench_prints_both_pipelines_and_the_ratio(tmp_path, fashion_mnist):
     assert re.search(r"ratio lenet_exp / textbook: \d+\.\d\dx", proc.stdout)
     assert proc.stdout.count("epochs)") == 2  # both reached 0.2 test accuracy within --max-epochs
     assert "Warning" not in proc.stderr  # the book's 4 workers on 2 cores is deliberate, not worth a warning
+    assert "[1/2] textbook: timing 6 steps ..." in proc.stderr and "[2/2] lenet_exp: timing 6 steps ..." in proc.stderr  # progress
 
 
 BAD_ARGS = {
@@ -62,7 +65,8 @@ def test_ctrl_c_ends_the_bench_without_figures(tmp_path, fashion_mnist):
     # Many steps, so SIGINT lands in the timed loops; whichever pipeline it hits, the bench stops there.
     cmd = [sys.executable, "-m", "lenet_exp.bench", "--device", "cpu", "--steps", "100000", "--workers", "1"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)
+    assert proc.stderr.readline() == "[1/3] textbook: timing 100000 steps ...\n"
+    time.sleep(1.5)  # into the DataLoader's loop, workers running
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and out == ""

@@ -112,7 +112,7 @@ def test_a_bad_value_anywhere_in_a_sweep_is_refused_before_it_starts(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
-KILL_SWEEP = ["device=cpu", "data.download=false", "data.limit_train=15000", "data.limit_test=1000", "trainer.epochs=2"]
+KILL_SWEEP = ["device=cpu", "data.download=false", "data.limit_train=10240", "data.limit_test=1000", "trainer.epochs=2"]
 
 
 def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion_mnist):
@@ -178,7 +178,7 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
 
 def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
     """A job without a final accuracy returns 0.0, not NaN, which the Optuna sweeper cannot take."""
-    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(1e8,1e9)",
+    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(100,200)", "hydra.sweeper.params.activation=relu",
                    "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(tmp_path / "sweep")
@@ -188,7 +188,7 @@ def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
 
 
 def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_mnist):
-    args = ["-m", *KILL_SWEEP, "data.limit_train=30000", "trainer.epochs=3", "optimizer.lr=0.1,0.3",
+    args = ["-m", *KILL_SWEEP, "data.limit_train=20480", "optimizer.lr=0.1,0.3",
             "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
     proc = start_cli(*args, cwd=tmp_path)
