@@ -100,7 +100,7 @@ def check_overrides(overrides: list[str]) -> DictConfig:
         for other in others:  # the other values of each swept key, one at a time
             check_config(other)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_unknown_key_hint(e) or _one_line(e)) from None
+        raise ConfigError(_unknown_key_hint(e) or _plugin_hint(e) or _one_line(e)) from None
     if any(v.lstrip("+~").startswith(("model", "activation")) for _, v in variants):
         from lenet_exp.train import check_buildable  # torch loads only for a sweep over the model itself
 
@@ -180,6 +180,16 @@ def _unknown_key_hint(error: Exception) -> str | None:
         return None
     key = found.group(1)
     return f"{key}: no such key.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)"
+
+
+def _plugin_hint(error: Exception) -> str | None:
+    """lenet_exp's own Hydra plugins not found: the usual cause is setuptools' default editable install, which hides
+    them from Hydra 1.3's plugin scan."""
+    found = re.search(r"Could not find 'hydra/(sweeper|launcher)/(halving|fused)'", str(error))
+    if not found:
+        return None
+    return (f"hydra/{found.group(1)}={found.group(2)}: Hydra cannot find lenet_exp's {found.group(2)} plugin; reinstall with "
+            "pip install -e . --config-settings editable_mode=compat (or a plain pip install .)")
 
 
 def check_appended_keys(appended: list[str]) -> None:

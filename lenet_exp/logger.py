@@ -6,15 +6,14 @@ each sweep job as one run named after its folder.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 
 # Scalar tags, one place for all of them.
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
-HPARAM_METRICS = (TRAIN_LOSS, TRAIN_ACC, TEST_ACC, BEST_TEST_ACC)
 
 
 class RunLogger:
@@ -31,14 +30,47 @@ class RunLogger:
         # Markdown: indent four spaces so TensorBoard shows the lines as a code block.
         self.writer.add_text(tag, "\n".join("    " + line for line in lines), 0)
 
-    def hparams(self, settings: dict[str, float | int | str | bool]) -> None:
-        """Register the run in the HParams dashboard; its metric values are the last points of the curves.
+    def session_start(self, settings: dict[str, float | int | str | bool]) -> None:
+        """Register the run for the HParams dashboard: its settings, as a session of the experiment.
 
-        Written into this run's own event file (SummaryWriter.add_hparams would make a new run folder).
+        Only the session is written, not an experiment of its own: TensorBoard then computes the experiment
+        from all runs in the log folder, so the keys a sweep varies show as differing and sort first, and the
+        metrics are the runs' scalars (train/loss, train/acc, test/acc, test/best_acc, ...).
         """
-        metrics = {tag: 0.0 for tag in HPARAM_METRICS}  # values unused: the dashboard reads the curves
-        for summary in hparams(settings, metrics):
-            self.writer.file_writer.add_summary(summary)
+        from tensorboard.plugins.hparams import metadata
+        from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
+
+        info = SessionStartInfo(start_time_secs=time.time())
+        for key, value in settings.items():
+            if isinstance(value, bool):
+                info.hparams[key].bool_value = value
+            elif isinstance(value, (int, float)):
+                info.hparams[key].number_value = value
+            else:
+                info.hparams[key].string_value = str(value)
+        self._hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)
+
+    def session_end(self, status: str, quietly: bool = False) -> None:
+        """Close the run's session: completed or diverged runs as success, interrupted as unknown (it may go on), the rest as failed."""
+        from tensorboard.plugins.hparams import api_pb2, metadata
+        from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
+
+        code = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}.get(status, "STATUS_FAILURE")
+        try:
+            info = SessionEndInfo(status=api_pb2.Status.Value(code), end_time_secs=time.time())
+            self._hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)
+        except (OSError, AttributeError):
+            if not quietly:
+                raise
+
+    def _hparams_summary(self, tag: str, **data) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.plugins.hparams import metadata
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+        content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data).SerializeToString()
+        plugin = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content))
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, metadata=plugin)]))
 
     def flush(self) -> None:
         self.writer.flush()

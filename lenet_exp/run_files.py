@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS = "metrics.json"
+MAX_METRICS_BYTES = 16 << 20  # a metrics.json is a few kB; anything near this is not one
 LAST = "checkpoints/last.pt"  # full training state for resuming, rewritten every epoch and on interrupt
 BEST = "checkpoints/best.pt"  # model weights of the epoch with the best test accuracy
 FINAL = "checkpoints/final.pt"  # model weights at the end of a completed run
@@ -53,25 +54,30 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_metrics(run_dir: Path, metrics: dict) -> None:
-    atomic_write(run_dir / METRICS, (json.dumps(_json_safe(metrics), indent=2) + "\n").encode())
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
 
 
-MAX_METRICS_BYTES = 16 << 20  # a metrics.json is a few kB; anything near this is not one
-
-
-def read_metrics(run_dir: Path) -> dict | None:
-    """The run's metrics.json, or None when there is none, it is unreadable, or it is not a JSON object."""
-    path = run_dir / METRICS
+def read_json(path: Path) -> dict | None:
+    """A small JSON object from a file, or None when there is none, it is unreadable or not an object."""
     try:
         if not path.is_file():
             return None
         with open(path, "rb") as f:
             data = f.read(MAX_METRICS_BYTES + 1)
-        metrics = json.loads(data) if len(data) <= MAX_METRICS_BYTES else None
+        obj = json.loads(data) if len(data) <= MAX_METRICS_BYTES else None
     except (OSError, ValueError):
         return None
-    return metrics if isinstance(metrics, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    write_json(run_dir / METRICS, metrics)
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """The run's metrics.json, or None when there is none, it is unreadable, or it is not a JSON object."""
+    return read_json(run_dir / METRICS)
 
 
 CHANCE_MARGIN = 0.02  # best test acc within this of always guessing the most common test class: not learning

@@ -1,7 +1,8 @@
-"""Sweep summary: one row per job from its metrics.json, best test accuracy first.
+"""Sweep summary: one row per job from its metrics.json, completed and best first; one row per setting over seeds.
 
 Writes summary.csv, summary.md (with the command that reruns the best setting) and summary.png
-into the sweep folder. Each job refreshes it when it ends, and the sweep once more at its end; it
+(summary_table.py and summary_plot.py draw them) into the sweep folder, and summary_by_setting.csv
+when `seed` is swept. Each job refreshes it when it ends, and the sweep once more at its end; it
 can be rebuilt at any time, for a finished, running or interrupted sweep:
 
     python -m lenet_exp.summarize multirun/2026-11-27/21-40-00
@@ -9,10 +10,10 @@ can be rebuilt at any time, for a finished, running or interrupted sweep:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import statistics
 import sys
+from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 
@@ -20,21 +21,14 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.run_files import CHANCE_MARGIN, MAX_METRICS_BYTES, METRICS, atomic_write, not_learning
+from lenet_exp.run_files import MAX_METRICS_BYTES, METRICS, atomic_write, not_learning, read_json
 from lenet_exp.run_folder import live_status
 from lenet_exp.summary_plot import to_png
+from lenet_exp.summary_table import METRIC_COLUMNS, job_order, settings_csv, to_csv, to_markdown
 from lenet_exp.sweep import IGNORED, swept_keys
 
 REFUSED = ".refused"  # jobs refused by their folders in the last run of the sweep command, one JSON line each
-METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
-
-
-def _value(text: str):
-    """An override's value as YAML reads it (0.1 -> float, relu -> str)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+HALVING = "halving.json"  # a halving search's own record: its rungs, choices and wall time
 
 
 def _is_job(folder: Path) -> bool:
@@ -98,16 +92,17 @@ def read_job(job_dir: Path) -> dict:
         return {**row, **{c: None for c in METRIC_COLUMNS}, "status": "unreadable", "error": str(e), "history": [], "chance": None, "not_learning": False, "note": ""}
     history = metrics.get("history") if isinstance(metrics.get("history"), dict) else {}
     lazy = not_learning(metrics)
+    notes = [metrics.get("note") if metrics.get("status") == "pruned" and isinstance(metrics.get("note"), str) else "", "not learning (at chance)" if lazy else ""]
     return {
         **row, **{c: metrics.get(c) for c in METRIC_COLUMNS}, "error": metrics.get("error") or "", "history": history.get("test_acc") or [],
-        "chance": metrics.get("chance_test_acc"), "not_learning": lazy, "note": "not learning (at chance)" if lazy else "",
+        "chance": metrics.get("chance_test_acc"), "not_learning": lazy, "note": "; ".join(n for n in notes if n),
     }
 
 
 def rank(row: dict) -> tuple:
     """Sort key, best first: completed jobs before any other, then by test accuracy, then by job number."""
     acc = row["test_acc"] if isinstance(row["test_acc"], (int, float)) else None
-    return (row["status"] != "completed", acc is None, -(acc or 0.0), _job_order(row))
+    return (row["status"] != "completed", acc is None, -(acc or 0.0), job_order(row))
 
 
 def refusals(sweep_dir: Path) -> dict[str, str]:
@@ -131,19 +126,63 @@ def refusals(sweep_dir: Path) -> dict[str, str]:
     return notes
 
 
-def collect(sweep_dir: Path) -> tuple[list[dict], list[str]]:
-    """The rows (one per job folder, best first) and the swept keys, in override order."""
+@dataclass
+class Summary:
+    """What a sweep folder holds, ready to write: a row per job (best first), the swept keys, the halving search's
+    record when the sweep was one, and a row per setting (mean over seeds) when `seed` is swept."""
+
+    sweep_dir: Path
+    rows: list[dict]
+    keys: list[str]
+    search: dict | None = None
+    settings: list[dict] | None = None
+
+
+def collect(sweep_dir: Path) -> Summary:
+    """Read every job folder of a sweep into a Summary."""
     refused = refusals(sweep_dir)
     rows = [read_job(p) for p in sweep_dir.iterdir() if _is_job(p)]
     for r in rows:
         if r["run_dir"] in refused:
             r["status"], r["error"] = "refused", refused[r["run_dir"]]
-    return sorted(rows, key=rank), _columns(sweep_dir, rows)
+    rows.sort(key=rank)
+    keys = _columns(sweep_dir, rows)
+    search = read_json(sweep_dir / HALVING)
+    if search and not all(isinstance(v, int) and v > 0 for v in search.get("rungs") or [None]):
+        search = None  # a damaged record: summarise the jobs without it
+    if search:
+        for r in rows:
+            r["rung"] = sum(1 for epochs in search["rungs"] if (r["epochs_completed"] or 0) >= epochs)
+    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys))
 
 
-def _job_order(row: dict) -> tuple:
-    """Job numbers in numeric order (2 before 10), folders without a number after them."""
-    return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
+def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
+    """With `seed` swept, jobs that differ only in seed form one setting: its mean and spread, best mean first."""
+    if "seed" not in keys:
+        return None
+    groups: dict[tuple, list[dict]] = {}
+    for r in sorted(rows, key=job_order):
+        groups.setdefault(tuple((k, r["overrides"].get(k)) for k in keys if k != "seed"), []).append(r)
+    settings = []
+    for values, members in groups.items():
+        accs = [m["test_acc"] for m in members if m["status"] == "completed" and m["test_acc"] is not None]
+        bests = [m["best_test_acc"] for m in members if m["best_test_acc"] is not None]
+        counts = {s: len(list(g)) for s, g in groupby(sorted(str(m["status"]) for m in members))}
+        settings.append({
+            "values": dict(values),
+            "n": len(members),
+            "test_acc_mean": statistics.fmean(accs) if accs else None,
+            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "best_test_acc_mean": statistics.fmean(bests) if bests else None,
+            "statuses": ", ".join(f"{n} {s}" for s, n in counts.items()),
+            "complete": len(accs) == len(members),
+            "not_learning": all(m["not_learning"] for m in members),
+            "jobs": [m["job"] for m in members],
+            "seeds": [m["overrides"].get("seed") for m in members],
+            "overrides": {k: v for k, v in members[0]["overrides"].items() if k != "seed"},
+        })
+    settings.sort(key=lambda g: (not g["complete"], g["test_acc_mean"] is None, -(g["test_acc_mean"] or 0.0), job_order({"job": g["jobs"][0]})))
+    return settings
 
 
 def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
@@ -168,77 +207,20 @@ def _sweeper_params(sweep_dir: Path, rows: list[dict]):
     return None
 
 
-def to_csv(rows: list[dict], keys: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", *keys, *METRIC_COLUMNS, "note", "run_dir", "error"])
-    for r in rows:
-        writer.writerow([r["job"], *(r["overrides"].get(k, "") for k in keys), *(r[c] for c in METRIC_COLUMNS), r["note"], r["run_dir"], r["error"]])
-    return out.getvalue()
-
-
-def _fmt(column: str, value) -> str:
-    """A table cell: speeds as whole numbers, figures to four places, long swept floats to four digits."""
-    if value is None or value == "":
-        return "-"
-    if column == "examples_per_sec":
-        return f"{value:,.0f}"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    parsed = _value(value) if isinstance(value, str) else value
-    return f"{parsed:.4g}" if isinstance(parsed, float) else str(value)
-
-
-def rerun_command(row: dict) -> str:
-    return "python -m lenet_exp " + " ".join(f"{k}={v}" for k, v in row["overrides"].items())
-
-
-def best_lines(rows: list[dict]) -> list[str]:
-    """The best setting and how to rerun it; or, honestly, that the best is tied or that no job learned."""
-    completed = [r for r in rows if r["status"] == "completed"]
-    learned = [r for r in completed if not r["not_learning"]]
-    if completed and not learned:
-        return [f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
-                "the most common class), so there is no best setting to rerun. Try smaller learning rates or another activation.", ""]
-    if not learned:
-        return []
-    best = learned[0]
-    tied = [r for r in learned if r["test_acc"] == best["test_acc"]]
-    if len(tied) > 1:
-        jobs = ", ".join(str(r["job"]) for r in sorted(tied, key=_job_order))
-        head = f"Best: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best. Rerun job {best['job']} with:"
-    else:
-        head = f"Best: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:"
-    return [head, "", f"    {rerun_command(best)}", ""]
-
-
-def to_markdown(sweep_dir: Path, rows: list[dict], keys: list[str]) -> str:
-    header = ["job", *keys, *METRIC_COLUMNS]
-    lines = [f"# Sweep summary: {sweep_dir}", ""]
-    counts = {s: len(list(g)) for s, g in groupby(sorted(str(r["status"]) for r in rows))}
-    lines += [f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
-    lines += best_lines(rows)
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
-        cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), status, *(r[c] for c in METRIC_COLUMNS[1:])]
-        lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
-    errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
-    return "\n".join(lines + ([ "", "Errors:", *errors] if errors else [])) + "\n"
-
-
 def write_summary(sweep_dir: Path) -> list[dict]:
-    """Rebuild summary.csv, summary.md and summary.png in a sweep folder; returns the rows, best first."""
-    rows, keys = collect(sweep_dir)
-    if not rows:
-        return rows
-    atomic_write(sweep_dir / "summary.csv", to_csv(rows, keys).encode())
-    atomic_write(sweep_dir / "summary.md", to_markdown(sweep_dir, rows, keys).encode())
-    atomic_write(sweep_dir / "summary.png", to_png(rows, keys))
-    return rows
+    """Rebuild summary.csv, summary.md and summary.png (and summary_by_setting.csv) in a sweep folder; returns the rows, best first."""
+    summary = collect(sweep_dir)
+    if not summary.rows:
+        return summary.rows
+    atomic_write(sweep_dir / "summary.csv", to_csv(summary).encode())
+    if summary.settings is not None:
+        atomic_write(sweep_dir / "summary_by_setting.csv", settings_csv(summary).encode())
+    atomic_write(sweep_dir / "summary.md", to_markdown(summary).encode())
+    atomic_write(sweep_dir / "summary.png", to_png(summary))
+    return summary.rows
 
 
-FINISHED = ("completed", "diverged")
+FINISHED = ("completed", "diverged", "pruned")
 
 
 class SummaryCallback(Callback):

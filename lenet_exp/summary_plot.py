@@ -30,46 +30,58 @@ def _short(value) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(value)
 
 
-def _setting(row: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={_short(row['overrides'].get(k, ''))}" for k in keys)
+def _setting(item: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={_short(item['overrides'].get(k, ''))}" for k in keys)
 
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def figure(rows: list[dict], keys: list[str]):
-    """The summary figure for rows as summarize.collect makes them (best first; `not_learning` and `chance` set)."""
+def figure(summary):
+    """The summary figure of a summarize.Summary: a panel per swept number, or bars when none is, and the curves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [r for r in rows if r["test_acc"] is not None]
-    numeric = [k for k in keys if scored and all(_is_number(_value(r["overrides"].get(k))) for r in scored)]
+    rows = summary.rows
+    keys = [k for k in summary.keys if k != "seed"] if summary.settings is not None else summary.keys
+    points = _points(summary)
+    scored = [pt for pt in points if pt["acc"] is not None]
+    numeric = [k for k in keys if scored and all(_is_number(_value(pt["overrides"].get(k))) for pt in scored)]
     categorical = [k for k in keys if k not in numeric]
     panels = max(len(numeric), 1) + 1
     fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), squeeze=False, layout="constrained")
     axes = list(axes[0])
     for ax, key in zip(axes, numeric):
-        _value_panel(ax, rows, key, numeric, categorical)
+        _value_panel(ax, points, key, numeric, categorical, _chance(rows), seeds=summary.settings is not None)
     if not numeric:
-        _bar_panel(axes[0], rows, keys)
-    _curve_panel(axes[-1], rows, keys)
+        _bar_panel(axes[0], rows, summary.keys)
+    _curve_panel(axes[-1], rows, summary.keys)
     fig.canvas.draw()  # lay out, then thin any tick labels that still touch
     for ax in axes:
         thin_tick_labels(ax)
     return fig
 
 
-def to_png(rows: list[dict], keys: list[str]) -> bytes:
+def to_png(summary) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig = figure(rows, keys)
+    fig = figure(summary)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
     return out.getvalue()
+
+
+def _points(summary) -> list[dict]:
+    """What the value panels draw, best first: one point per job, or per setting (mean and spread) when seeds are swept."""
+    if summary.settings is not None:
+        return [{"overrides": g["values"], "acc": g["test_acc_mean"], "err": g["test_acc_std"], "lazy": g["not_learning"],
+                 "pruned": "pruned" in g["statuses"], "done": g["complete"] and "pruned" not in g["statuses"]} for g in summary.settings]
+    return [{"overrides": r["overrides"], "acc": r["test_acc"], "err": None, "lazy": r["not_learning"],
+             "pruned": r["status"] == "pruned", "done": r["status"] == "completed"} for r in summary.rows]
 
 
 def _chance(rows: list[dict]) -> float | None:
@@ -77,28 +89,38 @@ def _chance(rows: list[dict]) -> float | None:
     return max(levels) if levels else None
 
 
-def _value_panel(ax, rows: list[dict], key: str, numeric: list[str], categorical: list[str]) -> None:
-    """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid."""
-    scored = [r for r in rows if r["test_acc"] is not None]
-    grid = all(len({r["overrides"].get(k) for r in scored}) == 1 for k in numeric if k != key)
-    label = lambda r: _setting(r, categorical) or "final test acc"  # noqa: E731
-    for i, (name, group) in enumerate(groupby(sorted(scored, key=label), key=label)):
-        points = sorted((_value(r["overrides"][key]), r["test_acc"]) for r in group)
-        ax.plot(*zip(*points), marker=MARKERS[i % len(MARKERS)], linestyle=LINES[i % len(LINES)] if grid else "none", label=name)
-    lazy = [r for r in scored if r.get("not_learning")]
+def _value_panel(ax, points: list[dict], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool) -> None:
+    """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid; seeds as a
+    mean with its spread; jobs a halving search stopped early apart, as their figures are from fewer epochs."""
+    x = lambda pt: _value(pt["overrides"][key])  # noqa: E731
+    finished = [pt for pt in points if pt["acc"] is not None and not pt["pruned"]]
+    grid = all(len({pt["overrides"].get(k) for pt in finished}) == 1 for k in numeric if k != key)
+    label = lambda pt: _setting(pt, categorical) or ("mean test acc over seeds" if seeds else "final test acc")  # noqa: E731
+    for i, (name, group) in enumerate(groupby(sorted(finished, key=label), key=label)):
+        group = sorted(group, key=x)
+        style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)] if grid else "none", "label": name}
+        if seeds:
+            ax.errorbar([x(pt) for pt in group], [pt["acc"] for pt in group], yerr=[pt["err"] or 0.0 for pt in group], capsize=3, **style)
+        else:
+            ax.plot([x(pt) for pt in group], [pt["acc"] for pt in group], **style)
+    stopped = [pt for pt in points if pt["pruned"] and pt["acc"] is not None]
+    if stopped:
+        ax.scatter([x(pt) for pt in stopped], [pt["acc"] for pt in stopped], marker="o", s=40, facecolors="none", edgecolors=NOT_LEARNING,
+                   zorder=3, label="pruned (stopped early; acc at its last rung)")
+    lazy = [pt for pt in points if pt["lazy"] and pt["acc"] is not None]
     if lazy:
-        ax.scatter([_value(r["overrides"][key]) for r in lazy], [r["test_acc"] for r in lazy], marker="x", s=70, color=NOT_LEARNING, zorder=4, label="not learning (at chance)")
-    broken = [r for r in rows if r["test_acc"] is None and _is_number(_value(r["overrides"].get(key)))]
+        ax.scatter([x(pt) for pt in lazy], [pt["acc"] for pt in lazy], marker="x", s=70, color=NOT_LEARNING, zorder=4, label="not learning (at chance)")
+    broken = [pt for pt in points if pt["acc"] is None and _is_number(_value(pt["overrides"].get(key)))]
     if broken:  # no figure to place them by: along the bottom edge, where their values are
-        ax.scatter([_value(r["overrides"][key]) for r in broken], [0.03] * len(broken), transform=ax.get_xaxis_transform(), marker="v", s=60,
+        ax.scatter([x(pt) for pt in broken], [0.03] * len(broken), transform=ax.get_xaxis_transform(), marker="v", s=60,
                    color=FAILED, zorder=4, clip_on=False, label="failed or diverged (no final acc)")
-    best = next((r for r in scored if r["status"] == "completed" and not r.get("not_learning")), None)
+    best = next((pt for pt in finished if pt["done"] and not pt["lazy"]), None)
     if best:
-        ax.scatter([_value(best["overrides"][key])], [best["test_acc"]], marker="*", s=320, color=BEST, edgecolor="black", zorder=5, label="best")
-    if (chance := _chance(rows)) is not None:
+        ax.scatter([x(best)], [best["acc"]], marker="*", s=320, color=BEST, edgecolor="black", zorder=5, label="best")
+    if chance is not None:
         ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1, label="chance")
-    _value_axis(ax, sorted({_value(r["overrides"][key]) for r in rows if _is_number(_value(r["overrides"].get(key)))}))
-    ax.set(xlabel=key, ylabel="final test acc", title=f"test acc vs {key}")
+    _value_axis(ax, sorted({x(pt) for pt in points if _is_number(_value(pt["overrides"].get(key)))}))
+    ax.set(xlabel=key, ylabel="mean final test acc (bars: spread over seeds)" if seeds else "final test acc", title=f"test acc vs {key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
@@ -141,7 +163,7 @@ def _curve_panel(ax, rows: list[dict], keys: list[str]) -> None:
         curve = tuple(r["history"])
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
-        tag = " [not learning]" if r.get("not_learning") else ""
+        tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))
         ax.plot(range(1, len(curve) + 1), curve, marker=MARKERS[i % len(MARKERS)], markersize=5, linestyle=LINES[i % len(LINES)],
                 linewidth=1.3, alpha=0.85, label=f"{r['job']}: {_setting(r, keys)}{tag}{note}")
     longest = max((len(r["history"]) for r in jobs), default=1)

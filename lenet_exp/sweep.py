@@ -17,12 +17,13 @@ from lenet_exp.config import ConfigError
 from lenet_exp.run_folder import RESUMABLE_CHANGES, FolderRefused, first_difference, settings_of
 
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
-SWEEP_FILES = ("multirun.yaml", "summary.csv", "summary.md", "summary.png", "summary_by_setting.csv", ".refused", "optimization_results.yaml")
+SWEEP_FILES = ("multirun.yaml", "summary.csv", "summary.md", "summary.png", "summary_by_setting.csv", ".refused", "optimization_results.yaml", "halving.json")
 # Sweeper keys that do not change what any job trains: a rerun may change them.
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
 
-def _key(override: str) -> str:
+def key_of(override: str) -> str:
+    """The key an override sets: `optimizer.lr` of `+optimizer.lr=0.1`."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -38,12 +39,16 @@ def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | dict | None = None)
     return [k for k in dict.fromkeys(keys) if not k.startswith(IGNORED)]
 
 
+def dirname_for(overrides: list[str], swept: list[str]) -> str:
+    """A job's folder name after its number: its values of the swept keys, sorted, as `key=value,...`."""
+    keys = set(swept)
+    return ",".join(sorted(o.lstrip("+~") for o in overrides if key_of(o) in keys)).replace("/", "_") or "job"
+
+
 def job_dirname(*, _root_: DictConfig) -> str:
-    """Resolver for hydra.sweep.subdir: the job's values of the swept keys, sorted, as `key=value,...`."""
+    """Resolver for hydra.sweep.subdir (`3_activation=relu,optimizer.lr=0.1`, after the job number)."""
     hc = _root_.hydra
-    keys = set(swept_keys(Path(hc.sweep.dir), hc.sweeper.get("params")))
-    overrides = [o.lstrip("+~") for o in hc.overrides.task if _key(o) in keys]
-    return ",".join(sorted(overrides)).replace("/", "_") or "job"
+    return dirname_for(list(hc.overrides.task), swept_keys(Path(hc.sweep.dir), hc.sweeper.get("params")))
 
 
 OmegaConf.register_new_resolver("lenet_exp.job_dirname", job_dirname, replace=True)
@@ -62,9 +67,34 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
             if not override.is_discrete_sweep():
                 raise ConfigError(f"{text}: a search space needs a search sweeper (hparams_search=optuna); "
                                   "the plain sweep takes lists (a,b,c), range(start,stop,step) and choice(a,b)")
+    if str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("HalvingSweeper"):
+        check_halving(cfg, overrides, multirun, [o for o, _ in swept])
     for subdir in (a.split("=", 1)[1] for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
         if ".." in Path(subdir).parts or subdir.startswith("/"):
             raise ConfigError(f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path)")
+
+
+def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: list[str]) -> None:
+    """hparams_search=halving: its keys in range, a sweep to halve, epochs it sets itself, folders it names itself."""
+    if not multirun:
+        raise ConfigError("hparams_search=halving searches over a sweep: add --multirun and the values to search")
+    sweeper = cfg.hydra.sweeper
+    rules = {
+        "hydra.sweeper.eta": (sweeper.eta, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
+        "hydra.sweeper.min_epochs": (sweeper.min_epochs, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+        "hydra.sweeper.max_epochs": (sweeper.max_epochs, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= sweeper.min_epochs),
+                                     "null (trainer.epochs) or an integer >= hydra.sweeper.min_epochs"),
+    }
+    for key, (value, ok, allowed) in rules.items():
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+    if (sweeper.max_epochs or cfg.trainer.epochs) < sweeper.min_epochs:
+        raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is below hydra.sweeper.min_epochs={sweeper.min_epochs}: the last rung must train at least as long as the first")
+    for arg in swept:
+        if key_of(arg) == "trainer.epochs":
+            raise ConfigError(f"{arg}: halving sets each rung's epochs itself; give hydra.sweeper.min_epochs and max_epochs (or trainer.epochs) instead")
+    if any(a.lstrip("+").startswith("hydra.sweep.subdir=") for a in overrides):
+        raise ConfigError("hydra.sweep.subdir: halving names its job folders itself, so each setting keeps one folder across rungs")
 
 
 def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
@@ -89,7 +119,7 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
     except Exception as e:
         raise FolderRefused(f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir") from None
     refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it as it was ({' '.join(given)}), or choose a new hydra.sweep.dir"
-    if diff := _override_difference(_by_key(given), _by_key(overrides)):
+    if diff := _override_difference(_bykey_of(given), _bykey_of(overrides)):
         raise FolderRefused(refuse.format(diff))
     if _swept_order(given) != _swept_order(overrides):
         raise FolderRefused(refuse.format(f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"))
@@ -109,7 +139,7 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
             )
 
 
-def _by_key(overrides: list[str]) -> dict[str, str]:
+def _bykey_of(overrides: list[str]) -> dict[str, str]:
     """Overrides as key -> value text, without the keys a rerun may change."""
     pairs = (o.split("=", 1) for o in overrides if "=" in o)
     return {k: v for k, v in pairs if not k.lstrip("+~").startswith(RESUMABLE_CHANGES)}

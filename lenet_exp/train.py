@@ -435,6 +435,7 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bo
         lines = shape_table(model, model.input_shape)
         log.info("Layer output shapes:\n%s", "\n".join(lines))
         logger.text("model/shapes", lines)
+    logger.session_start(hparams)
     log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
     log.info(
         "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs, into %s",
@@ -462,6 +463,7 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bo
             p.train_seconds, p.epoch_seconds, p.examples = p.train_seconds + elapsed, p.epoch_seconds + elapsed, p.examples + p.seen - seen_before
             if status == "stopped":
                 bar.close()
+                logger.session_end("interrupted", quietly=True)
                 why = f"stopped by {signal.Signals(stop.signum).name} in epoch {p.epoch + 1} at step {p.step}; rerun to continue"
                 log.warning("%s", why[0].upper() + why[1:])
                 with stop.writing():
@@ -485,11 +487,14 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bo
         with stop.writing():
             if status != "diverged":
                 run_files.save_checkpoint(run_dir / run_files.FINAL, cpu_weights(model))
-            logger.hparams(hparams)
+            logger.session_end(metrics["status"])
             logger.close()
             run_files.write_metrics(run_dir, metrics)
         log.info("%s", closing_line(metrics, run_dir, time.perf_counter() - started))
         return metrics
+    except Exception:
+        logger.session_end("failed", quietly=True)
+        raise
     finally:
         stop.training = False
         bar.close()

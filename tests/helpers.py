@@ -124,3 +124,10 @@ def make_job(sweep: Path, name: str, overrides: list[str] | str, metrics: dict |
     if metrics is not None:
         (job / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
     return job
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -430,7 +430,7 @@ def test_summary_marks_unreadable_jobs_and_ranks_completed_first(tmp_path):
     make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], '{"status": "compl')
     make_job(tmp_path, "3_optimizer.lr=0.4", "[unclosed", {"status": "completed", "test_acc": 0.8})
     make_job(tmp_path, "4_optimizer.lr=0.5", ["optimizer.lr=0.5"], {"status": "running", "test_acc": 0.95, "epochs_completed": 1})
-    rows, _ = collect(tmp_path)
+    rows = collect(tmp_path).rows
     assert [(r["job"], r["status"]) for r in rows] == [(0, "completed"), (4, "interrupted"), (1, "interrupted"), (2, "unreadable"), (3, "unreadable")]
     assert rows[3]["error"].startswith("metrics.json: ") and rows[4]["error"].startswith(".hydra/overrides.yaml: ")
     assert summarize_main([str(tmp_path)]) == 0
@@ -447,7 +447,7 @@ def test_summary_survives_damaged_sweep_files(tmp_path):
         f.truncate(17 << 20)  # far larger than any metrics.json: not read whole
     (tmp_path / "multirun.yaml").write_text(": [")
     assert summarize_main([str(tmp_path)]) == 0
-    rows = {r["job"]: r for r in collect(tmp_path)[0]}
+    rows = {r["job"]: r for r in collect(tmp_path).rows}
     assert rows[0]["status"] == "completed" and {rows[j]["status"] for j in (1, 2, 3)} == {"unreadable"}
     assert "examples_per_sec is 'fast'" in rows[1]["error"] and "larger than 16 MB" in rows[3]["error"]
 

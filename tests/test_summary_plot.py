@@ -5,7 +5,8 @@ import random
 import pytest
 
 from helpers import make_job
-from lenet_exp.summarize import collect, to_csv, to_markdown
+from lenet_exp.summarize import collect
+from lenet_exp.summary_table import to_csv, to_markdown
 from lenet_exp.summary_plot import figure, label_boxes, overlaps
 
 LRS = ["0.01", "0.03", "0.1", "0.3", "0.9"]
@@ -38,8 +39,7 @@ def curve_axes(fig):
 
 @pytest.mark.parametrize("epochs", [1, 10])
 def test_grid_plot_axes_ticks_and_legends(tmp_path, epochs):
-    rows, keys = grid_sweep(tmp_path, epochs)
-    fig = figure(rows, keys)
+    fig = figure(grid_sweep(tmp_path, epochs))
     lr_axis = value_axes(fig)[0]
     assert lr_axis.get_xscale() == "log"  # 0.01 to 0.9: more than a decade
     assert [t.get_text() for t in lr_axis.get_xticklabels() if t.get_text()] == LRS
@@ -55,11 +55,11 @@ def test_grid_plot_axes_ticks_and_legends(tmp_path, epochs):
 
 
 def test_coinciding_curves_say_so_and_chance_is_marked(tmp_path):
-    rows, keys = grid_sweep(tmp_path, 3)
-    labels = curve_axes(figure(rows, keys)).get_legend_handles_labels()[1]
+    summary = grid_sweep(tmp_path, 3)
+    labels = curve_axes(figure(summary)).get_legend_handles_labels()[1]
     assert "2: optimizer.lr=0.03, activation=sigmoid [not learning] (same curve as job 0)" in labels
     assert "9: optimizer.lr=0.9, activation=relu [not learning] (same curve as job 0)" in labels
-    value_labels = value_axes(figure(rows, keys))[0].get_legend_handles_labels()[1]
+    value_labels = value_axes(figure(summary))[0].get_legend_handles_labels()[1]
     assert "not learning (at chance)" in value_labels and "chance" in value_labels
 
 
@@ -69,32 +69,33 @@ def test_many_irregular_values_get_readable_ticks(tmp_path):
     for n in range(20):
         lr = 10 ** rnd.uniform(-3, 0)
         make_job(tmp_path, f"{n}_x", [f"optimizer.lr={lr}", f"activation={rnd.choice(['relu', 'tanh'])}"], job_metrics([0.3 + rnd.random() * 0.5]))
-    rows, keys = collect(tmp_path)
-    ax = value_axes(figure(rows, ["optimizer.lr", "activation"]))[0]
+    summary = collect(tmp_path)
+    summary.keys = ["optimizer.lr", "activation"]
+    ax = value_axes(figure(summary))[0]
     assert ax.get_xscale() == "log" and not overlaps(label_boxes(ax))
     assert all(len(t.get_text()) <= 6 for t in ax.get_xticklabels())
 
 
 def test_not_learning_is_flagged_whatever_the_status(tmp_path):
-    rows, keys = grid_sweep(tmp_path, 2)
-    stuck = {r["job"] for r in rows if r["not_learning"]}
+    summary = grid_sweep(tmp_path, 2)
+    stuck = {r["job"] for r in summary.rows if r["not_learning"]}
     assert stuck == {0, 2, 9}
-    csv = to_csv(rows, keys)
+    csv = to_csv(summary)
     assert csv.count("not learning (at chance)") == 3
-    assert "| completed, not learning (at chance) |" in to_markdown(tmp_path, rows, keys)
+    assert "| completed, not learning (at chance) |" in to_markdown(summary)
 
 
 def test_summary_says_when_no_job_learned(tmp_path):
     for n, lr in enumerate(LRS[:4]):  # four trials all at chance: no "best" from a four-way tie
         make_job(tmp_path, f"{n}_optimizer.lr={lr}", [f"optimizer.lr={lr}"], job_metrics([0.1, 0.1]))
-    md = to_markdown(tmp_path, *collect(tmp_path))
+    md = to_markdown(collect(tmp_path))
     assert "No job learned: all 4 completed jobs sit at chance" in md and "Best:" not in md
 
 
 def test_summary_says_when_the_best_is_tied(tmp_path):
     for n, acc in enumerate([0.7, 0.8, 0.8]):
         make_job(tmp_path, f"{n}_optimizer.lr={LRS[n]}", [f"optimizer.lr={LRS[n]}"], job_metrics([0.5, acc]))
-    md = to_markdown(tmp_path, *collect(tmp_path))
+    md = to_markdown(collect(tmp_path))
     assert "Best: a tie at test acc 0.8000 between jobs 1, 2; no single best. Rerun job 1 with:" in md
 
 
@@ -102,6 +103,5 @@ def test_failed_and_diverged_jobs_are_drawn_without_a_figure(tmp_path):
     make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], job_metrics([0.5, 0.6]))
     make_job(tmp_path, "1_optimizer.lr=100", ["optimizer.lr=100"], job_metrics([0.1], status="diverged"))
     make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], {**job_metrics([]), "status": "failed", "error": "data error"})
-    rows, keys = collect(tmp_path)
-    labels = value_axes(figure(rows, keys))[0].get_legend_handles_labels()[1]
+    labels = value_axes(figure(collect(tmp_path)))[0].get_legend_handles_labels()[1]
     assert "failed or diverged (no final acc)" in labels and "best" in labels

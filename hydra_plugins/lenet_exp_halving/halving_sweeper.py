@@ -1,0 +1,60 @@
+"""The Hydra side of the halving search: read the grid from the command line, hand each rung's jobs to the launcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.lenet_exp_halving import _impl
+from lenet_exp.sweep import swept_keys
+
+log = logging.getLogger(__name__)
+
+
+class HalvingSweeper(Sweeper):
+    """Synchronous successive halving: every rung is one batch for the launcher; losers stop, winners continue in place."""
+
+    def __init__(self, eta: int, min_epochs: int, max_epochs: int | None, params: Any = None) -> None:
+        self.eta, self.min_epochs, self.max_epochs = eta, min_epochs, max_epochs
+        self.params = dict(params or {})
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+        self.launched = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        given = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        grid = BasicSweeper.split_arguments(parser.parse_overrides(given), None)[0]
+        max_epochs = self.max_epochs or int(self.config.trainer.epochs)
+        rungs = _impl.rung_epochs(self.min_epochs, self.eta, max_epochs)
+        jobs = _impl.jobs_of_grid(grid, sweep_dir, swept_keys(sweep_dir, self.params))
+        log.info("Successive halving: %d jobs, rungs at %s epochs, keeping 1/%d after each", len(jobs), rungs, self.eta)
+        record = _impl.SearchRecord(sweep_dir, self.eta, rungs, jobs, started=time.monotonic())
+        try:
+            return _impl.search(_impl.settings_of(jobs), rungs, self.eta, train=self._train, record=record)
+        finally:
+            record.save()
+
+    def _train(self, jobs: list[_impl.Job], epochs: int) -> None:
+        """One rung for the launcher: each job to `epochs` epochs, in its own folder (it continues from its checkpoint)."""
+        batch = [job.launch_overrides(epochs) for job in jobs]
+        self.validate_batch_is_legal(batch)
+        self.launcher.launch(batch, initial_job_idx=self.launched)
+        self.launched += len(batch)

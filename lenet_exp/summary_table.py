@@ -1,0 +1,146 @@
+"""summary.csv, summary_by_setting.csv and summary.md: the sweep's jobs and settings as tables, best first.
+
+summary.md does not overclaim: it names a tie as a tie, says so when no job learned, reports a halving
+search's work against the full grid, and with seeds swept ranks settings by their mean before listing jobs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from itertools import groupby
+
+import yaml
+
+from lenet_exp.run_files import CHANCE_MARGIN
+
+METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
+SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
+
+
+def _value(text):
+    try:
+        return yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError:
+        return text
+
+
+def job_order(row: dict) -> tuple:
+    return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
+
+
+def to_csv(summary) -> str:
+    extra = ["rung"] if summary.search else []
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["job", *summary.keys, *METRIC_COLUMNS, *extra, "note", "run_dir", "error"])
+    for r in summary.rows:
+        cells = [r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in METRIC_COLUMNS)]
+        writer.writerow([*cells, *(r.get(c) for c in extra), r["note"], r["run_dir"], r["error"]])
+    return out.getvalue()
+
+
+def settings_csv(summary) -> str:
+    """One row per setting (its swept keys without seed), ranked by mean test accuracy over its seeds."""
+    keys = [k for k in summary.keys if k != "seed"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*keys, *SETTING_COLUMNS, "jobs"])
+    for g in summary.settings:
+        writer.writerow([*(g["values"].get(k, "") for k in keys), *(g[c] for c in SETTING_COLUMNS), " ".join(map(str, g["jobs"]))])
+    return out.getvalue()
+
+
+def _fmt(column: str, value) -> str:
+    """A table cell: speeds as whole numbers, figures to four places, long swept floats to four digits."""
+    if value is None or value == "":
+        return "-"
+    if column == "examples_per_sec":
+        return f"{value:,.0f}"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    parsed = _value(value) if isinstance(value, str) else value
+    return f"{parsed:.4g}" if isinstance(parsed, float) else str(value)
+
+
+def rerun_command(row: dict) -> str:
+    return "python -m lenet_exp " + " ".join(f"{k}={v}" for k, v in row["overrides"].items())
+
+
+def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
+    """The best job and how to rerun it; or, honestly, that the best is tied or that no job learned."""
+    completed = [r for r in rows if r["status"] == "completed"]
+    learned = [r for r in completed if not r["not_learning"]]
+    if completed and not learned:
+        return [f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
+                "the most common class), so there is no best setting to rerun. Try smaller learning rates or another activation.", ""]
+    if not learned:
+        return []
+    best = learned[0]
+    tied = [r for r in learned if r["test_acc"] == best["test_acc"]]
+    where = " of the last rung" if halving else ""
+    if len(tied) > 1:
+        jobs = ", ".join(str(r["job"]) for r in sorted(tied, key=job_order))
+        head = f"Best{where}: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best. Rerun job {best['job']} with:"
+    else:
+        head = f"Best{where}: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:"
+    return [head, "", f"    {rerun_command(best)}", ""]
+
+
+def search_lines(summary) -> list[str]:
+    """A halving search in figures: its rungs, the work done against the full grid, its wall time."""
+    s = summary.search
+    trained = sum(r["epochs_completed"] or 0 for r in summary.rows)
+    full = s["jobs"] * s["rungs"][-1]
+    minutes, seconds = divmod(round(s.get("wall_seconds") or 0), 60)
+    state = "" if s.get("finished") else " (not finished: rerun the same command to continue)"
+    return [
+        f"Successive halving{state}: {s['settings']} settings ({s['jobs']} jobs), rungs at {', '.join(map(str, s['rungs']))} epochs, "
+        f"keeping the best 1/{s['eta']} after each. Work: {trained} epochs trained of {full} for the full grid "
+        f"({100 * trained / full:.0f}%); wall time {minutes} min {seconds} s.",
+        "",
+    ]
+
+
+def setting_lines(summary) -> list[str]:
+    """With seeds swept: the best setting by mean (and its lead over the next), then every setting's row."""
+    keys = [k for k in summary.keys if k != "seed"]
+    settings, lines = summary.settings, ["## By setting (mean over seeds)", ""]
+    learned = [g for g in settings if g["complete"] and not g["not_learning"]]
+    if learned:
+        best, seeds = learned[0], ",".join(str(s) for s in learned[0]["seeds"])
+        spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
+        lead = f", {100 * (best['test_acc_mean'] - learned[1]['test_acc_mean']):.2f} points above the next setting" if len(learned) > 1 else ""
+        args = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
+        name = ", ".join(f"{k}={best['values'][k]}" for k in keys)
+        lines += [f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
+                  "", f"    python -m lenet_exp --multirun {args} seed={seeds}", ""]
+    header = [*keys, "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in settings:
+        cells = [*(g["values"].get(k, "") for k in keys), g["n"], g["test_acc_mean"], g["test_acc_std"], g["best_test_acc_mean"], g["statuses"]]
+        lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
+    return [*lines, "", "## Jobs", ""]
+
+
+def to_markdown(summary) -> str:
+    rows, keys = summary.rows, summary.keys
+    extra = ["rung"] if summary.search else []
+    header = ["job", *keys, *METRIC_COLUMNS, *extra]
+    lines = [f"# Sweep summary: {summary.sweep_dir}", ""]
+    counts = {s: len(list(g)) for s, g in groupby(sorted(str(r["status"]) for r in rows))}
+    lines += [f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
+    if summary.search:
+        lines += search_lines(summary)
+    if summary.settings is not None:
+        lines += setting_lines(summary)
+    lines += best_lines(rows, halving=bool(summary.search))
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rungs = len(summary.search["rungs"]) if summary.search else 0
+    for r in rows:
+        status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
+        reached = [f"{r['rung']} of {rungs}"] if extra else []
+        cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), status, *(r[c] for c in METRIC_COLUMNS[1:]), *reached]
+        lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
+    errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
+    return "\n".join(lines + (["", "Errors:", *errors] if errors else [])) + "\n"

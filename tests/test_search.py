@@ -1,0 +1,210 @@
+"""Successive halving and seeds: the rung arithmetic and choices with a stand-in trainer, then the real search
+through the command (statuses, continuous curves, summaries, a kill and a rerun), settings over seeds, and
+the HParams dashboard of a real TensorBoard server."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from helpers import read_csv, run_cli, scalars, start_cli
+from hydra_plugins.lenet_exp_halving._impl import Job, SearchRecord, keep_count, rung_epochs, search, settings_of
+from lenet_exp import run_files
+
+
+@pytest.mark.parametrize("args,rungs", [((1, 3, 10), [1, 3, 9, 10]), ((1, 3, 9), [1, 3, 9]), ((2, 2, 5), [2, 4, 5]), ((1, 3, 1), [1]), ((4, 3, 4), [4])])
+def test_rungs_grow_by_eta_and_end_at_max_epochs(args, rungs):
+    assert rung_epochs(*args) == rungs
+
+
+class StandIn:
+    """A trainer that writes what a run would: epochs reached and a test accuracy per epoch, from a fixed table."""
+
+    def __init__(self, curves: dict[int, list[float] | None]) -> None:
+        self.curves, self.calls = curves, []
+
+    def __call__(self, jobs: list[Job], epochs: int) -> None:
+        self.calls.append((sorted(j.num for j in jobs), epochs))
+        for job in jobs:
+            curve = self.curves[job.num]
+            metrics = {"status": "failed", "epochs_completed": 0, "history": {"test_acc": []}} if curve is None else {
+                "status": "completed", "epochs_completed": epochs, "history": {"test_acc": curve[:epochs]}}
+            job.folder.mkdir(parents=True, exist_ok=True)
+            run_files.write_metrics(job.folder, metrics)
+
+
+def grid(tmp_path, n: int, seeds: int = 1) -> list[Job]:
+    return [Job(i * seeds + s, [f"optimizer.lr={i}", *([f"seed={s}"] if seeds > 1 else [])], tmp_path / f"{i * seeds + s}_job") for i in range(n) for s in range(seeds)]
+
+
+def statuses(jobs: list[Job]) -> dict[int, tuple]:
+    return {j.num: (j.metrics().get("status"), j.metrics().get("epochs_completed")) for j in jobs}
+
+
+def test_each_rung_keeps_the_best_third_and_prunes_the_rest(tmp_path):
+    jobs = grid(tmp_path, 9)
+    curves = {j.num: [0.1 * (1 + j.num % 5) + 0.01 * e for e in range(9)] for j in jobs}  # job 4 best, then 3 and 8 ...
+    trainer = StandIn(curves)
+    best = search(settings_of(jobs), [1, 3, 9], 3, trainer)
+    assert trainer.calls == [(list(range(9)), 1), ([3, 4, 8], 3), ([4], 9)]
+    assert [s[0].num for s in best] == [4]
+    st = statuses(jobs)
+    assert st[4] == ("completed", 9) and st[3] == ("pruned", 3) and st[8] == ("pruned", 3) and st[0] == ("pruned", 1)
+    assert "pruned after rung 2 of 3 (3 epochs): test acc 0.4200, 2 of 3" in jobs[3].metrics()["note"]
+
+
+def test_ties_go_to_the_lower_job_and_failures_rank_last(tmp_path):
+    jobs = grid(tmp_path, 4)
+    trainer = StandIn({0: None, 1: [0.5, 0.5, 0.5], 2: [0.5, 0.5, 0.6], 3: [0.4, 0.4, 0.4]})
+    best = search(settings_of(jobs), [1, 3], 2, trainer)  # rung 1 keeps 2 of 4: jobs 1 and 2 tie at 0.5
+    assert trainer.calls == [([0, 1, 2, 3], 1), ([1, 2], 3)]
+    assert [s[0].num for s in best] == [2, 1]  # the last rung ranks by its own accuracy
+    assert statuses(jobs)[0] == ("failed", 0)  # a failure is ranked last but keeps its own status
+
+
+def test_fewer_settings_than_eta_and_a_single_setting(tmp_path):
+    two = grid(tmp_path / "two", 2)
+    trainer = StandIn({0: [0.3] * 9, 1: [0.4] * 9})
+    assert [s[0].num for s in search(settings_of(two), [1, 3, 9], 3, trainer)] == [1]
+    assert trainer.calls == [([0, 1], 1), ([1], 9)]  # ceil(2 / 3) = 1 left: straight to the last rung
+    one = StandIn({0: [0.3] * 9})
+    search(settings_of(grid(tmp_path / "one", 1)), [1, 3, 9], 3, one)
+    assert one.calls == [([0], 9)]
+
+
+def test_seeds_of_a_setting_are_ranked_continued_and_pruned_together(tmp_path):
+    jobs = grid(tmp_path, 3, seeds=2)  # settings (0,1), (2,3), (4,5)
+    curves = {0: [0.50] * 3, 1: [0.70] * 3, 2: [0.62] * 3, 3: [0.62] * 3, 4: [0.9] * 3, 5: [0.1] * 3}
+    trainer = StandIn(curves)
+    best = search(settings_of(jobs), [1, 3], 3, trainer)
+    assert [[j.num for j in s] for s in best] == [[2, 3]]  # mean 0.62 beats 0.60 (0.5, 0.7) and 0.50 (0.9, 0.1)
+    assert trainer.calls[-1] == ([2, 3], 3)
+    assert {n for n, (status, _) in statuses(jobs).items() if status == "pruned"} == {0, 1, 4, 5}
+
+
+def test_a_rerun_trains_nothing_done_and_makes_the_same_choices(tmp_path):
+    jobs = grid(tmp_path, 9)
+    curves = {j.num: [0.05 * j.num + 0.01 * e for e in range(9)] for j in jobs}
+    first = [s[0].num for s in search(settings_of(jobs), [1, 3, 9], 3, StandIn(curves))]
+    (jobs[8].folder / "metrics.json").write_text(json.dumps({**jobs[8].metrics(), "status": "interrupted", "epochs_completed": 5}))
+    again = StandIn(curves)
+    assert [s[0].num for s in search(settings_of(jobs), [1, 3, 9], 3, again, SearchRecord(tmp_path, 3, [1, 3, 9], jobs, time.monotonic()))] == first
+    assert again.calls == [([8], 9)]  # only the job stopped mid-rung trains again
+    record = json.loads((tmp_path / "halving.json").read_text())
+    assert record["finished"] and [r["kept"] for r in record["rung_choices"]] == [3, 1, 1]
+
+
+def test_the_issues_grid_costs_a_third_of_its_full_price(tmp_path):
+    """30 settings, eta 3, 1 to 10 epochs: rungs 1, 3, 9, 10 train 30 + 10*2 + 4*6 + 2*1 = 76 of 300 epochs."""
+    jobs = grid(tmp_path, 30)
+    trainer = StandIn({j.num: [0.01 * j.num] * 10 for j in jobs})
+    search(settings_of(jobs), rung_epochs(1, 3, 10), 3, trainer)
+    assert sum(j.metrics()["epochs_completed"] for j in jobs) == 76 and keep_count(30, 3) == 10
+
+
+SEARCH = ["-m", "hparams_search=halving", "device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256",
+          "trainer.epochs=3", "optimizer.lr=0.1,0.3,0.9", "activation=sigmoid,tanh", "hydra.sweep.dir=search"]
+
+
+@pytest.fixture(scope="module")
+def halving_search(tmp_path_factory, fashion_mnist):
+    cwd = tmp_path_factory.mktemp("halving")
+    proc = run_cli(*SEARCH, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd / "search", proc
+
+
+def test_a_real_halving_search(halving_search):
+    sweep, proc = halving_search
+    rows = {int(r["job"]): r for r in read_csv(sweep / "summary.csv")}
+    assert len(rows) == 6 and proc.stdout.count("Launching") == 2  # two rungs, one batch each
+    done = [j for j, r in rows.items() if r["status"] == "completed"]
+    assert len(done) == 2 and all(rows[j]["epochs_completed"] == "3" and rows[j]["rung"] == "2" for j in done)
+    pruned = [j for j, r in rows.items() if r["status"] == "pruned"]
+    assert len(pruned) == 4 and all(rows[j]["epochs_completed"] == "1" and rows[j]["rung"] == "1" for j in pruned)
+    record = json.loads((sweep / "halving.json").read_text())
+    assert record["finished"] and sorted(record["rung_choices"][0]["ranked_jobs"][:2]) == sorted(done)
+    for j, r in rows.items():  # one continuous set of curves per job, across its rungs
+        steps = [s for s, _ in scalars(sweep / r["run_dir"])["train/loss"]]
+        assert steps == list(range(1, 4 * int(r["epochs_completed"]) + 1)), j  # 4 steps an epoch, a point each
+    md = (sweep / "summary.md").read_text()
+    assert "Successive halving: 6 settings (6 jobs), rungs at 1, 3 epochs" in md and "Work: 10 epochs trained of 18" in md
+    assert "Best of the last rung: job" in md and "trainer.epochs=3" in md
+
+
+def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_path):
+    unbroken, _ = halving_search
+    proc = start_cli(*SEARCH, cwd=tmp_path)
+    sweep, deadline = tmp_path / "search", time.time() + 180
+    while not (sweep / "halving.json").exists():  # rung 1 is done; rung 2 starts
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    rerun = run_cli(*SEARCH, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Launching 6 jobs" not in rerun.stdout  # the finished rung is not redone
+    choices = lambda folder: [r["ranked_jobs"] for r in json.loads((folder / "halving.json").read_text())["rung_choices"]]  # noqa: E731
+    assert choices(sweep)[-2:] == choices(unbroken)
+    figures = lambda folder: sorted((r["job"], r["status"], r["test_acc"]) for r in read_csv(folder / "summary.csv"))  # noqa: E731
+    assert figures(sweep) == figures(unbroken)
+
+
+@pytest.mark.slow
+def test_seeds_are_summarised_per_setting(tmp_path, fashion_mnist):
+    args = ["-m", "device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256", "trainer.epochs=1",
+            "activation=tanh", "optimizer.lr=0.1,0.3", "seed=0,1", "hydra.sweep.dir=sweep"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs = read_csv(tmp_path / "sweep" / "summary.csv")
+    settings = read_csv(tmp_path / "sweep" / "summary_by_setting.csv")
+    assert [list(s)[:6] for s in settings][0] == ["optimizer.lr", "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
+    for s in settings:
+        accs = [float(j["test_acc"]) for j in jobs if j["optimizer.lr"] == s["optimizer.lr"]]
+        assert s["n"] == "2" and float(s["test_acc_mean"]) == pytest.approx(sum(accs) / 2)
+        assert float(s["test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert float(settings[0]["test_acc_mean"]) >= float(settings[1]["test_acc_mean"])
+    md = (tmp_path / "sweep" / "summary.md").read_text()
+    assert md.index("## By setting") < md.index("## Jobs")
+    rerun = next(line.strip() for line in md.splitlines() if line.strip().startswith("python -m lenet_exp --multirun"))
+    assert rerun.endswith(f"activation=tanh optimizer.lr={settings[0]['optimizer.lr']} seed=0,1") and "data.limit_train=1024" in rerun
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
+    """Through TensorBoard's own HTTP API: the swept keys differ and sort first; the metrics are the runs' scalars."""
+    sweep, _ = halving_search
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port), "--host", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment", data=b'{"experimentName": ""}',
+                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        deadline = time.time() + 60
+        while True:
+            try:
+                experiment = json.loads(urllib.request.urlopen(request, timeout=5).read())
+                if experiment.get("hparamInfos"):
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "tensorboard did not answer"
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(30)
+    infos = [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]]
+    assert sorted(infos[:3]) == [("activation", True), ("optimizer.lr", True), ("trainer.epochs", True)]  # pruned jobs stopped earlier
+    assert not any(differs for _, differs in infos[3:])
+    assert {"train/loss", "train/acc", "test/acc", "test/best_acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
