@@ -14,12 +14,14 @@ from torch.utils.tensorboard import SummaryWriter
 # Scalar tags, one place for all of them.
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
+SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
 
 
 class RunLogger:
     """Writes one run's events; `resume_step` drops any point at or after it left by an earlier try."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        self.run_dir, self._session = run_dir, []
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -48,7 +50,8 @@ class RunLogger:
                 info.hparams[key].number_value = value
             else:
                 info.hparams[key].string_value = str(value)
-        self._hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)
+        self._session = [_hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)]
+        self._write_session()
 
     def session_end(self, status: str, quietly: bool = False) -> None:
         """Close the run's session: completed or diverged runs as success, interrupted as unknown (it may go on), the rest as failed."""
@@ -58,19 +61,24 @@ class RunLogger:
         code = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}.get(status, "STATUS_FAILURE")
         try:
             info = SessionEndInfo(status=api_pb2.Status.Value(code), end_time_secs=time.time())
-            self._hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)
-        except (OSError, AttributeError):
+            self._session = [*self._session[:1], _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)]
+            self._write_session()
+        except OSError:
             if not quietly:
                 raise
 
-    def _hparams_summary(self, tag: str, **data) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-        from tensorboard.plugins.hparams import metadata
-        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    def _write_session(self) -> None:
+        """The session in an event file of its own, replacing the last try's: TensorBoard keeps the first session
+        info it reads in a run, so a resumed run (trained longer, say) must not leave its earlier one behind."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data).SerializeToString()
-        plugin = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content))
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, metadata=plugin)]))
+        for old in self.run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+            old.unlink()
+        writer = EventFileWriter(str(self.run_dir), filename_suffix=SESSION_SUFFIX)
+        for summary in self._session:
+            writer.add_event(Event(summary=summary, wall_time=time.time()))
+        writer.close()
 
     def flush(self) -> None:
         self.writer.flush()
@@ -82,3 +90,14 @@ class RunLogger:
         except OSError:
             if not quietly:
                 raise
+
+
+def _hparams_summary(tag: str, **data):
+    """A Summary holding the hparams plugin's data (session start or end), as TensorBoard's plugin reads it."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data).SerializeToString()
+    plugin = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content))
+    return Summary(value=[Summary.Value(tag=tag, metadata=plugin)])

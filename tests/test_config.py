@@ -88,3 +88,13 @@ def test_bad_target_keys_fail_before_training(make_cfg, override, message):
     cfg = make_cfg(override)
     with pytest.raises(ConfigError, match=message):
         build(cfg, Settings.from_cfg(cfg), torch.device("cpu"))
+
+
+def test_a_plugin_hidden_by_the_editable_install_gets_the_fix():
+    from lenet_exp.config import _plugin_hint
+
+    error = Exception("In 'hparams_search/halving': Could not find 'hydra/sweeper/halving' Available options in 'hydra/sweeper': basic")
+    assert _plugin_hint(error) == (
+        "hydra/sweeper=halving: Hydra cannot find lenet_exp's halving plugin; reinstall with "
+        "pip install -e . --config-settings editable_mode=compat (or a plain pip install .)"
+    )

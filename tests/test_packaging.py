@@ -19,6 +19,7 @@ def test_wheel_ships_configs_and_composes_outside_the_repo(tmp_path):
         assert f"lenet_exp/conf/{group}.yaml" in names
     assert "lenet_exp/conf/config.yaml" in names and "lenet_exp/conf/hydra/launcher/parallel.yaml" in names
     assert "entry_points.txt" in " ".join(names)
+    assert "hydra_plugins/lenet_exp_halving/halving_sweeper.py" in names and "hydra_plugins/__init__.py" not in names  # a namespace package
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -30,5 +31,7 @@ def test_wheel_ships_configs_and_composes_outside_the_repo(tmp_path):
     assert proc.stdout.split() == [str(site / "lenet_exp" / "config.py"), "pkg://lenet_exp.conf"]
     proc = run_cli("--cfg", "job", "optimizer=adam", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
+    sweeper = run_cli("--cfg", "hydra", "-p", "hydra.sweeper", "hparams_search=halving", cwd=tmp_path, env=env)
+    assert "_target_: hydra_plugins.lenet_exp_halving.halving_sweeper.HalvingSweeper" in sweeper.stdout, sweeper.stderr
     assert "_target_: torch.optim.Adam" in proc.stdout and "name: fashion_mnist" in proc.stdout
     assert run_cli("optimizer=nope", cwd=tmp_path, env=env).stderr.strip() == "Error: optimizer=nope: unknown option of group 'optimizer'; allowed: adam, sgd"

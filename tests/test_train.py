@@ -52,14 +52,16 @@ def test_tensorboard_curves_have_the_expected_points(textbook_run):
     assert {"train/lr", "train/examples_per_sec", "test/best_acc"} <= set(curves)
     assert [v for _, v in curves["train/examples_per_sec"]] == pytest.approx(m["examples_per_sec_by_epoch"])  # each epoch's own
     plugins = tensorboard_plugins(run)
-    assert "_hparams_/session_start_info" in plugins["hparams"]
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(plugins["hparams"])
+    assert "_hparams_/experiment" not in plugins["hparams"]  # TensorBoard computes the experiment from all runs
     assert "model/shapes/text_summary" in plugins["tensors"]
 
 
 def test_hparams_written_in_the_run_itself(textbook_run):
     _, run, _ = textbook_run
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    events = sorted(p.name for p in run.glob("events.out.tfevents.*"))
+    assert len(events) == 2 and events[1].endswith(".hparams")  # the curves, and the run's HParams session on its own
 
 
 def test_checkpoints_hold_final_and_best_weights(textbook_run):
