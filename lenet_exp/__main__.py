@@ -21,6 +21,7 @@ signal.signal(signal.SIGINT, lambda signum, frame: (sys.stderr.write("Interrupte
 import json
 import logging
 import os
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +39,9 @@ from lenet_exp.summarize import REFUSED, write_summary
 
 log = logging.getLogger("lenet_exp")
 USER_ERRORS = (ConfigError, DataError, run_files.CheckpointError)
+NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")  # how a run is shown or fed, not what it learns
 NO_ACCURACY = 0.0  # what a job without a final test accuracy (failed, diverged, refused) returns: sweepers rank it last
-LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # the command's own process, seen by jobs that run in worker processes
+LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # host:pid of the sweep's own process, seen by jobs that run in other processes
 NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-p", "--package", "--resolve")
 VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun")
 
@@ -48,6 +50,7 @@ def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
     """The run's key settings for TensorBoard's HParams dashboard: group choices, main values, every override."""
     keys = ["optimizer.lr", "data.batch_size", "trainer.epochs", "seed"]
     keys += [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and not o.startswith("hydra")]
+    keys = [k for k in keys if k not in NOT_HPARAMS]
     settings = {g: choices[g] for g in ("model", "activation", "optimizer", "data", "device") if g in choices}
     for key in keys:
         value = OmegaConf.select(cfg, key, default=None)
@@ -61,6 +64,11 @@ def environment_errors() -> tuple:
     import torch
 
     return (OSError, MemoryError, torch.OutOfMemoryError)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """torch's CPU allocator reports a failed allocation as a RuntimeError, not a MemoryError."""
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error))
 
 
 def one_line(error: BaseException) -> str:
@@ -97,10 +105,10 @@ def stop(signum: int, note: str, in_worker: bool) -> None:
 
 
 
-def note_refusal(sweep_dir: Path, run_dir: Path, reason: str) -> None:
+def note_refusal(sweep_dir: Path, run_dir: Path, reason: str, overrides: list[str]) -> None:
     """A job refused by its folder writes nothing there; the sweep folder keeps the reason, for its summary and exit status."""
     metrics = run_dir / run_files.METRICS
-    line = {"run_dir": run_dir.name, "reason": reason, "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None}
+    line = {"run_dir": run_dir.name, "reason": reason, "overrides": overrides, "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None}
     with open(sweep_dir / REFUSED, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -110,11 +118,13 @@ def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
-    launcher = int(os.environ.get(LAUNCHER_PID, 0))
-    in_worker = multirun and os.getppid() == launcher  # joblib or submitit_local: stop if the sweep dies
+    host, _, pid = os.environ.get(LAUNCHER_PID, "").partition(":")
+    launcher = int(pid) if pid.isdigit() and host == socket.gethostname() else 0
+    in_worker = multirun and bool(launcher) and os.getpid() != launcher  # joblib, submitit_local: stop when the sweep dies
     with signals_held() as came:
         from lenet_exp.train import Interrupted, train  # torch loads here, once the command line has passed its checks
     if came:
+        run_folder.remove_empty(run_dir, up_to=run_dir)  # the folder Hydra made for the job, if still empty
         stop(came[0], "before training started; nothing was written", in_worker)
     hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     try:
@@ -128,22 +138,25 @@ def task(cfg: DictConfig) -> float:
         print(f"Error: {e}", file=sys.stderr)
         if not multirun:
             raise SystemExit(2) from None
-        note_refusal(Path(hc.sweep.dir), run_dir, str(e))
+        note_refusal(Path(hc.sweep.dir), run_dir, str(e), list(hc.overrides.task))
         return NO_ACCURACY
-    except (*USER_ERRORS, *environment_errors()) as e:
-        print(f"Error: {one_line(e)}", file=sys.stderr)
-        if not multirun:
-            raise SystemExit(2 if isinstance(e, USER_ERRORS) else 1) from None
-        return NO_ACCURACY
-    except Exception:
-        if not multirun:
+    except Exception as e:
+        if isinstance(e, (*USER_ERRORS, *environment_errors())) or out_of_memory(e):
+            print(f"Error: {one_line(e)}", file=sys.stderr)
+            if not multirun:
+                raise SystemExit(2 if isinstance(e, USER_ERRORS) else 1) from None
+        elif not multirun:
             raise  # a bug: the traceback helps; metrics.json already says failed
-        log.exception("job failed")
+        else:
+            log.exception("job failed")
         return NO_ACCURACY
     finally:
         if multirun:
             with signals_held() as came:
-                write_summary(Path(hc.sweep.dir))
+                try:
+                    write_summary(Path(hc.sweep.dir))
+                except OSError as e:  # a full disk: the jobs' own records stand; the summary waits for a rerun
+                    print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
             if came:
                 stop(came[0], f"the summary in {hc.sweep.dir} is up to date; rerun the same command to continue", in_worker)
 
@@ -173,19 +186,32 @@ def expand_resume(argv: list[str]) -> list[str]:
     return [argv[0], *earlier, *rest, f"hydra.run.dir={quoted(str(folder))}"]
 
 
-def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
-    """Hydra's flags (with their values) and the overrides, wherever the user typed each."""
-    flags, overrides, i = [], [], 0
+def split_flags(args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Hydra's flags (with their values), the overrides, and the flags that must come last, wherever the user typed each.
+
+    `--info` without a value goes after the overrides, where Hydra's parser cannot take an override for its value.
+    """
+    flags, overrides, last, i = [], [], [], 0
     while i < len(args):
         arg = args[i]
         if arg.startswith("-"):
-            takes_value = arg in VALUE_FLAGS or (arg in ("-i", "--info") and i + 1 < len(args) and "=" not in args[i + 1] and not args[i + 1].startswith("-"))
-            flags += args[i : i + 2] if takes_value else [arg]
+            info_value = arg in ("-i", "--info") and i + 1 < len(args) and "=" not in args[i + 1] and not args[i + 1].startswith("-")
+            takes_value = arg in VALUE_FLAGS or info_value
+            (last if arg in ("-i", "--info") and not info_value else flags).extend(args[i : i + 2] if takes_value else [arg])
             i += 2 if takes_value else 1
         else:
             overrides.append(arg)
             i += 1
-    return flags, overrides
+    return flags, overrides, last
+
+
+def other_primary_config(flags: list[str]) -> bool:
+    """A config folder or a primary config other than lenet_exp's own: composing and checking it is Hydra's job."""
+    named = {flags[i]: flags[i + 1] if i + 1 < len(flags) else "" for i in range(len(flags)) if flags[i] in VALUE_FLAGS}
+    named.update(f.split("=", 1) for f in flags if f.startswith("--config") and "=" in f)
+    if any(k in named for k in ("-cp", "--config-path", "-cd", "--config-dir")):
+        return True
+    return any(named.get(k, "config") != "config" for k in ("-cn", "--config-name"))
 
 
 @contextmanager
@@ -196,14 +222,18 @@ def output_folder(flags: list[str], overrides: list[str]):
     command took that name in the same second, and removed again if nothing was written into it; a
     sweep folder stays locked for the whole sweep.
     """
-    if any(f in ("-cn", "-cp", "-cd") or f.startswith("--config") for f in flags):
-        yield []  # another primary config: composing and checking it is Hydra's job alone
-        return
-    cfg = check_overrides(overrides)
-    if any(f in NO_RUN_FLAGS for f in flags):
+    if other_primary_config(flags):
         yield []
         return
     multirun = any(f in ("-m", "--multirun") for f in flags) or "hydra.mode=MULTIRUN" in overrides
+    shows = [f for f in flags if f in NO_RUN_FLAGS]
+    if shows and multirun and any(f in ("-c", "--cfg", "-p", "--package", "--resolve") for f in shows):
+        raise ConfigError(f"{shows[0]} prints one composed config: drop --multirun (and give one value per key)")
+    printing = next((f for f in shows if f in ("-c", "--cfg", "-p", "--package", "--resolve", "-i", "--info")), None)
+    cfg = check_overrides(overrides, multirun=multirun, printing=printing)
+    if shows:
+        yield []
+        return
     sweep.check_run_mode(cfg, overrides, multirun)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
@@ -221,7 +251,7 @@ def output_folder(flags: list[str], overrides: list[str]):
             return
         with run_folder.locked(folder):
             sweep.check_sweep_folder(folder, [a for a in overrides if not is_hydra_override(a)], cfg)
-            (folder / REFUSED).unlink(missing_ok=True)  # the checks passed: this sweep's command starts its own record
+            sweep.record_sweep(folder, [a for a in overrides if not is_hydra_override(a)], cfg)
             yield pin
     finally:
         run_folder.remove_empty(folder, up_to=made)
@@ -229,13 +259,14 @@ def output_folder(flags: list[str], overrides: list[str]):
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.environ[LAUNCHER_PID] = str(os.getpid())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m lenet_exp --help | head` ends quietly, as other commands do
+    os.environ[LAUNCHER_PID] = f"{socket.gethostname()}:{os.getpid()}"  # a job on another machine (SLURM) has no sweep process to watch
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
     try:
         argv = expand_resume(sys.argv)
-        flags, overrides = split_flags(argv[1:])
+        flags, overrides, last = split_flags(argv[1:])
         with output_folder(flags, overrides) as pin:
-            sys.argv = [argv[0], *flags, *overrides, *pin]
+            sys.argv = [argv[0], *flags, *overrides, *pin, *last]
             task()
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)

@@ -247,13 +247,16 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     options = ", ".join(f"{k}={getattr(settings.device, k)}" for k in ("channels_last", "amp", "compile"))
-    print(f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {args.repeats} alternations on {device} ({name}), torch {torch.__version__}, {options}")
-    tta_header = f"time to {args.target_acc} test acc" if args.target_acc > 0 else ""
-    print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header:>28}")
+    given = f", overrides: {' '.join(args.overrides)}" if args.overrides else ""
+    runs = f"{args.repeats} alternation{'s' if args.repeats != 1 else ''}"
+    print(f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {runs} on {device} ({name}), "
+          f"torch {torch.__version__}, {options}{given}")
+    tta_header = f"{f'time to {args.target_acc} test acc':>28}" if ttas else ""
+    print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header}")
     for name, values in speeds.items():
         tta = ttas.get(name)
-        tta_text = "" if not tta else (f"{tta[0]:.1f} s ({tta[1]} epochs)" if tta[0] is not None else f"not in {tta[1]} epochs")
-        print(f"{name:<12}{statistics.mean(values):>22,.0f}{min(values):>12,.0f}{max(values):>12,.0f}{tta_text:>28}")
+        tta_text = "" if not tta else f"{(f'{tta[0]:.1f} s ({tta[1]} epochs)' if tta[0] is not None else f'not in {tta[1]} epochs'):>28}"
+        print(f"{name:<12}{statistics.mean(values):>22,.0f}{min(values):>12,.0f}{max(values):>12,.0f}{tta_text}")
     print(f"ratio lenet_exp / textbook: {statistics.mean(speeds['lenet_exp']) / statistics.mean(speeds['textbook']):.2f}x")
 
 

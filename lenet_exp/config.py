@@ -62,13 +62,14 @@ def is_hydra_override(arg: str) -> bool:
     return arg.lstrip("+~").startswith("hydra")
 
 
-def check_overrides(overrides: list[str]) -> DictConfig:
+def check_overrides(overrides: list[str], multirun: bool | None = None, printing: str | None = None) -> DictConfig:
     """Refuse bad command-line overrides in one line before Hydra starts: unknown options and keys, bad syntax, bad values.
 
     Returns the composed config with its `hydra` node (each sweep at its first value). Every value of a
-    swept key is checked; search spaces (`interval(...)`) are left to the sweeper.
+    swept key is checked; search spaces (`interval(...)`) are left to the sweeper. `multirun=False` refuses
+    sweeps; `printing` names a flag that shows one config (--cfg), which refuses them too.
     """
-    check_sweep_syntax(overrides)
+    check_sweep_syntax(overrides, multirun)
     check_group_overrides([a for a in overrides if not is_hydra_override(a)])
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -83,10 +84,18 @@ def check_overrides(overrides: list[str]) -> DictConfig:
             hint = f"; quote a value that holds '=', ',' or spaces: {arg.split('=', 1)[0]}='{value}'" if any(c in value for c in "=, ") else ""
             raise ConfigError(f"{arg}: not a valid override ({_one_line(e)}){hint}") from None
         if override.is_sweep_override():
+            if printing and not is_hydra_override(arg):
+                raise ConfigError(f"{arg}: {printing} prints one composed config: give one value per key")
+            if multirun is False and not is_hydra_override(arg):
+                raise ConfigError(f"{arg}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}")
+            if not override.is_discrete_sweep():
+                continue  # a search space (interval, tag): a search sweeper takes it (or the sweep is refused)
             try:
                 values = [f"{arg.split('=', 1)[0]}={v}" for v in override.sweep_string_iterator()]
-            except Exception:
-                continue  # a search space (interval, tag): the sweeper checks it
+            except Exception as e:
+                raise ConfigError(f"{arg}: cannot list the values of this sweep ({_one_line(e)})") from None
+            if not values:
+                raise ConfigError(f"{arg}: this sweep has no values; give at least one")
             if not is_hydra_override(arg):
                 variants += [(len(single), v) for v in values[1:]]
             arg = values[0]
@@ -118,7 +127,7 @@ def check_deletions(deletions: list[str]) -> None:
             raise ConfigError(f"{arg}: lenet_exp reads {key}; set another value (or option) instead of removing it")
 
 
-def check_sweep_syntax(overrides: list[str]) -> None:
+def check_sweep_syntax(overrides: list[str], multirun: bool | None = None) -> None:
     """Sweep values typed with spaces (`optimizer.lr=0.1 0.3`, `activation=sigmoid, relu`): one line with the right form."""
     for i, arg in enumerate(overrides):
         if arg.startswith("~"):
@@ -131,11 +140,13 @@ def check_sweep_syntax(overrides: list[str]) -> None:
                     break
                 words.append(nxt)
             right = f"{key_value.rstrip(',')},{','.join(w.strip(',') for w in words)}" if key_value else "key=value"
+            right = right if multirun or not key_value else f"--multirun {right}"
             raise ConfigError(f"{arg}: not an override (key=value); a sweep's values go after one key, joined by commas without spaces: {right}")
         value = arg.split("=", 1)[1]
         if value.endswith(",") or value.startswith(",") or ",," in value:
-            following = overrides[i + 1] if i + 1 < len(overrides) and "=" not in overrides[i + 1] else "..."
-            raise ConfigError(f"{arg}: a sweep's values are joined by commas without spaces: {arg.rstrip(',')},{following.strip(',')}")
+            following = overrides[i + 1].strip(",") if i + 1 < len(overrides) and "=" not in overrides[i + 1] else ""
+            right = ",".join(v for v in [*arg.split("=", 1)[1].split(","), following] if v)
+            raise ConfigError(f"{arg}: a sweep's values are joined by commas without spaces: {arg.split('=', 1)[0]}={right}")
 
 
 SYNONYMS = {  # words users type for the keys lenet_exp has
@@ -160,16 +171,15 @@ def _dotted(tree: dict, prefix: str = "") -> list[str]:
 
 
 def did_you_mean(key: str, known: list[str] | None = None) -> str:
-    """` Did you mean optimizer.lr?` for a mistyped key: the same name in another group, a synonym, or a close spelling."""
-    known = known if known is not None else known_keys()
-    last = key.split(".")[-1]
+    """` Did you mean optimizer.lr?` for a mistyped key: the same name (or a synonym) anywhere, else a close spelling
+    of its last part among its own group's keys (or among all keys, for a top-level one)."""
+    known = [k for k in (known if known is not None else known_keys()) if k != key]
+    group, _, last = key.rpartition(".")
     wanted = {last, SYNONYMS.get(last, last)}
-    matches = [k for k in known if k.split(".")[-1] in wanted and k != key]
+    matches = [k for k in known if k.split(".")[-1] in wanted]
     if not matches:
-        matches = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
-    if not matches:
-        close = set(difflib.get_close_matches(last, {k.split(".")[-1] for k in known}, n=3, cutoff=0.75))
-        matches = [k for k in known if k.split(".")[-1] in close]
+        pool = {k.split(".")[-1]: k for k in known if not group or k.rpartition(".")[0] == group}
+        matches = [pool[c] for c in difflib.get_close_matches(last, list(pool), n=3, cutoff=0.75)]
     return f" Did you mean {' or '.join(matches[:3])}?" if matches else ""
 
 
@@ -179,6 +189,12 @@ def _unknown_key_hint(error: Exception) -> str | None:
     if not found:
         return None
     key = found.group(1)
+    if key.startswith("hydra.launcher.") or key.startswith("hydra.sweeper."):
+        group = key.split(".")[1]
+        return (f"{key}: no such key for this {group}; its keys come with the {group} that has them "
+                f"(hydra/launcher=parallel for n_jobs, hparams_search=optuna for n_trials); python -m lenet_exp --cfg hydra lists them")
+    if key.startswith("hydra."):
+        return f"{key}: no such key (python -m lenet_exp --cfg hydra lists Hydra's keys)"
     return f"{key}: no such key.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)"
 
 
@@ -205,10 +221,24 @@ PASSED_ON = ("model", "activation", "optimizer")  # groups whose keys go to a cl
 
 
 def _one_line(error: Exception) -> str:
-    """Hydra's multi-line message as one line, without the search path and object details."""
+    """Hydra's multi-line message as one line, without the search path and object details; a list of available
+    options stays, comma-separated, with the closest to what was asked for."""
     cause = f"{error}\n{error.__cause__}" if error.__cause__ and str(error.__cause__) not in str(error) else str(error)
     text = cause.split("Config search path")[0]
-    return " ".join(line.strip() for line in text.splitlines() if line.strip() not in ("", "None") and not line.startswith((" ", "\t")))
+    parts, options = [], []
+    for line in text.splitlines():
+        if line.strip() in ("", "None"):
+            continue
+        if line.startswith((" ", "\t")):
+            if parts and parts[-1].startswith("Available options"):
+                options.append(line.strip())
+            continue
+        parts.append(line.strip())
+    if options:
+        asked = re.search(r"Could not find '(?:[^']*/)?([^'/]+)'", text)
+        close = difflib.get_close_matches(asked.group(1), options, n=1) if asked else []
+        parts[-1] += " " + ", ".join(options) + (f". Did you mean {close[0]}?" if close else "")
+    return " ".join(parts)
 
 
 def check_group_overrides(args: list[str]) -> None:
@@ -375,6 +405,8 @@ def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
     """Refuse a folder path that is a file, a broken link, lies under a file, or (`writable`) cannot be written, naming the key."""
     if "${" in str(path):
         raise ConfigError(f"{key}={path}: a folder name holding '${{' would be read as an interpolation by Hydra; rename the folder")
+    if any(len(part.encode()) > 255 for part in path.parts):
+        raise ConfigError(f"{key}: a folder name in {str(path)[:60]}... is longer than the 255 bytes a file system allows; give a shorter one")
     if path.is_symlink() and not path.exists():
         raise ConfigError(f"{key}={path}: is a broken link (it points to nothing); give a folder path")
     if path.exists() and not path.is_dir():
@@ -386,6 +418,20 @@ def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
         raise ConfigError(f"{key}={path}: {existing} is a file, so no folder can be made under it; give another path")
     if writable and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={path}: {existing} is not writable here (read-only or no permission); give a folder you can write to")
+
+
+def lenet_image_sizes(image_size: int, conv_channels: list[int], kernel_size: int, padding: int) -> list[int]:
+    """The side of LeNet's feature maps after each conv + 2x2 pool (only the first conv pads, as in the textbook)."""
+    sizes, size = [], image_size
+    for i in range(len(conv_channels)):
+        size = (size + 2 * (padding if i == 0 else 0) - kernel_size + 1) // 2
+        sizes.append(size)
+    return sizes
+
+
+def shrink_message(image_size: int, conv: int) -> str:
+    return (f"a {image_size}x{image_size} input shrinks to nothing after conv {conv}; "
+            "use fewer conv_channels, a smaller kernel_size or more padding")
 
 
 def check_model_keys(cfg: DictConfig) -> None:
@@ -405,6 +451,10 @@ def check_model_keys(cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key}={model[key]} does not fit {cfg.data.name} ({spec.channels}x{spec.image_size}x{spec.image_size} images): expected {needed}")
     if model.get("num_classes", spec.classes) < spec.classes:
         raise ConfigError(f"model.num_classes={model['num_classes']} cannot fit {cfg.data.name}: its labels are 0-{spec.classes - 1}, so expected >= {spec.classes}")
+    if all(k in model for k in ("conv_channels", "kernel_size", "padding")):
+        sizes = lenet_image_sizes(spec.image_size, model["conv_channels"], model["kernel_size"], model["padding"])
+        if shrunk := [i + 1 for i, size in enumerate(sizes) if size < 1]:
+            raise ConfigError(f"model: {shrink_message(spec.image_size, shrunk[0])}")
 
 
 def cuda_surely_absent() -> bool:

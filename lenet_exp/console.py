@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from contextlib import nullcontext
 
 from tqdm import tqdm
@@ -23,15 +24,17 @@ class EpochBar:
     """One bar per epoch, in examples: the epoch's own speed, and its running loss and accuracy once known."""
 
     def __init__(self, enabled: bool, examples_per_epoch: int) -> None:
-        self.bar = tqdm(total=examples_per_epoch, desc="epoch", unit=" ex", disable=not enabled, leave=False, dynamic_ncols=True)
+        width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no size gets 100 columns
+        # smoothing=0: the rate shown is the epoch's own average, as its log line reports; delay: drawn once an epoch starts
+        self.bar = tqdm(total=examples_per_epoch, unit=" ex", disable=not enabled, leave=False, ncols=width, smoothing=0, delay=1e-3)
         self._redirect = logging_redirect_tqdm([logging.getLogger()]) if enabled else nullcontext()
         self._redirect.__enter__()
 
     def start(self, epoch: int, epochs: int, done: int) -> None:
-        """A new epoch (or the rest of one, `done` examples in): no figures until its first log point."""
-        self.bar.reset()
+        """A new epoch (or the rest of one, `done` examples in): its number, no figures until its first log point."""
         self.bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
         self.bar.set_postfix_str("", refresh=False)
+        self.bar.reset()
         self.bar.update(done)
 
     def advance(self, examples: int) -> None:

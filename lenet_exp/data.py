@@ -188,9 +188,10 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
         raise
     except Exception as e:  # network and mirror errors come in many types
         reason = " ".join(str(e).split())[:400]
+        package = f" (or install the system package {spec.system_package})" if spec.system_package else ""
         raise DataError(
             f"download of {spec.folder} into {raw_dir} failed: {reason}; check the network, "
-            "or put the files in data.root (or install the system package) and set data.download=false"
+            f"or put the files in data.root{package} and set data.download=false"
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -8,6 +8,8 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from lenet_exp.config import lenet_image_sizes, shrink_message
+
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 INITS = ("xavier_uniform", "kaiming_uniform", "default")
 AUTOCAST_DEVICES = ("cpu", "cuda")  # where the classifier steps out of autocast
@@ -37,24 +39,17 @@ class LeNet(nn.Sequential):
             raise ValueError(f"pool={pool!r}: allowed values are {', '.join(POOLS)}")
         if init not in INITS:
             raise ValueError(f"init={init!r}: allowed values are {', '.join(INITS)}")
+        sizes = lenet_image_sizes(image_size, list(conv_channels), kernel_size, padding)
+        if shrunk := [i + 1 for i, size in enumerate(sizes) if size < 1]:
+            raise ValueError(shrink_message(image_size, shrunk[0]))
         layers: list[nn.Module] = []
-        channels, size = in_channels, image_size
+        channels = in_channels
         for i, out_channels in enumerate(conv_channels):
             pad = padding if i == 0 else 0  # only the first conv pads, as in the textbook
-            layers += [
-                nn.Conv2d(channels, out_channels, kernel_size, padding=pad),
-                activation(),
-                POOLS[pool](kernel_size=2, stride=2),
-            ]
-            size = (size + 2 * pad - kernel_size + 1) // 2
+            layers += [nn.Conv2d(channels, out_channels, kernel_size, padding=pad), activation(), POOLS[pool](kernel_size=2, stride=2)]
             channels = out_channels
-            if size < 1:
-                raise ValueError(
-                    f"a {image_size}x{image_size} input shrinks to nothing after conv {i + 1}; "
-                    "use fewer conv_channels, a smaller kernel_size or more padding"
-                )
         layers.append(nn.Flatten())
-        width = channels * size * size
+        width = channels * sizes[-1] * sizes[-1] if sizes else channels * image_size * image_size
         for h in hidden:
             layers += [nn.Linear(width, h), activation()]
             width = h

@@ -102,7 +102,7 @@ def load_checkpoint(path: Path) -> dict:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no code runs
         if not isinstance(state, dict) or not {"model", "optimizer", "rng", "progress", "settings"} <= state.keys():
             raise ValueError("not a lenet_exp training state")
         progress = state["progress"]

@@ -24,9 +24,8 @@ from lenet_exp.config import ConfigError
 
 RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in this folder was asked to do
 # Keys that may change between an interrupted try and its resumption: none of them changes the figures.
-RESUMABLE_CHANGES = (
-    "trainer.epochs", "trainer.progress", "data.root", "data.download", "device.name", "device.threads", "device.eval_batch_size",
-)
+# (Not device.threads: on the CPU the thread count changes the order of floating-point sums, and so the figures.)
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "data.root", "data.download", "device.name", "device.eval_batch_size")
 FINAL_STATUSES = ("completed", "diverged")  # a rerun with the same epochs does not train these again
 _held: dict[str, int] = {}  # folders this process has locked: resolved path -> open descriptor
 
@@ -37,7 +36,7 @@ class FolderRefused(ConfigError):
 
 def first_missing(path: Path) -> Path | None:
     """The top folder of `path` that does not exist yet (what making `path` would create), or None."""
-    missing = None
+    path, missing = Path(os.path.abspath(path)), None  # `new/../run` makes `run`, not `new`
     while not path.exists() and path != path.parent:
         missing, path = path, path.parent
     return missing
@@ -47,6 +46,7 @@ def remove_empty(folder: Path, up_to: Path | None) -> None:
     """Remove `folder` and its parents up to `up_to` while they are empty: what a refused command made and left unused."""
     if up_to is None:
         return
+    folder, up_to = Path(os.path.abspath(folder)), Path(os.path.abspath(up_to))
     while True:
         try:
             folder.rmdir()  # only an empty folder goes
@@ -223,11 +223,14 @@ def _record(run_dir: Path) -> dict:
 
 
 def _trained_without_record(run_dir: Path) -> str | None:
-    """Traces of training that no metrics.json or last.pt accounts for: saved weights, or curves with no metrics.json."""
+    """With no metrics.json to tell, traces of training: saved weights, or curves. (With one, it tells: a run that
+    failed before its first checkpoint, a full disk say, may have left best.pt and still starts over.)"""
+    if (run_dir / run_files.METRICS).exists():
+        return None
     for name in (run_files.BEST, run_files.FINAL):
         if (run_dir / name).exists():
             return name
-    if not (run_dir / run_files.METRICS).exists() and any(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*")):
+    if any(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*")):
         return "TensorBoard curves"
     return None
 
@@ -255,8 +258,9 @@ def plan_run(run_dir: Path, settings: dict, epochs: int) -> Plan:
     if status in FINAL_STATUSES and (status == "diverged" or done_epochs == epochs):
         return Plan(done=metrics)
     if into > epochs:
+        trained = f"trained into epoch {into}" if progress.get("step") else f"trained {done_epochs} epochs"
         raise FolderRefused(
-            f"{run_dir} has trained into epoch {into} already; trainer.epochs={epochs} asks for fewer. "
+            f"{run_dir} has {trained} already; trainer.epochs={epochs} asks for fewer. "
             f"Give trainer.epochs={into} or more to continue it, or choose a new output folder"
         )
     if state is None:

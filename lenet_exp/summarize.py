@@ -10,9 +10,14 @@ can be rebuilt at any time, for a finished, running or interrupted sweep:
 
 from __future__ import annotations
 
+import signal
+import sys
+
+if __name__ == "__main__":  # Ctrl-C while the modules below load: one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: sys.exit("Interrupted: nothing was written."))
+
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -25,9 +30,8 @@ from lenet_exp.run_files import MAX_METRICS_BYTES, METRICS, atomic_write, not_le
 from lenet_exp.run_folder import live_status
 from lenet_exp.summary_plot import to_png
 from lenet_exp.summary_table import METRIC_COLUMNS, job_order, settings_csv, to_csv, to_markdown
-from lenet_exp.sweep import IGNORED, swept_keys
+from lenet_exp.sweep import IGNORED, REFUSED, swept_keys
 
-REFUSED = ".refused"  # jobs refused by their folders in the last run of the sweep command, one JSON line each
 HALVING = "halving.json"  # a halving search's own record: its rungs, choices and wall time
 
 
@@ -50,8 +54,10 @@ def _overrides(job_dir: Path) -> dict:
 def _metrics(job_dir: Path) -> dict:
     """metrics.json as it stands (a `running` that no process backs shows as interrupted); ValueError when unreadable."""
     path = job_dir / METRICS
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {"status": "not started", "epochs_completed": 0}
+    if not path.is_file():  # a folder, a pipe, a broken link: never opened, so never waited on
+        raise ValueError(f"{METRICS}: not a regular file")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_METRICS_BYTES + 1)
@@ -93,9 +99,11 @@ def read_job(job_dir: Path) -> dict:
     history = metrics.get("history") if isinstance(metrics.get("history"), dict) else {}
     lazy = not_learning(metrics)
     notes = [metrics.get("note") if metrics.get("status") == "pruned" and isinstance(metrics.get("note"), str) else "", "not learning (at chance)" if lazy else ""]
+    threads = metrics.get("cpu_threads")
     return {
         **row, **{c: metrics.get(c) for c in METRIC_COLUMNS}, "error": metrics.get("error") or "", "history": history.get("test_acc") or [],
         "chance": metrics.get("chance_test_acc"), "not_learning": lazy, "note": "; ".join(n for n in notes if n),
+        "cpu_threads": threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
     }
 
 
@@ -105,25 +113,34 @@ def rank(row: dict) -> tuple:
     return (row["status"] != "completed", acc is None, -(acc or 0.0), job_order(row))
 
 
-def refusals(sweep_dir: Path) -> dict[str, str]:
-    """Jobs this sweep's command was refused by their folders (in use, other settings) and left as they were: run_dir -> reason.
+def refusals(sweep_dir: Path) -> dict[str, dict]:
+    """Jobs this sweep's command was refused by their folders (in use, other settings) and left as they were: run_dir -> note.
 
     A note no longer applies once the job's metrics.json has changed since (its other process finished it, say).
     """
     notes = {}
+    path = sweep_dir / REFUSED
     try:
-        lines = (sweep_dir / REFUSED).read_text(encoding="utf-8").splitlines()
-    except OSError:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    except (OSError, UnicodeDecodeError):
         return notes
     for line in lines:
         try:
             note = json.loads(line)
             metrics = sweep_dir / note["run_dir"] / METRICS
             if note.get("metrics_mtime") == (metrics.stat().st_mtime_ns if metrics.exists() else None):
-                notes[note["run_dir"]] = note["reason"]
+                notes[note["run_dir"]] = note
         except (ValueError, KeyError, TypeError, OSError):
             continue
     return notes
+
+
+def refused_row(note: dict) -> dict:
+    """A refused job whose folder holds nothing of its own yet: its row comes from the note."""
+    num = str(note["run_dir"]).split("_", 1)[0]
+    pairs = [o.lstrip("+~").split("=", 1) for o in note.get("overrides") or [] if isinstance(o, str) and "=" in o]
+    return {"job": int(num) if num.isdigit() else note["run_dir"], "run_dir": note["run_dir"], "overrides": {k: v for k, v in pairs if not k.startswith(IGNORED)},
+            **{c: None for c in METRIC_COLUMNS}, "history": [], "chance": None, "not_learning": False, "note": ""}
 
 
 @dataclass
@@ -142,9 +159,10 @@ def collect(sweep_dir: Path) -> Summary:
     """Read every job folder of a sweep into a Summary."""
     refused = refusals(sweep_dir)
     rows = [read_job(p) for p in sweep_dir.iterdir() if _is_job(p)]
+    rows += [refused_row(note) for name, note in refused.items() if name not in {r["run_dir"] for r in rows}]
     for r in rows:
         if r["run_dir"] in refused:
-            r["status"], r["error"] = "refused", refused[r["run_dir"]]
+            r["status"], r["error"] = "refused", refused[r["run_dir"]]["reason"]
     rows.sort(key=rank)
     keys = _columns(sweep_dir, rows)
     search = read_json(sweep_dir / HALVING)
@@ -241,9 +259,15 @@ class SummaryCallback(Callback):
             sys.exit(f"{'; '.join(parts)}; see {sweep_dir / 'summary.md'}")
 
 
+USAGE = "usage: python -m lenet_exp.summarize <sweep folder>   (a sweep's folder: multirun/<date>/<time>)"
+
+
 def main(argv: list[str]) -> int:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m lenet_exp.summarize <sweep folder>", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     folder = Path(argv[0])
     if not folder.is_dir():
@@ -255,11 +279,21 @@ def main(argv: list[str]) -> int:
         print(f"Error: {folder}: cannot write the summary ({' '.join(str(e).split())})", file=sys.stderr)
         return 1
     if not rows:
-        print(f"Error: {folder}: no job folders (with .hydra/overrides.yaml or metrics.json) found", file=sys.stderr)
+        if (folder / ".hydra").is_dir():
+            hint = "it is a single run's folder; give a sweep's folder (multirun/<date>/<time>)"
+        elif any(p.is_dir() and any(_is_job(q) for q in p.iterdir()) for p in folder.iterdir() if p.is_dir()):
+            hint = "it holds sweep folders; give one of them (multirun/<date>/<time>)"
+        else:
+            hint = "no job folders (with .hydra/overrides.yaml or metrics.json) in it"
+        print(f"Error: {folder}: {hint}", file=sys.stderr)
         return 1
     print((folder / "summary.md").read_text())
+    print(f"Summary: {folder / 'summary.md'} (summary.csv and summary.png beside it)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit("Interrupted: the summary files are written whole or not at all.")

@@ -137,8 +137,12 @@ def _value_axis(ax, values: list) -> None:
     if len(values) <= 8:  # a grid: a tick at each swept value
         ax.xaxis.set_major_locator(ticker.FixedLocator(values))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    if len(values) == 1:
-        ax.set_xlim(values[0] * 0.5, values[0] * 1.5) if values[0] > 0 else ax.set_xlim(values[0] - 1, values[0] + 1)
+    low, high = min(values), max(values)  # every value on the axis: jobs drawn along the edge widen no limits themselves
+    if ax.get_xscale() == "log":
+        ax.set_xlim(low / 1.4, high * 1.4)
+    else:
+        pad = (high - low) * 0.06 or (abs(low) * 0.5 or 1.0)
+        ax.set_xlim(low - pad, high + pad)
 
 
 def _bar_panel(ax, rows: list[dict], keys: list[str]) -> None:

@@ -60,11 +60,21 @@ def _fmt(column: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     parsed = _value(value) if isinstance(value, str) else value
-    return f"{parsed:.4g}" if isinstance(parsed, float) else str(value)
+    return (f"{parsed:.4g}" if isinstance(parsed, float) else str(value)).replace("|", "\\|")  # a | would split the cell
 
 
 def rerun_command(row: dict) -> str:
-    return "python -m lenet_exp " + " ".join(f"{k}={v}" for k, v in row["overrides"].items())
+    """The command that trains the job again to the same figures: on the CPU with the thread count it had (a parallel
+    sweep's workers have fewer threads than a run alone, and the count changes the order of floating-point sums)."""
+    args = [f"{k}={_bool_text(v)}" for k, v in row["overrides"].items()]
+    if row.get("cpu_threads") and "device.threads" not in row["overrides"]:
+        args.append(f"device.threads={row['cpu_threads']}")
+    return "python -m lenet_exp " + " ".join(args)
+
+
+def _bool_text(value: str) -> str:
+    """True/False as a sweep writes them, true/false as a user types them."""
+    return {"True": "true", "False": "false"}.get(value, value)
 
 
 def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
@@ -73,7 +83,8 @@ def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
     learned = [r for r in completed if not r["not_learning"]]
     if completed and not learned:
         return [f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
-                "the most common class), so there is no best setting to rerun. Try smaller learning rates or another activation.", ""]
+                "the most common class), so there is no best setting to rerun. Train longer or on more examples, or try other "
+                "learning rates (sigmoid needs large ones, relu smaller) or activations.", ""]
     if not learned:
         return []
     best = learned[0]
@@ -111,7 +122,7 @@ def setting_lines(summary) -> list[str]:
         best, seeds = learned[0], ",".join(str(s) for s in learned[0]["seeds"])
         spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
         lead = f", {100 * (best['test_acc_mean'] - learned[1]['test_acc_mean']):.2f} points above the next setting" if len(learned) > 1 else ""
-        args = " ".join(f"{k}={v}" for k, v in best["overrides"].items())
+        args = " ".join(f"{k}={_bool_text(v)}" for k, v in best["overrides"].items())
         name = ", ".join(f"{k}={best['values'][k]}" for k in keys)
         lines += [f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
                   "", f"    python -m lenet_exp --multirun {args} seed={seeds}", ""]

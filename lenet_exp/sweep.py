@@ -7,17 +7,23 @@ Swept keys are the command-line overrides with several values or a sweep functio
 
 from __future__ import annotations
 
-import json
+import hashlib
+import re
+import shutil
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.config import ConfigError
+from lenet_exp.run_files import read_json, write_json
 from lenet_exp.run_folder import RESUMABLE_CHANGES, FolderRefused, first_difference, settings_of
 
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
-SWEEP_FILES = ("multirun.yaml", "summary.csv", "summary.md", "summary.png", "summary_by_setting.csv", ".refused", "optimization_results.yaml", "halving.json")
+SWEEP_RECORD = "sweep.json"  # what makes the folder's sweep the same sweep, written before the first job
+REFUSED = ".refused"  # jobs refused by their folders in the last run of the sweep command, one JSON line each
+SWEEP_FILES = ("multirun.yaml", SWEEP_RECORD, "summary.csv", "summary.md", "summary.png", "summary_by_setting.csv", REFUSED,
+               "optimization_results.yaml", "halving.json")
 # Sweeper keys that do not change what any job trains: a rerun may change them.
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
@@ -28,7 +34,10 @@ def key_of(override: str) -> str:
 
 
 def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | dict | None = None) -> list[str]:
-    """The keys a sweep varies, from its multirun.yaml (basic sweeper) and the sweeper's params."""
+    """The keys a sweep varies, from its sweep.json, else its multirun.yaml and the sweeper's params."""
+    record = read_json(sweep_dir / SWEEP_RECORD)
+    if record is not None and isinstance(record.get("swept"), list):
+        return [k for k in record["swept"] if isinstance(k, str)]
     keys = list(sweeper_params or {})
     saved = sweep_dir / "multirun.yaml"
     if saved.is_file():
@@ -39,10 +48,18 @@ def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | dict | None = None)
     return [k for k in dict.fromkeys(keys) if not k.startswith(IGNORED)]
 
 
+MAX_NAME = 200  # bytes of a job folder's name; file systems allow 255
+
+
 def dirname_for(overrides: list[str], swept: list[str]) -> str:
-    """A job's folder name after its number: its values of the swept keys, sorted, as `key=value,...`."""
+    """A job's folder name after its number: its values of the swept keys, sorted, as `key=value,...` (too long a
+    name is cut, with a digest of the whole to keep it unique)."""
     keys = set(swept)
-    return ",".join(sorted(o.lstrip("+~") for o in overrides if key_of(o) in keys)).replace("/", "_") or "job"
+    name = ",".join(sorted(o.lstrip("+~") for o in overrides if key_of(o) in keys)).replace("/", "_") or "job"
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = name.encode()[: MAX_NAME - 13].decode(errors="ignore") + "," + digest
+    return name
 
 
 def job_dirname(*, _root_: DictConfig) -> str:
@@ -61,7 +78,13 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
     swept = [(o, p) for o, p in parsed if p.is_sweep_override() and not o.lstrip("+~").startswith("hydra.")]
     if swept and not multirun:
         raise ConfigError(f"{swept[0][0]}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}")
-    basic = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper")
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    basic = sweeper.endswith("BasicSweeper")
+    if not multirun and not basic:
+        preset = next((o for o in overrides if o.split("=", 1)[0] == "hparams_search"), "the sweeper")
+        raise ConfigError(f"{preset} searches over a sweep: add --multirun")
+    if multirun:
+        check_plugin_settings(cfg)
     if multirun and basic:
         for text, override in swept:
             if not override.is_discrete_sweep():
@@ -69,9 +92,41 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
                                   "the plain sweep takes lists (a,b,c), range(start,stop,step) and choice(a,b)")
     if str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("HalvingSweeper"):
         check_halving(cfg, overrides, multirun, [o for o, _ in swept])
-    for subdir in (a.split("=", 1)[1] for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
-        if ".." in Path(subdir).parts or subdir.startswith("/"):
-            raise ConfigError(f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path)")
+    for subdir in (a.split("=", 1)[1].strip("'\"") for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
+        if not subdir or ".." in Path(subdir).parts or subdir.startswith("/"):
+            raise ConfigError(f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path, not empty)")
+        if not any(part in subdir for part in ("hydra.job.num", "hydra.job.id", "lenet_exp.job_dirname")):
+            raise ConfigError(f"hydra.sweep.subdir={subdir}: every job needs a folder of its own: keep ${{hydra.job.num}} in it")
+
+
+def check_plugin_settings(cfg: DictConfig) -> None:
+    """The launcher's and the Optuna sweeper's own keys, checked before Hydra hands them to the plugins."""
+    launcher, sweeper = cfg.hydra.launcher, cfg.hydra.sweeper
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target and (not _is_int(launcher.get("n_jobs")) or launcher.n_jobs == 0):
+        raise ConfigError(f"hydra.launcher.n_jobs={launcher.get('n_jobs')!r} is not allowed: expected a non-zero integer (-1: one per CPU core)")
+    if "Submitit" in target and (not _is_number(launcher.get("timeout_min")) or launcher.timeout_min <= 0):
+        raise ConfigError(f"hydra.launcher.timeout_min={launcher.get('timeout_min')!r} is not allowed: expected minutes > 0")
+    if "SlurmLauncher" in target and not shutil.which("sbatch"):
+        raise ConfigError("hydra/launcher=slurm needs SLURM, and sbatch is not found here; use hydra/launcher=parallel (or submitit_local) on this machine")
+    if "Optuna" in str(sweeper.get("_target_", "")):
+        if not _is_int(sweeper.get("n_trials")) or sweeper.n_trials < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials={sweeper.get('n_trials')!r} is not allowed: expected an integer >= 1")
+        if not _is_int(sweeper.get("n_jobs")) or sweeper.n_jobs < 1:
+            raise ConfigError(f"hydra.sweeper.n_jobs={sweeper.get('n_jobs')!r} is not allowed: expected an integer >= 1")
+        if str(sweeper.get("direction")) not in ("maximize", "minimize", "Direction.maximize", "Direction.minimize"):
+            raise ConfigError(f"hydra.sweeper.direction={sweeper.get('direction')!r} is not allowed: expected maximize (the task returns test accuracy)")
+        storage = sweeper.get("storage")
+        if storage is not None and not re.match(r"^[a-z][a-z0-9+]*://", str(storage)):
+            raise ConfigError(f"hydra.sweeper.storage={storage!r} is not allowed: expected null (in memory) or a database URL such as sqlite:///optuna.db")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: list[str]) -> None:
@@ -97,38 +152,70 @@ def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: 
         raise ConfigError("hydra.sweep.subdir: halving names its job folders itself, so each setting keeps one folder across rungs")
 
 
+def swept_in(overrides: list[str], sweeper_params=None) -> list[str]:
+    """The keys a command sweeps: overrides with several values or a sweep function, and a search sweeper's params."""
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o])
+    keys = [*(sweeper_params or {}), *(o.key_or_group for o in parsed if o.is_sweep_override())]
+    return [k for k in dict.fromkeys(keys) if not k.startswith(IGNORED)]
+
+
+def sweep_identity(overrides: list[str], cfg: DictConfig) -> dict:
+    """What makes a sweep the same sweep: its overrides, its swept keys, its sweeper's settings, its fixed settings."""
+    swept = swept_in(overrides, OmegaConf.select(cfg, "hydra.sweeper.params", default=None))
+    fixed = {k: v for k, v in settings_of(_task_part(cfg)).items() if not k.startswith(tuple(swept)) or not swept}
+    return {"overrides": overrides, "swept": swept, "sweeper": _without(OmegaConf.to_container(cfg.hydra.sweeper), SWEEPER_EXTENSIONS), "settings": fixed}
+
+
+def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
+    """sweep.json, written once the checks pass: every sweeper's folder (Optuna's, which writes no multirun.yaml,
+    too) then carries what a rerun is compared with; and the refusals of the last run are cleared."""
+    (sweep_dir / REFUSED).unlink(missing_ok=True)
+    write_json(sweep_dir / SWEEP_RECORD, sweep_identity(overrides, cfg))
+
+
+def _earlier_identity(sweep_dir: Path) -> dict | None:
+    """The folder's sweep record: sweep.json, or for a folder an older lenet_exp made, its multirun.yaml."""
+    record = read_json(sweep_dir / SWEEP_RECORD)
+    if record is not None:
+        return record
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        return sweep_identity([str(o) for o in OmegaConf.load(saved).hydra.overrides.task], OmegaConf.load(saved))
+    except Exception as e:
+        raise FolderRefused(f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir") from None
+
+
 def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
     """Refuse to sweep into a folder that holds something else: a single run, other files, or a sweep of other settings.
 
-    A rerun may change only what cannot change a job's figures: more epochs to train to, the data's
-    location, the device, the launcher. Fewer epochs than its jobs have trained are refused too.
+    A rerun may change only what cannot change a job's figures (more epochs to train to, the data's location,
+    the device, the launcher) and only where the sweep does not vary it. Fewer epochs than its jobs have trained
+    are refused too.
     """
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
+    then = _earlier_identity(sweep_dir)
+    if then is None:
         others = sorted(p.name for p in sweep_dir.iterdir() if p.name != ".submitit")
         if others:
             what = "a single run" if (sweep_dir / ".hydra").is_dir() else f"other files ({', '.join(others[:3])})"
             raise FolderRefused(f"{sweep_dir} holds {what}, not a sweep; choose a new hydra.sweep.dir")
         return
-    strangers = sorted(p.name for p in sweep_dir.iterdir() if not p.is_dir() and p.name not in SWEEP_FILES)
+    # a file no sweep writes, or a folder where a sweep writes a file: not this project's doing
+    strangers = sorted(p.name for p in sweep_dir.iterdir() if (p.is_dir() == (p.name in SWEEP_FILES)) and p.name != ".submitit")
     if strangers:
-        raise FolderRefused(f"{sweep_dir} holds files no sweep writes ({', '.join(strangers[:3])}); move them away, or choose a new hydra.sweep.dir")
-    try:
-        then = OmegaConf.load(saved)
-        given = [str(o) for o in then.hydra.overrides.task]
-    except Exception as e:
-        raise FolderRefused(f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir") from None
+        raise FolderRefused(f"{sweep_dir} holds things no sweep writes there ({', '.join(strangers[:3])}); move them away, or choose a new hydra.sweep.dir")
+    now = sweep_identity(overrides, cfg)
+    given = then.get("overrides") or []
     refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it as it was ({' '.join(given)}), or choose a new hydra.sweep.dir"
-    if diff := _override_difference(_bykey_of(given), _bykey_of(overrides)):
+    swept = set(then.get("swept") or []) | set(now["swept"])
+    if diff := _override_difference(_by_key(given, swept), _by_key(overrides, swept)):
         raise FolderRefused(refuse.format(diff))
     if _swept_order(given) != _swept_order(overrides):
         raise FolderRefused(refuse.format(f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"))
-    sweeper_then, sweeper_now = (_without(OmegaConf.to_container(c.hydra.sweeper), SWEEPER_EXTENSIONS) for c in (then, cfg))
-    if diff := first_difference(sweeper_then, sweeper_now):
+    if diff := first_difference(then.get("sweeper") or {}, now["sweeper"]):
         raise FolderRefused(refuse.format(f"hydra.sweeper: {diff}"))
-    swept = tuple(swept_keys(sweep_dir))
-    fixed = lambda c: {k: v for k, v in settings_of(_task_part(c)).items() if not k.startswith(swept)}  # noqa: E731
-    if diff := first_difference(fixed(then), fixed(cfg)):
+    if diff := first_difference(then.get("settings") or {}, now["settings"]):
         raise FolderRefused(refuse.format(diff))
     if "trainer.epochs" not in swept:
         trained = max((_epochs_trained(job) for job in sweep_dir.iterdir() if job.is_dir()), default=0)
@@ -139,10 +226,10 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
             )
 
 
-def _bykey_of(overrides: list[str]) -> dict[str, str]:
-    """Overrides as key -> value text, without the keys a rerun may change."""
+def _by_key(overrides: list[str], swept: set[str]) -> dict[str, str]:
+    """Overrides as key -> value text, without the keys a rerun may change (unless the sweep varies them)."""
     pairs = (o.split("=", 1) for o in overrides if "=" in o)
-    return {k: v for k, v in pairs if not k.lstrip("+~").startswith(RESUMABLE_CHANGES)}
+    return {k: v for k, v in pairs if k.lstrip("+~") in swept or not k.lstrip("+~").startswith(RESUMABLE_CHANGES)}
 
 
 def _override_difference(then: dict[str, str], now: dict[str, str]) -> str | None:
@@ -162,11 +249,9 @@ def _swept_order(overrides: list[str]) -> list[str]:
 
 
 def _epochs_trained(job_dir: Path) -> int:
-    """Epochs a job folder has trained, from its metrics.json (0 when it has none)."""
-    try:
-        return int(json.loads((job_dir / "metrics.json").read_text()).get("epochs_completed") or 0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0
+    """Epochs a job folder has trained, from its metrics.json (0 when it has none or it is no regular file)."""
+    epochs = (read_json(job_dir / "metrics.json") or {}).get("epochs_completed")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
 
 
 def _without(d: dict, keys: tuple) -> dict:

@@ -36,8 +36,11 @@ from lenet_exp.model import shape_table
 log = logging.getLogger(__name__)
 
 
-class Interrupted(Exception):
-    """Training stopped on SIGINT/SIGTERM; `saved`: after writing a checkpoint of where it stood."""
+class Interrupted(BaseException):
+    """Training stopped on SIGINT/SIGTERM; `saved`: after writing a checkpoint of where it stood.
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` on its way may take it for an error.
+    """
 
     def __init__(self, signum: int, saved: bool = True) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -50,8 +53,8 @@ class StopSignals:
     the loop checks between steps, so a checkpoint can be saved; a second signal stops at once, but never
     in the middle of writing files.
 
-    With `parent_pid` (a sweep job in a worker process), the parent's death raises the flag too, so a
-    killed parallel sweep leaves no orphan jobs training on.
+    With `parent_pid` (a sweep job in another process than its sweep's), the sweep's death raises the flag too,
+    so a killed parallel sweep leaves no orphan jobs training on.
     """
 
     def __init__(self, parent_pid: int | None = None) -> None:
@@ -86,9 +89,13 @@ class StopSignals:
 
     def _watch_parent(self) -> None:
         while not self._done.wait(0.5):
-            if os.getppid() != self._parent:
+            try:
+                os.kill(self._parent, 0)  # the sweep process, whether it is this job's parent (joblib) or not (submitit)
+            except ProcessLookupError:
                 self.signum = self.signum or signal.SIGTERM
                 return
+            except PermissionError:
+                pass  # alive, another user's
 
     def __exit__(self, *exc) -> None:
         self._done.set()
@@ -187,6 +194,7 @@ def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: 
         raise ConfigError(f"model cannot take {name} images ({size}): {_short(e)}") from None
     if out.dim() != 2 or out.shape[1] < spec.classes:
         raise ConfigError(f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)")
+    check_optimizer_types(cfg)
     try:
         optimizer = instantiate(cfg.optimizer)(trial.parameters())
         for _ in range(2):  # some settings are first used in the second step (SGD's dampening)
@@ -197,6 +205,27 @@ def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: 
         raise ConfigError(f"optimizer cannot take a step with these settings: {_short(e)}") from None
 
 
+def check_optimizer_types(cfg: DictConfig) -> None:
+    """Each optimizer setting of the type its class's default has (a flag a bool, a rate a number), even where this
+    run would never read it (dampening without momentum): a value of the wrong type is a mistake either way."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(get_class(cfg.optimizer._target_)).parameters.items()}
+    except Exception:
+        return  # not a class we can read: the trial step decides
+    for key, value in OmegaConf.to_container(cfg.optimizer, resolve=True).items():
+        default = defaults.get(key, inspect.Parameter.empty)
+        if key.startswith("_") or default in (None, inspect.Parameter.empty):
+            continue
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected a number")
+
+
 def check_buildable(cfg: DictConfig) -> None:
     """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every model it varies."""
     s = Settings.from_cfg(cfg)
@@ -204,7 +233,7 @@ def check_buildable(cfg: DictConfig) -> None:
     check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, torch.device("cpu"))
 
 
-def _short(error: Exception) -> str:
+def _short(error: Exception | str) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
 
@@ -282,6 +311,7 @@ def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -
         "rng": torch.get_rng_state(),
         "progress": asdict(p),
         "settings": run_folder.settings_of(cfg),
+        "cpu_threads": torch.get_num_threads(),
     }
     run_files.save_checkpoint(run_dir / run_files.LAST, state)
 
@@ -303,6 +333,7 @@ def metrics_of(p: Progress, status: str, device: torch.device, chance: float | N
         "examples_per_sec_by_epoch": p.speeds,
         "train_seconds": p.train_seconds,
         "device": str(device),
+        "cpu_threads": torch.get_num_threads() if device.type == "cpu" else None,  # the CPU's figures depend on it
         "chance_test_acc": chance,  # test acc of always guessing the most common test class
         "history": p.history,
         **({"error": f"loss became non-finite at step {p.global_step}"} if status == "diverged" else {}),
@@ -357,6 +388,10 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run | dict:
             optimizer.load_state_dict(plan.state["optimizer"])
             torch.set_rng_state(plan.state["rng"])
             p = Progress(**plan.state["progress"])
+            before = plan.state.get("cpu_threads")
+            if device.type == "cpu" and before and before != torch.get_num_threads():
+                plan.note += (f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order of "
+                              "floating-point sums differs, so the figures will not match an unbroken run digit for digit")
         except Exception as e:
             raise run_files.CheckpointError(
                 f"{run_dir / run_files.LAST}: cannot resume from this checkpoint, it does not fit this run ({_short(e)[:160]}); "
@@ -397,14 +432,14 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
             e.note = f"before training started; nothing was trained ({run_dir}/.hydra/ records its settings)"
             raise e
         try:
-            return fit(run, run_dir, hparams, stop, in_worker=parent_pid is not None)
+            return fit(run, run_dir, hparams, stop, in_worker=parent_pid is not None, in_sweep=keep_refusals)
         except Interrupted as e:
             if not e.saved:
                 e.note = f"stopped before saving where it stood; {run_dir} continues from its last checkpoint when rerun"
                 _record_quietly(run_dir, f"stopped by {e} before saving where it stood", "interrupted")
             raise
         except BaseException as e:
-            reason = f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else " ".join(f"{type(e).__name__}: {e}".split())
+            reason = f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else _short(f"{type(e).__name__}: {e}")
             log.error("run failed: %s", reason)
             _record_quietly(run_dir, reason, "failed")
             raise
@@ -422,7 +457,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bool = False) -> dict:
+def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bool = False, in_sweep: bool = False) -> dict:
     """The training loop: epochs of train_epoch and evaluate, curves and checkpoints; returns metrics.json's figures."""
     cfg, s, device, model, optimizer, p = run.cfg, run.s, run.device, run.model, run.optimizer, run.p
     train_set, test_set, started = run.train_set, run.test_set, time.perf_counter()
@@ -433,13 +468,14 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bo
         log.info("%s", run.plan.note[0].upper() + run.plan.note[1:])
     if p.global_step == 0:
         lines = shape_table(model, model.input_shape)
-        log.info("Layer output shapes:\n%s", "\n".join(lines))
+        if not in_sweep:  # a sweep's jobs share one model: its table once per job would drown the log (TensorBoard has it)
+            log.info("Layer output shapes:\n%s", "\n".join(lines))
         logger.text("model/shapes", lines)
     logger.session_start(hparams)
     log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
     log.info(
-        "Training on %s (%d CPU threads): %d train / %d test examples, %d epochs, into %s",
-        device, torch.get_num_threads(), len(train_set), len(test_set), s.trainer.epochs, run_dir,
+        "Training on %s (%s): %d train / %d test examples, %s, into %s",
+        device, plural(torch.get_num_threads(), "CPU thread"), len(train_set), len(test_set), plural(s.trainer.epochs, "epoch"), run_dir,
     )
     chance = test_set.labels.bincount().max().item() / len(test_set)
     record = lambda status: metrics_of(p, status, device, chance)  # noqa: E731
@@ -501,13 +537,17 @@ def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bo
         logger.close(quietly=True)  # after an error: the error to report is the first one
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
     """The run's last console line: how it ended, its final and best test accuracy, and where its files are."""
     best = m["best_test_acc"]
     at = f" (epoch {m['history']['test_acc'].index(best) + 1})" if best is not None else ""
     if m["status"] == "diverged":
-        head = f"Diverged: {m['error']}; best test acc {best if best is None else f'{best:.4f}'}{at}"
+        head = f"Diverged: {m['error']}; " + ("no test accuracy" if best is None else f"best test acc {best:.4f}{at}")
     else:
-        head = f"Done: {m['epochs_completed']} epochs, test acc {m['test_acc']:.4f}, best {best:.4f}{at}"
-    stuck = f"; at chance ({m['chance_test_acc']:.3f}): this setting is not learning" if run_files.not_learning(m) else ""
+        head = f"Done: {plural(m['epochs_completed'], 'epoch')}, test acc {m['test_acc']:.4f}, best {best:.4f}{at}"
+    stuck = f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)" if run_files.not_learning(m) else ""
     return f"{head}{stuck}; {seconds:.1f} s; files in {run_dir}"

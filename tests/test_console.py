@@ -96,3 +96,8 @@ def test_the_command_line_answers_without_loading_torch(tmp_path, args):
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & {"torch", "torchvision", "tensorboard", "matplotlib"}, sorted(imported & {"torch", "torchvision", "tensorboard", "matplotlib"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_flags_anywhere_even_info_after_an_override(tmp_path):
+    proc = run_cli("optimizer.lr=0.1", "--info", cwd=tmp_path)
+    assert proc.returncode == 0 and "Config search path" in proc.stdout and list(tmp_path.iterdir()) == []

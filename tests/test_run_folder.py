@@ -95,7 +95,7 @@ def test_the_lock_is_the_kernels_and_dies_with_its_process(tmp_path):
 
 REFUSED_RERUNS = {
     "other settings": (["optimizer.lr=0.3"], "holds a run with other settings (optimizer.lr=0.9 there, 0.3 now)"),
-    "fewer epochs": (["trainer.epochs=1"], "has trained into epoch 2 already; trainer.epochs=1 asks for fewer"),
+    "fewer epochs": (["trainer.epochs=1"], "has trained 2 epochs already; trainer.epochs=1 asks for fewer"),
     "bf16 on resume": (["device.amp=true"], "holds a run with other settings (device.amp=False there, True now)"),
     "compile on resume": (["device.compile=true"], "(device.compile=False there, True now)"),
 }
@@ -161,6 +161,7 @@ SWEEP_CHANGES = {
     "a fixed setting": (["optimizer.momentum=0.5"], "holds a sweep of other settings (optimizer.momentum=0.5 is new)"),
     "the swept values": (["optimizer.lr=0.1,0.2"], "(optimizer.lr=0.1,0.2 where it has optimizer.lr=0.1,0.3)"),
     "the sweeper": (["hparams_search=optuna"], "holds a sweep of other settings (hparams_search=optuna is new)"),
+    "a swept data root": (["data.root=data,other"], "holds a sweep of other settings (data.root=data,other is new)"),
 }
 
 
@@ -217,6 +218,9 @@ def test_a_full_disk_ends_failed_in_one_line(tmp_path, fashion_mnist):
         metrics = json.loads((disk / "run" / "metrics.json").read_text())
         assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
         assert "run failed: OSError" in (disk / "run" / "train.log").read_text()
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # space again: the same command starts over
+        again = run_cli(*QUICK, "hydra.run.dir=disk/run", cwd=tmp_path)
+        assert again.returncode == 0 and "left no checkpoint (status failed): starting over" in again.stdout
     finally:
         unmount(disk)
 
@@ -318,11 +322,22 @@ BAD_VALUES = {
     "--multirun optimizer.lr=interval(0.1,1)": "optimizer.lr=interval(0.1,1): a search space needs a search sweeper (hparams_search=optuna)",
     "--multirun seed=1,2 hydra.sweep.subdir=../../out": "hydra.sweep.subdir=../../out: job folders must stay inside the sweep folder",
     "--multirun model.kernel_size=5,30": "model: a 28x28 input shrinks to nothing after conv 2",
-    "+optimizer.dampening=abc optimizer.momentum=0.9": "optimizer cannot take a step with these settings: unsupported operand type(s) for -: 'int' and 'str'",
+    "+optimizer.nesterov=true": "optimizer: Nesterov momentum requires a momentum and zero dampening",
+    "optimizer=adam +optimizer.capturable=true": "optimizer cannot take a step with these settings: If capturable=True",
     "hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}": "hydra.run.dir: cannot be resolved",
     "resume=x${y}": "hydra.run.dir=x${y}: a folder name holding '${' would be read as an interpolation by Hydra; rename the folder",
     "hydra.run.dir=dangling": "hydra.run.dir=dangling: is a broken link (it points to nothing)",
     "hydra.run.dir=/proc/lenet_exp_run": "hydra.run.dir=/proc/lenet_exp_run: cannot write there (No such file or directory)",
+    "+optimizer.dampening=abc": "optimizer.dampening='abc' is not allowed: expected a number",  # even where momentum 0 never reads it
+    "optimizer=adam +optimizer.amsgrad=maybe": "optimizer.amsgrad='maybe' is not allowed: expected true or false",
+    "hparams_search=optuna": "hparams_search=optuna searches over a sweep: add --multirun",
+    "--multirun hparams_search=optuna hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 is not allowed: expected an integer >= 1",
+    "--multirun seed=1,2 hydra/launcher=parallel hydra.launcher.n_jobs=0": "hydra.launcher.n_jobs=0 is not allowed",
+    "--multirun seed=1,2 hydra/launcher=bogus": "Available options in 'hydra/launcher': basic, joblib, parallel, slurm",
+    "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
+    "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",
+    "--cfg job --multirun seed=1,2": "--cfg prints one composed config: drop --multirun",
+    "-cn config ~optimizer.lr": "~optimizer.lr: lenet_exp reads optimizer.lr",
 }
 
 
@@ -336,7 +351,7 @@ def bad_value_runs(tmp_path_factory):
     with ThreadPoolExecutor(2) as pool:
         own_folder = lambda arg: "dir=" in arg or arg.startswith("resume=")  # noqa: E731
         procs = pool.map(lambda io: run_cli(*([] if io[1].startswith("resume=") else QUICK), *io[1].split(),
-                                            *([] if own_folder(io[1]) else [f"hydra.run.dir=runs/{io[0]}"]), cwd=cwd), enumerate(BAD_VALUES))
+                                            *([] if own_folder(io[1]) else [f"hydra.run.dir=run{io[0]}"]), cwd=cwd), enumerate(BAD_VALUES))
         return cwd, dict(zip(BAD_VALUES, procs))
 
 
@@ -398,6 +413,23 @@ SLOW_LOAD = (
 )
 
 
+SLOW_CHECK = (
+    "import time, lenet_exp.train as t\ncheck = t.check_trainable\n"
+    "def slow(*a):\n    print('checking', flush=True)\n    time.sleep(30)\n    return check(*a)\nt.check_trainable = slow\n"
+)
+
+
+def test_ctrl_c_during_a_sweep_jobs_checks_stops_the_sweep_and_fails_nothing(tmp_path):
+    """The stop is no error: no `except Exception` on the way (the checks have several) may record it as one."""
+    proc = start_patched(SLOW_CHECK, "--multirun", *QUICK, "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    while "checking" not in proc.stdout.readline():
+        assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted by SIGINT: before training started; nothing was written." in err
+    assert not list((tmp_path / "sweep").glob("*/metrics.json"))  # job 0 not failed, job 1 never started
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_data_loads_ends_in_one_line(tmp_path, sig):
     proc = start_patched(SLOW_LOAD, *QUICK, "hydra.run.dir=run", cwd=tmp_path)
@@ -436,6 +468,22 @@ def test_summary_marks_unreadable_jobs_and_ranks_completed_first(tmp_path):
     assert summarize_main([str(tmp_path)]) == 0
     md = (tmp_path / "summary.md").read_text()
     assert "Best: job 0, test acc 0.7000" in md and "| unreadable |" in md and (tmp_path / "summary.png").stat().st_size > 0
+
+
+def test_a_refused_job_without_files_of_its_own_still_has_its_row(tmp_path):
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], {"status": "completed", "test_acc": 0.7})
+    (tmp_path / "1_optimizer.lr=0.3").mkdir()  # another process held it before anything was written
+    note = {"run_dir": "1_optimizer.lr=0.3", "reason": "in use by process 7", "overrides": ["optimizer.lr=0.3"], "metrics_mtime": None}
+    (tmp_path / ".refused").write_text(json.dumps(note) + "\n")
+    rows = {r["job"]: r for r in collect(tmp_path).rows}
+    assert rows[1]["status"] == "refused" and rows[1]["error"] == "in use by process 7" and rows[1]["overrides"] == {"optimizer.lr": "0.3"}
+
+
+def test_a_pipe_for_metrics_json_is_unreadable_not_waited_on(tmp_path):
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], None)
+    os.mkfifo(tmp_path / "0_optimizer.lr=0.1" / "metrics.json")
+    row = collect(tmp_path).rows[0]
+    assert row["status"] == "unreadable" and row["error"] == "metrics.json: not a regular file"
 
 
 def test_summary_survives_damaged_sweep_files(tmp_path):

@@ -174,6 +174,8 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
     assert result["best_value"] == pytest.approx(max(done))
+    again = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("not retraining") == 3  # a seeded search draws the same trials
 
 
 def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
