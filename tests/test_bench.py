@@ -39,7 +39,7 @@ BAD_ARGS = {
     ("--workers", "-1"): "argument --workers: '-1': expected an integer >= 0",
     ("--target-acc", "1.5"): "argument --target-acc: '1.5': expected a test accuracy in [0, 1)",
     ("--device", "tpu"): "argument --device: invalid choice: 'tpu'",
-    ("device.nope=1",): "device.nope: no such key. Did you mean device.name",
+    ("device.nope=1",): "device.nope: no such key. (python -m lenet_exp --cfg job lists every key)",
     ("data=imagenet",): "data=imagenet: unknown option of group 'data'; allowed: fashion_mnist, mnist",
     ("data.batch_size=0",): "data.batch_size=0 is not allowed: expected an integer >= 1",
     ("data=mnist", "data.root=nowhere", "data.download=false"): "mnist: files not found in nowhere/MNIST/raw",
