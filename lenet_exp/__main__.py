@@ -18,7 +18,6 @@ import sys
 # Ctrl-C while the modules below load ends in one line, not a traceback; main() restores Python's own handler.
 signal.signal(signal.SIGINT, lambda signum, frame: (sys.stderr.write("Interrupted by SIGINT: nothing was written.\n"), sys.exit(130)))
 
-import json
 import logging
 import os
 import socket
@@ -32,31 +31,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp import run_files, run_folder, sweep
+from lenet_exp import run_folder, sweep
+from lenet_exp.logger import hparams_of
+from lenet_exp.sweep import note_refusal
 from lenet_exp.config import CONFIG_PATH, ConfigError, check_folder_path, check_overrides, is_hydra_override, quoted
 from lenet_exp.data import DataError
-from lenet_exp.summarize import REFUSED, write_summary
+from lenet_exp.run_files import CheckpointError
+from lenet_exp.summarize import write_summary
 
 log = logging.getLogger("lenet_exp")
-USER_ERRORS = (ConfigError, DataError, run_files.CheckpointError)
-NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")  # how a run is shown or fed, not what it learns
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
 NO_ACCURACY = 0.0  # what a job without a final test accuracy (failed, diverged, refused) returns: sweepers rank it last
 LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # host:pid of the sweep's own process, seen by jobs that run in other processes
 NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-p", "--package", "--resolve")
 VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun")
-
-
-def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
-    """The run's key settings for TensorBoard's HParams dashboard: group choices, main values, every override."""
-    keys = ["optimizer.lr", "data.batch_size", "trainer.epochs", "seed"]
-    keys += [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and not o.startswith("hydra")]
-    keys = [k for k in keys if k not in NOT_HPARAMS]
-    settings = {g: choices[g] for g in ("model", "activation", "optimizer", "data", "device") if g in choices}
-    for key in keys:
-        value = OmegaConf.select(cfg, key, default=None)
-        if key not in settings and value is not None:
-            settings[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return settings
 
 
 def environment_errors() -> tuple:
@@ -105,15 +93,6 @@ def stop(signum: int, note: str, in_worker: bool) -> None:
 
 
 
-def note_refusal(sweep_dir: Path, run_dir: Path, reason: str, overrides: list[str]) -> None:
-    """A job refused by its folder writes nothing there; the sweep folder keeps the reason, for its summary and exit status."""
-    metrics = run_dir / run_files.METRICS
-    line = {"run_dir": run_dir.name, "reason": reason, "overrides": overrides, "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None}
-    with open(sweep_dir / REFUSED, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
     hc = HydraConfig.get()
@@ -159,6 +138,10 @@ def task(cfg: DictConfig) -> float:
                     print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
             if came:
                 stop(came[0], f"the summary in {hc.sweep.dir} is up to date; rerun the same command to continue", in_worker)
+
+
+task.trains_lenet = True  # the fused launcher knows this task: it may train its jobs together as one model
+hydra_task = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)
 
 
 def expand_resume(argv: list[str]) -> list[str]:
@@ -267,7 +250,7 @@ def main() -> None:
         flags, overrides, last = split_flags(argv[1:])
         with output_folder(flags, overrides) as pin:
             sys.argv = [argv[0], *flags, *overrides, *pin, *last]
-            task()
+            hydra_task()
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,6 +2,7 @@
 
     python -m lenet_exp.bench                      # CPU or GPU, whichever `auto` picks
     python -m lenet_exp.bench --device cuda --repeats 5 --target-acc 0.75
+    python -m lenet_exp.bench --sweep 6 --steps 100   # sweep arrangements: sequential, parallel, fused
 
 (a) textbook: torchvision data set + ToTensor + DataLoader (4 workers, shuffled) and a loop
     that reads loss and accuracy back to the host every step, as the book does;
@@ -14,6 +15,7 @@ evaluation (whole epochs, so this part is not bounded by `--steps`). Progress go
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
@@ -28,7 +30,9 @@ from torch import nn
 
 from lenet_exp.config import INT_GE_0, INT_GE_1, ConfigError, Settings, check_overrides, compose_config
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
-from lenet_exp.train import Interrupted, Progress, StopSignals, build, epoch_order, evaluate, setup_device, train_epoch
+from lenet_exp.build import build, setup_device
+from lenet_exp.signals import Interrupted, StopSignals
+from lenet_exp.train import Progress, Solo, epoch_order, train_epoch
 
 WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
 
@@ -93,7 +97,7 @@ class Textbook:
     def train_full_epoch(self, model: nn.Module, optimizer) -> None:
         self.run(model, optimizer, len(self.train_iter) - WARMUP)  # warm-up steps included: one whole pass
 
-    def test_acc(self, model: nn.Module) -> float:
+    def test_acc(self, model: nn.Module, optimizer=None) -> float:
         model.eval()
         correct = 0
         with torch.no_grad():
@@ -104,55 +108,61 @@ class Textbook:
 
 
 class LenetExp:
-    """lenet_exp's own hot loop (train_epoch / evaluate) on device-resident data."""
+    """lenet_exp's own hot loop (train_epoch / evaluate) on device-resident data, through the trainee training uses."""
 
     def __init__(self, settings: Settings, train: Split, test: Split, device: torch.device) -> None:
         self.s, self.device = settings, device
         self.train_set, self.test_set = train.to(device), test.to(device)
         self.epoch = 0
 
-    def _epoch(self, model, optimizer, steps: int | None) -> None:
+    def _epoch(self, trainee: Solo, steps: int | None) -> None:
         n = len(self.train_set) if steps is None else steps * self.s.data.batch_size
         data = Split(self.train_set.images[:n], self.train_set.labels[:n])
-        order = epoch_order(len(data), 0, self.epoch, self.device)
+        order = epoch_order(len(data), 0, self.epoch, self.device).unsqueeze(0)  # (1, N): one member
         self.epoch += 1
         with StopSignals() as stop:
-            train_epoch(model, optimizer, data, order, Progress(), self.s, lambda: True, stop)
+            train_epoch(trainee, data, order, [_Member()], self.s, stop, on_log=lambda: None, on_diverged=lambda m: None)
         if stop.signum is not None:  # Ctrl-C or SIGTERM ends the benchmark, as in the textbook loop
             raise Interrupted(stop.signum)
 
-    def run(self, model: nn.Module, optimizer, steps: int) -> float:
-        self._epoch(model, optimizer, WARMUP)
+    def run(self, trainee: Solo, steps: int) -> float:
+        self._epoch(trainee, WARMUP)
         sync(self.device)
         start = time.perf_counter()
         while steps > 0:  # whole epochs of at most one pass over the data
             chunk = min(steps, len(self.train_set) // self.s.data.batch_size)
-            self._epoch(model, optimizer, chunk)
+            self._epoch(trainee, chunk)
             steps -= chunk
         sync(self.device)  # train_epoch ends with a sync; this one is for the record
         return time.perf_counter() - start
 
-    def train_full_epoch(self, model, optimizer) -> None:
-        self._epoch(model, optimizer, None)
+    def train_full_epoch(self, trainee: Solo) -> None:
+        self._epoch(trainee, None)
 
-    def test_acc(self, model: nn.Module) -> float:
-        return evaluate(model, self.test_set, self.s)
+    def test_acc(self, trainee: Solo) -> float:
+        return trainee.evaluate(self.test_set)[0]
 
 
-def lenet_exp_parts(cfg, settings: Settings, device: torch.device):
-    """lenet_exp's model and optimizer as training builds them: compiled when `device.compile=true`."""
-    model, optimizer = build(cfg, settings, device)
-    return (torch.compile(model) if settings.device.compile else model), optimizer
+class _Member:
+    """What train_epoch reads of a member: where it stands, and that it still trains."""
+
+    def __init__(self) -> None:
+        self.p, self.active = Progress(), True
+
+
+def lenet_exp_parts(cfg, settings: Settings, device: torch.device) -> tuple[Solo]:
+    """lenet_exp's trainee as training builds it: model, optimizer, compiled when `device.compile=true`."""
+    return (Solo(*build(cfg, settings, device), settings),)
 
 
 def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) -> tuple[float | None, int]:
     """Wall seconds (training and evaluation) from scratch until test acc >= target, and the epochs taken."""
-    model, optimizer = fresh()
+    parts = fresh()
     sync(device)
     start = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
-        pipeline.train_full_epoch(model, optimizer)
-        if pipeline.test_acc(model) >= target:
+        pipeline.train_full_epoch(*parts)
+        if pipeline.test_acc(*parts) >= target:
             sync(device)
             return time.perf_counter() - start, epoch
     return None, max_epochs
@@ -196,6 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target-acc", type=_typed(float, ACCURACY), default=0.0,
                         help="also time each pipeline from scratch to this test accuracy, in whole epochs (default 0: skip)")
     parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), default=10, help="epochs at most for --target-acc")
+    parser.add_argument("--sweep", type=_typed(int, INT_GE_1), metavar="K",
+                        help="instead: K settings trained one after another, in parallel workers and fused; aggregate examples/sec of each")
+    parser.add_argument("--jobs", type=_typed(int, INT_GE_1), default=os.cpu_count() or 1, help="worker processes of --sweep's parallel arrangement")
     parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
     return parser.parse_args(argv)
 
@@ -214,7 +227,13 @@ def setup(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        run(args, *setup(args))
+        if args.sweep:
+            from lenet_exp.sweep_bench import run_sweep_bench
+
+            cfg, settings, device, train, _ = setup(args)
+            run_sweep_bench(args.sweep, args.steps, args.jobs, cfg, device, train, say)
+        else:
+            run(args, *setup(args))
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

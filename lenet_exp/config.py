@@ -30,13 +30,18 @@ def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig
     `with_hydra` keeps the `hydra` node (run and sweep folders, sweeper, launcher) as the command would see it.
     """
     from hydra import compose, initialize_config_dir, initialize_config_module
+    from hydra.version import VersionBase
 
+    before = VersionBase.instance().getbase()  # Hydra keeps the version base process-wide: leave it as it was for whoever runs next
     if CONFIG_PATH.startswith("pkg://"):
         context = initialize_config_module(config_module="lenet_exp.conf", version_base="1.3")
     else:
         context = initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3")
-    with context:
-        return compose("config", overrides=overrides, return_hydra_config=with_hydra)
+    try:
+        with context:
+            return compose("config", overrides=overrides, return_hydra_config=with_hydra)
+    finally:
+        VersionBase.instance().version_base = before
 
 
 class ConfigError(ValueError):
@@ -111,7 +116,7 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_unknown_key_hint(e) or _plugin_hint(e) or _one_line(e)) from None
     if any(v.lstrip("+~").startswith(("model", "activation")) for _, v in variants):
-        from lenet_exp.train import check_buildable  # torch loads only for a sweep over the model itself
+        from lenet_exp.build import check_buildable  # torch loads only for a sweep over the model itself
 
         for other in [cfg, *others]:
             check_buildable(other)

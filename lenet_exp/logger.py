@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from torch.utils.tensorboard import SummaryWriter
+from omegaconf import DictConfig, OmegaConf
 
 # Scalar tags, one place for all of them.
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
+NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")  # how a run is shown or fed, not what it learns
 
 
 class RunLogger:
@@ -22,6 +23,8 @@ class RunLogger:
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
         self.run_dir, self._session = run_dir, []
+        from torch.utils.tensorboard import SummaryWriter  # here, not at the top: the command line answers without torch
+
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -101,3 +104,16 @@ def _hparams_summary(tag: str, **data):
     content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data).SerializeToString()
     plugin = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content))
     return Summary(value=[Summary.Value(tag=tag, metadata=plugin)])
+
+
+def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
+    """The run's key settings for TensorBoard's HParams dashboard: group choices, main values, every override."""
+    keys = ["optimizer.lr", "data.batch_size", "trainer.epochs", "seed"]
+    keys += [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and not o.startswith("hydra")]
+    keys = [k for k in keys if k not in NOT_HPARAMS]
+    settings = {g: choices[g] for g in ("model", "activation", "optimizer", "data", "device") if g in choices}
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None)
+        if key not in settings and value is not None:
+            settings[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return settings

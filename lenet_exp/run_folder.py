@@ -161,10 +161,16 @@ def in_use(folder: Path) -> bool:
         os.close(fd)
 
 
+def all_settings(cfg: DictConfig | dict) -> dict:
+    """A run's config as a flat dict (`optimizer.lr` -> 0.9), without Hydra's node."""
+    if not isinstance(cfg, dict):  # the task's part only: Hydra's node holds job-time values (hydra.job.num)
+        cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    return {k: v for k, v in _flatten(cfg).items() if not k.startswith("hydra")}
+
+
 def settings_of(cfg: DictConfig | dict) -> dict:
     """A run's settings as a flat dict, without Hydra's keys and those a resumption may change."""
-    tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in _flatten(tree).items() if not k.startswith(RESUMABLE_CHANGES) and not k.startswith("hydra")}
+    return {k: v for k, v in all_settings(cfg).items() if not k.startswith(RESUMABLE_CHANGES)}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -8,6 +8,7 @@ Swept keys are the command-line overrides with several values or a sweep functio
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -265,3 +266,11 @@ def _task_part(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
     except Exception:
         return OmegaConf.to_container(OmegaConf.create(tree), resolve=False)
+
+
+def note_refusal(sweep_dir: Path, run_dir: Path, reason: str, overrides: list[str]) -> None:
+    """A job refused by its folder writes nothing there; the sweep folder keeps the reason, for its summary and exit status."""
+    metrics = run_dir / "metrics.json"
+    line = {"run_dir": run_dir.name, "reason": reason, "overrides": overrides, "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None}
+    with open(sweep_dir / REFUSED, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")

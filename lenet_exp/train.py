@@ -1,106 +1,38 @@
-"""One training run with the textbook's semantics, fed from data resident on the device.
+"""One training run with the textbook's semantics, fed from data resident on the device, and the loop that trains it.
 
 `train(cfg, run_dir)` locks the run folder, checks everything and loads the data (`prepare`, which
 writes nothing), then trains, evaluating once an epoch, and writes everything into `run_dir`
 (`fit`): TensorBoard events, metrics.json and checkpoints. It continues from `checkpoints/last.pt`
 when an earlier try left one; any error after training starts leaves metrics.json `failed`.
+
+One loop serves one model and many: `fit` trains a list of members (runs) through a trainee that takes
+their steps, `Solo` for a run alone (the step as the textbook takes it), or a fused group of G models
+(lenet_exp.fused), each member keeping its own curves, checkpoints and metrics.json.
 """
 
 from __future__ import annotations
 
 import logging
-import copy
 import math
-import os
-import re
 import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from lenet_exp import logger as tb
 from lenet_exp import run_files, run_folder
+from lenet_exp.build import build, check_trainable, cpu_weights, setup_device
+from lenet_exp.config import ConfigError, Settings, check_config
 from lenet_exp.console import EpochBar, wants_bar
-from lenet_exp.config import NO_CUDA, ConfigError, Settings, check_config, did_you_mean
-from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset, to_input
+from lenet_exp.data import DATASETS, DataError, Split, load_dataset, to_input
 from lenet_exp.model import shape_table
+from lenet_exp.signals import Interrupted, StopSignals
 
 log = logging.getLogger(__name__)
-
-
-class Interrupted(BaseException):
-    """Training stopped on SIGINT/SIGTERM; `saved`: after writing a checkpoint of where it stood.
-
-    A BaseException, as KeyboardInterrupt is: no `except Exception` on its way may take it for an error.
-    """
-
-    def __init__(self, signum: int, saved: bool = True) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.saved = signum, saved
-        self.note = ""  # what became of the run, for the console; empty: a checkpoint was saved
-
-
-class StopSignals:
-    """SIGINT/SIGTERM: before training, stop at once (nothing is written yet); while training, raise a flag
-    the loop checks between steps, so a checkpoint can be saved; a second signal stops at once, but never
-    in the middle of writing files.
-
-    With `parent_pid` (a sweep job in another process than its sweep's), the sweep's death raises the flag too,
-    so a killed parallel sweep leaves no orphan jobs training on.
-    """
-
-    def __init__(self, parent_pid: int | None = None) -> None:
-        self.signum: int | None = None
-        self.training = False  # the loop checks the flag: defer the stop to it
-        self._writing = 0
-        self._previous: dict = {}
-        self._parent, self._done = parent_pid, threading.Event()
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        if self._parent:
-            threading.Thread(target=self._watch_parent, daemon=True).start()
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self._writing or (self.training and self.signum is None):  # never cut a write short; the loop checks the flag
-            self.signum = self.signum or signum
-            return
-        raise Interrupted(signum, saved=False)  # before training, or a second signal: stop now
-
-    @contextmanager
-    def writing(self):
-        """Files are being written: a signal now only raises the flag, so no write is cut short."""
-        self._writing += 1
-        try:
-            yield
-        finally:
-            self._writing -= 1
-
-    def _watch_parent(self) -> None:
-        while not self._done.wait(0.5):
-            try:
-                os.kill(self._parent, 0)  # the sweep process, whether it is this job's parent (joblib) or not (submitit)
-            except ProcessLookupError:
-                self.signum = self.signum or signal.SIGTERM
-                return
-            except PermissionError:
-                pass  # alive, another user's
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -139,143 +71,79 @@ class Progress:
         return len(speeds) / sum(1 / v for v in speeds) if speeds else None  # equal epochs: total examples / total time
 
 
-def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
-    torch.manual_seed(settings.seed)
-    layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
-    activation = _instantiate(cfg, "activation", lambda: instantiate(cfg.activation, _partial_=True))
-    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation)).to(device, memory_format=layout)
-    optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
-    return model, optimizer
-
-
-def _instantiate(cfg: DictConfig, group: str, make):
-    """make(), with a bad `_target_` or argument turned into a one-line ConfigError naming the group."""
-    try:
-        return make()
-    except (InstantiationException, TypeError, ValueError) as e:
-        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
-        unknown = re.search(r"unexpected keyword argument '([^']+)'", str(cause))
-        hint = did_you_mean(f"{group}.{unknown.group(1)}", [f"{group}.{k}" for k in cfg[group]]) if unknown else ""
-        raise ConfigError(f"{group}: " + " ".join(str(cause).split()) + (f".{hint}" if hint else "")) from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for `device.name`; auto picks CUDA, then Apple MPS, then the CPU."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(NO_CUDA)
-    if name == "mps" and not has_mps:
-        raise ConfigError("device.name=mps: Apple MPS is not available on this machine; use device=auto or device=cpu")
-    return torch.device(name)
-
-
-def setup_device(s: Settings) -> torch.device:
-    """The training device, with the determinism and CPU-thread settings applied (training and the bench alike)."""
-    device = resolve_device(s.device.name)
-    set_determinism(s.deterministic)
-    if s.device.threads:
-        torch.set_num_threads(s.device.threads)
-    return device
-
-
-def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: str, device: torch.device) -> None:
-    """One training step on two blank images of the data set, on a copy: the model must take them and give a logit
-    per class, and the optimizer must be able to take a step with its settings."""
-    x = torch.zeros(2, spec.channels, spec.image_size, spec.image_size, device=device)
-    size = f"{spec.channels}x{spec.image_size}x{spec.image_size}"
-    trial = copy.deepcopy(model)
-    try:
-        out = trial(x)
-    except Exception as e:
-        raise ConfigError(f"model cannot take {name} images ({size}): {_short(e)}") from None
-    if out.dim() != 2 or out.shape[1] < spec.classes:
-        raise ConfigError(f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)")
-    check_optimizer_types(cfg)
-    try:
-        optimizer = instantiate(cfg.optimizer)(trial.parameters())
-        for _ in range(2):  # some settings are first used in the second step (SGD's dampening)
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(trial(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
-            optimizer.step()
-    except Exception as e:
-        raise ConfigError(f"optimizer cannot take a step with these settings: {_short(e)}") from None
-
-
-def check_optimizer_types(cfg: DictConfig) -> None:
-    """Each optimizer setting of the type its class's default has (a flag a bool, a rate a number), even where this
-    run would never read it (dampening without momentum): a value of the wrong type is a mistake either way."""
-    import inspect
-
-    from hydra.utils import get_class
-
-    try:
-        defaults = {k: p.default for k, p in inspect.signature(get_class(cfg.optimizer._target_)).parameters.items()}
-    except Exception:
-        return  # not a class we can read: the trial step decides
-    for key, value in OmegaConf.to_container(cfg.optimizer, resolve=True).items():
-        default = defaults.get(key, inspect.Parameter.empty)
-        if key.startswith("_") or default in (None, inspect.Parameter.empty):
-            continue
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected true or false")
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected a number")
-
-
-def check_buildable(cfg: DictConfig) -> None:
-    """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every model it varies."""
-    s = Settings.from_cfg(cfg)
-    model, _ = build(cfg, s, torch.device("cpu"))
-    check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, torch.device("cpu"))
-
-
-def _short(error: Exception | str) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
-
-
 def log_steps(num_batches: int, points: int) -> set[int]:
     """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last one included."""
     points = min(points, num_batches)  # at most one point a step
     return {math.ceil(num_batches * (k + 1) / points) for k in range(points)}
 
 
-def train_epoch(model, optimizer, data: Split, order, p: Progress, s: Settings, on_log, stop: StopSignals, on_step=None) -> str:
-    """Train from step p.step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged'.
+class Solo:
+    """One model and its own torch optimizer: the step a run alone takes, exactly as the textbook's loop does."""
 
-    `on_log()` at each log point, after the running figures are read back; `on_step(examples)` after every step.
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, s: Settings) -> None:
+        self.model, self.optimizer, self.s = model, optimizer, s
+        self.net = torch.compile(model) if s.device.compile else model
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (1, B, 28, 28) uint8, labels (1, B): one step; the batch's summed loss and correct count, on the device."""
+        x, y = to_input(images[0], self.s.device.channels_last), labels[0]  # (B, 1, 28, 28), (B,)
+        with torch.autocast("cuda", torch.bfloat16, enabled=self.s.device.amp and x.is_cuda):
+            logits = self.net(x)  # (B, 10)
+            loss = nn.functional.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach() * len(y), (logits.argmax(dim=1) == y).sum()
+
+    def evaluate(self, data: Split) -> list[float]:
+        return [evaluate(self.net, data, self.s)]
+
+    def weights(self, g: int) -> dict:
+        return cpu_weights(self.model)
+
+    def states(self, g: int) -> tuple[dict, dict]:
+        return self.model.state_dict(), self.optimizer.state_dict()
+
+
+def train_epoch(trainee, data: Split, orders: torch.Tensor, members: list, s: Settings, stop: StopSignals, on_log, on_diverged, on_step=None) -> str:
+    """Train the members from their step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged' (all did).
+
+    `orders` (G, N): each member's own shuffle. Loss and correct counts stay on the device and are read back only
+    at the log points: then `on_log()`, and `on_diverged(member)` for a member whose loss is no longer finite.
     """
-    bs, amp = s.data.batch_size, s.device.amp and data.images.is_cuda
+    bs, p = s.data.batch_size, members[0].p
     num_batches = math.ceil(len(data) / bs)
     points = log_steps(num_batches, s.trainer.log_points)
-    loss_sum = torch.tensor(p.loss_sum, device=data.images.device)  # accumulated on the device: no sync per step
-    correct = torch.tensor(p.correct, device=data.images.device)
+    device = data.images.device
+    loss_sums = torch.tensor([m.p.loss_sum for m in members], device=device)  # (G,), no sync per step
+    corrects = torch.tensor([m.p.correct for m in members], device=device)
+    active = torch.tensor([m.active for m in members], device=device)
     for step in range(p.step, num_batches):
         if stop.signum is not None:
             break
-        idx = order[step * bs : (step + 1) * bs]
-        x, y = to_input(data.images[idx], s.device.channels_last), data.labels[idx]  # (B, 1, 28, 28), (B,)
-        with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-            logits = model(x)  # (B, 10)
-            loss = nn.functional.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(dim=1) == y).sum()
-        p.step, p.global_step, p.seen = step + 1, p.global_step + 1, p.seen + len(y)
+        idx = orders[:, step * bs : (step + 1) * bs]  # (G, B)
+        losses, correct = trainee.step(data.images[idx], data.labels[idx], active)
+        loss_sums += losses
+        corrects += correct
+        for m in members:
+            if m.active:
+                m.p.step, m.p.global_step, m.p.seen = step + 1, m.p.global_step + 1, m.p.seen + idx.shape[1]
         if on_step:
-            on_step(len(y))
+            on_step(idx.shape[1])
         if step + 1 in points:
-            p.loss_sum, p.correct = loss_sum.item(), int(correct.item())  # the only syncs of the epoch
+            for m, loss_sum, n_correct in zip(members, loss_sums.tolist(), corrects.tolist()):  # the only syncs of the epoch
+                if m.active:
+                    m.p.loss_sum, m.p.correct = loss_sum, int(n_correct)
             on_log()
-            if not math.isfinite(p.loss_sum):
+            for g, m in enumerate(members):
+                if m.active and not math.isfinite(m.p.loss_sum):
+                    on_diverged(m)
+                    active[g] = False
+            if not any(m.active for m in members):
                 return "diverged"
-    p.loss_sum, p.correct = loss_sum.item(), int(correct.item())
+    for m, loss_sum, n_correct in zip(members, loss_sums.tolist(), corrects.tolist()):
+        if m.active:
+            m.p.loss_sum, m.p.correct = loss_sum, int(n_correct)
     return "done" if p.step == num_batches else "stopped"
 
 
@@ -296,24 +164,6 @@ def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     """The shuffle of one epoch: a permutation seeded by (seed, epoch), the same on every device."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=generator).to(device)
-
-
-def set_determinism(deterministic: bool) -> None:
-    """Bitwise-repeatable kernels or the fastest ones (CUBLAS_WORKSPACE_CONFIG is set when lenet_exp is imported)."""
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-def _checkpoint(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress) -> None:
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "progress": asdict(p),
-        "settings": run_folder.settings_of(cfg),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    run_files.save_checkpoint(run_dir / run_files.LAST, state)
 
 
 def metrics_of(p: Progress, status: str, device: torch.device, chance: float | None = None) -> dict:
@@ -340,19 +190,6 @@ def metrics_of(p: Progress, status: str, device: torch.device, chance: float | N
     }
 
 
-def cpu_weights(model: nn.Module) -> dict:
-    """The model's weights as CPU tensors: best.pt and final.pt load on any machine without map_location."""
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def _save_epoch(run_dir: Path, cfg: DictConfig, model, optimizer, p: Progress, is_best: bool, metrics: dict) -> None:
-    """End-of-epoch files: best weights when improved, the resume state, and metrics.json."""
-    if is_best:
-        run_files.save_checkpoint(run_dir / run_files.BEST, cpu_weights(model))
-    _checkpoint(run_dir, cfg, model, optimizer, p)
-    run_files.write_metrics(run_dir, metrics)
-
-
 @dataclass
 class Run:
     """Everything a run needs, checked and loaded, before anything is written."""
@@ -363,16 +200,16 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     p: Progress
-    train_set: Split
-    test_set: Split
+    train_set: Split | None
+    test_set: Split | None
     plan: run_folder.Plan
-    data_files: str = ""
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> Run | dict:
+def prepare(cfg: DictConfig, run_dir: Path, load_data: bool = True) -> Run | dict:
     """Check the config, the model against the data and the folder's record, then load the data; write nothing.
 
     Returns the metrics of a finished run asked for again instead of a Run. Refusals raise ConfigError.
+    Without `load_data` (a fused group loads its data once for all) the Run comes without it.
     """
     s = check_config(cfg)
     device = setup_device(s)
@@ -397,9 +234,162 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run | dict:
                 f"{run_dir / run_files.LAST}: cannot resume from this checkpoint, it does not fit this run ({_short(e)[:160]}); "
                 "put back the run's own copy to continue, or move the run folder away (or choose a new output folder) to start over"
             ) from None
-    train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
-    train_set, test_set = train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
+    train_set = test_set = None
+    if load_data:
+        train_set, test_set = load_data_for(s, device)
     return Run(cfg, s, device, model, optimizer, p, train_set, test_set, plan)
+
+
+def load_data_for(s: Settings, device: torch.device) -> tuple[Split, Split]:
+    """The run's train and test examples, checked, sliced and on its device."""
+    train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
+    return train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
+
+
+@dataclass
+class Member:
+    """One run in the training loop: its folder, settings, figures and files (a run alone, or one of a fused group)."""
+
+    run: Run
+    run_dir: Path
+    hparams: dict
+    log: logging.Logger = log
+    show_shapes: bool = True  # the layer shape table on the console (a sweep's jobs share one model)
+    logger: tb.RunLogger | None = None
+    chance: float | None = None
+    active: bool = True
+    done: dict | None = None  # metrics.json's figures once it has finished
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def p(self) -> Progress:
+        return self.run.p
+
+    def record(self, status: str) -> dict:
+        return metrics_of(self.p, status, self.run.device, self.chance)
+
+    def open(self, train_set: Split, test_set: Split) -> None:
+        """Start the try: curves (purging what an earlier try left past its checkpoint), the console's story, metrics.json running."""
+        p, s, run_dir = self.p, self.run.s, self.run_dir
+        old_curves = any(run_dir.glob("events.out.tfevents.*"))
+        self.logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None))
+        if self.run.plan.note:
+            self.log.info("%s", self.run.plan.note[0].upper() + self.run.plan.note[1:])
+        if p.global_step == 0:
+            lines = shape_table(self.run.model, self.run.model.input_shape)
+            if self.show_shapes:
+                self.log.info("Layer output shapes:\n%s", "\n".join(lines))
+            self.logger.text("model/shapes", lines)
+        self.logger.session_start(self.hparams)
+        self.log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
+        self.log.info(
+            "Training on %s (%s): %d train / %d test examples, %s, into %s", self.run.device, plural(torch.get_num_threads(), "CPU thread"),
+            len(train_set), len(test_set), plural(s.trainer.epochs, "epoch"), run_dir,
+        )
+        self.chance = test_set.labels.bincount().max().item() / len(test_set)
+        run_files.write_metrics(run_dir, self.record("running"))  # a running sweep's summary shows it
+
+    def log_point(self) -> None:
+        self.logger.scalars(self.p.global_step, {tb.TRAIN_LOSS: self.p.loss_sum / self.p.seen, tb.TRAIN_ACC: self.p.correct / self.p.seen})
+
+    def checkpoint(self, trainee, g: int) -> None:
+        model_state, optimizer_state = trainee.states(g)
+        state = {"model": model_state, "optimizer": optimizer_state, "rng": torch.get_rng_state(), "progress": asdict(self.p),
+                 "settings": run_folder.settings_of(self.run.cfg), "cpu_threads": torch.get_num_threads()}
+        run_files.save_checkpoint(self.run_dir / run_files.LAST, state)
+
+    def end_epoch(self, test_acc: float, trainee, g: int, stop: StopSignals) -> None:
+        """The epoch's figures: history, curves, the log line; then best weights, the resume state and metrics.json."""
+        p = self.p
+        is_best = p.end_epoch(test_acc)
+        speed = p.speeds[-1]  # this epoch's own
+        lr = self.run.optimizer.param_groups[0]["lr"]
+        self.logger.scalars(p.global_step, {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
+        self.log.info("epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec", p.epoch, self.run.s.trainer.epochs,
+                      *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")), speed)
+        with stop.writing():
+            self.logger.flush()  # the curves on disk reach as far as the checkpoint
+            if is_best:
+                run_files.save_checkpoint(self.run_dir / run_files.BEST, trainee.weights(g))
+            self.checkpoint(trainee, g)
+            run_files.write_metrics(self.run_dir, self.record("running"))
+
+    def interrupt(self, signum: int, trainee, g: int, stop: StopSignals) -> None:
+        """Stopped by a signal: where it stood, in last.pt, and why, in metrics.json."""
+        why = f"stopped by {signal.Signals(signum).name} in epoch {self.p.epoch + 1} at step {self.p.step}; rerun to continue"
+        self.log.warning("%s", why[0].upper() + why[1:])
+        self.logger.session_end("interrupted", quietly=True)
+        with stop.writing():
+            self.checkpoint(trainee, g)
+            run_files.write_metrics(self.run_dir, {**self.record("interrupted"), "error": why})
+
+    def finish(self, status: str, trainee, g: int, stop: StopSignals) -> None:
+        """Completed (final weights) or diverged (none: its last good state is in last.pt): the last files and line."""
+        metrics = self.record(status)
+        with stop.writing():
+            if status == "completed":
+                run_files.save_checkpoint(self.run_dir / run_files.FINAL, trainee.weights(g))
+            self.logger.session_end(status)
+            self.logger.close()
+            run_files.write_metrics(self.run_dir, metrics)
+        self.log.info("%s", closing_line(metrics, self.run_dir, time.perf_counter() - self.started))
+        self.done, self.active = metrics, False
+
+
+def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop: StopSignals, show_bar: bool = False) -> list[dict]:
+    """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each member's figures."""
+    s, device = members[0].run.s, members[0].run.device
+    for m in members:
+        m.open(train_set, test_set)
+    bar = EpochBar(show_bar, len(train_set))
+
+    def on_log() -> None:  # at each log point: record each member's running means, show the first one's
+        for m in members:
+            if m.active:
+                m.log_point()
+        lead = members[0].p
+        bar.figures(lead.loss_sum / lead.seen, lead.correct / lead.seen)
+
+    status = "done"
+    try:
+        stop.training = True
+        while status == "done" and (live := [m for m in members if m.active]) and live[0].p.epoch < s.trainer.epochs:
+            p = live[0].p
+            bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
+            seen_before, start = p.seen, time.perf_counter()
+            orders = torch.stack([epoch_order(len(train_set), m.run.s.seed, p.epoch, device) for m in members])  # (G, N)
+            diverged = lambda m: m.finish("diverged", trainee, members.index(m), stop)  # noqa: E731
+            status = train_epoch(trainee, train_set, orders, members, s, stop, on_log, diverged, bar.advance)
+            elapsed = time.perf_counter() - start  # train_epoch ends with a sync
+            for m in (m for m in members if m.active):
+                m.p.train_seconds, m.p.epoch_seconds, m.p.examples = m.p.train_seconds + elapsed, m.p.epoch_seconds + elapsed, m.p.examples + m.p.seen - seen_before
+            if status == "stopped":
+                bar.close()
+                for g, m in enumerate(members):
+                    if m.active:
+                        m.interrupt(stop.signum, trainee, g, stop)
+                raise Interrupted(stop.signum)
+            if status == "done":
+                accs = trainee.evaluate(test_set)
+                for g, m in enumerate(members):
+                    if m.active:
+                        m.end_epoch(accs[g], trainee, g, stop)
+        bar.close()
+        for g, m in enumerate(members):
+            if m.active:
+                m.finish("completed", trainee, g, stop)
+        return [m.done for m in members]
+    except Exception:
+        for m in members:
+            if m.logger and m.active:
+                m.logger.session_end("failed", quietly=True)
+        raise
+    finally:
+        stop.training = False
+        bar.close()
+        for m in members:
+            if m.logger:
+                m.logger.close(quietly=True)  # after an error: the error to report is the first one
 
 
 def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None = None, hydra_cfg: DictConfig | None = None, keep_refusals: bool = False) -> dict:
@@ -411,38 +401,64 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
     `keep_refusals`: a sweep job records a config or data error as `failed` too, so the sweep's summary shows it.
     """
     with run_folder.locked(run_dir), StopSignals(parent_pid) as stop:
-        try:
-            run = prepare(cfg, run_dir)
-        except Interrupted as e:
-            e.note = "before training started; nothing was written"
-            raise
-        except (ConfigError, DataError, run_files.CheckpointError) as e:
-            if not keep_refusals or isinstance(e, run_folder.FolderRefused):
-                raise
+        run = start(cfg, run_dir, hydra_cfg, stop, keep_refusals)
+        if isinstance(run, dict):
+            return run
+        member = Member(run, run_dir, hparams, show_shapes=not keep_refusals)
+        with failures_recorded([member]):
+            show_bar = wants_bar(run.s.trainer.progress, in_worker=parent_pid is not None)
+            return fit([member], Solo(run.model, run.optimizer, run.s), run.train_set, run.test_set, stop, show_bar)[0]
+
+
+def start(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None, stop: StopSignals, keep_refusals: bool, load_data: bool = True) -> Run | dict:
+    """Prepare a run in its locked folder and write its record; or the figures of a finished run asked for again.
+
+    Refusals write nothing, except a sweep job's config or data error (`keep_refusals`), which is recorded as failed.
+    """
+    try:
+        run = prepare(cfg, run_dir, load_data)
+    except Interrupted as e:
+        e.note = "before training started; nothing was written"
+        raise
+    except (ConfigError, DataError, run_files.CheckpointError) as e:
+        if keep_refusals and not isinstance(e, run_folder.FolderRefused):
             run_folder.write_record(run_dir, cfg, hydra_cfg)
             run_folder.record_failure(run_dir, str(e))
-            raise
-        if isinstance(run, dict):
-            print(f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining.")
-            return run
-        with stop.writing():  # a signal now waits: the record is written whole
-            run_folder.write_record(run_dir, cfg, hydra_cfg)
-        if stop.signum is not None:
-            e = Interrupted(stop.signum, saved=False)
-            e.note = f"before training started; nothing was trained ({run_dir}/.hydra/ records its settings)"
-            raise e
-        try:
-            return fit(run, run_dir, hparams, stop, in_worker=parent_pid is not None, in_sweep=keep_refusals)
-        except Interrupted as e:
-            if not e.saved:
-                e.note = f"stopped before saving where it stood; {run_dir} continues from its last checkpoint when rerun"
-                _record_quietly(run_dir, f"stopped by {e} before saving where it stood", "interrupted")
-            raise
-        except BaseException as e:
-            reason = f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else _short(f"{type(e).__name__}: {e}")
-            log.error("run failed: %s", reason)
-            _record_quietly(run_dir, reason, "failed")
-            raise
+        raise
+    if isinstance(run, dict):
+        print(f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining.")
+        return run
+    with stop.writing():  # a signal now waits: the record is written whole
+        run_folder.write_record(run_dir, cfg, hydra_cfg)
+    if stop.signum is not None:
+        e = Interrupted(stop.signum, saved=False)
+        e.note = f"before training started; nothing was trained ({run_dir}/.hydra/ records its settings)"
+        raise e
+    return run
+
+
+class failures_recorded:
+    """Any end other than a clean one leaves each member's metrics.json saying so: `interrupted`, or `failed` with the reason."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+
+    def __enter__(self) -> failures_recorded:
+        return self
+
+    def __exit__(self, kind, e, tb_) -> bool:
+        if e is None:
+            return False
+        for m in (m for m in self.members if m.done is None):
+            if isinstance(e, Interrupted):
+                if not e.saved:
+                    e.note = f"stopped before saving where it stood; {m.run_dir} continues from its last checkpoint when rerun"
+                    _record_quietly(m.run_dir, f"stopped by {e} before saving where it stood", "interrupted")
+            else:
+                reason = f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else _short(f"{type(e).__name__}: {e}")
+                m.log.error("run failed: %s", reason)
+                _record_quietly(m.run_dir, reason, "failed")
+        return False
 
 
 def _record_quietly(run_dir: Path, reason: str, status: str) -> None:
@@ -453,88 +469,13 @@ def _record_quietly(run_dir: Path, reason: str, status: str) -> None:
         pass
 
 
+def _short(error: Exception | str) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def fit(run: Run, run_dir: Path, hparams: dict, stop: StopSignals, in_worker: bool = False, in_sweep: bool = False) -> dict:
-    """The training loop: epochs of train_epoch and evaluate, curves and checkpoints; returns metrics.json's figures."""
-    cfg, s, device, model, optimizer, p = run.cfg, run.s, run.device, run.model, run.optimizer, run.p
-    train_set, test_set, started = run.train_set, run.test_set, time.perf_counter()
-    net = torch.compile(model) if s.device.compile else model
-    old_curves = any(run_dir.glob("events.out.tfevents.*"))
-    logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None))
-    if run.plan.note:
-        log.info("%s", run.plan.note[0].upper() + run.plan.note[1:])
-    if p.global_step == 0:
-        lines = shape_table(model, model.input_shape)
-        if not in_sweep:  # a sweep's jobs share one model: its table once per job would drown the log (TensorBoard has it)
-            log.info("Layer output shapes:\n%s", "\n".join(lines))
-        logger.text("model/shapes", lines)
-    logger.session_start(hparams)
-    log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
-    log.info(
-        "Training on %s (%s): %d train / %d test examples, %s, into %s",
-        device, plural(torch.get_num_threads(), "CPU thread"), len(train_set), len(test_set), plural(s.trainer.epochs, "epoch"), run_dir,
-    )
-    chance = test_set.labels.bincount().max().item() / len(test_set)
-    record = lambda status: metrics_of(p, status, device, chance)  # noqa: E731
-    run_files.write_metrics(run_dir, record("running"))  # a running sweep's summary shows it
-    bar = EpochBar(wants_bar(s.trainer.progress, in_worker), len(train_set))
-
-    def on_log() -> None:  # at each log point: record the running means and show them
-        loss, acc = p.loss_sum / p.seen, p.correct / p.seen
-        logger.scalars(p.global_step, {tb.TRAIN_LOSS: loss, tb.TRAIN_ACC: acc})
-        bar.figures(loss, acc)
-
-    status = "done"
-    try:
-        stop.training = True
-        while p.epoch < s.trainer.epochs and status == "done":
-            bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
-            seen_before, start = p.seen, time.perf_counter()
-            order = epoch_order(len(train_set), s.seed, p.epoch, device)
-            status = train_epoch(net, optimizer, train_set, order, p, s, on_log, stop, bar.advance)
-            elapsed = time.perf_counter() - start  # train_epoch ends with a sync
-            p.train_seconds, p.epoch_seconds, p.examples = p.train_seconds + elapsed, p.epoch_seconds + elapsed, p.examples + p.seen - seen_before
-            if status == "stopped":
-                bar.close()
-                logger.session_end("interrupted", quietly=True)
-                why = f"stopped by {signal.Signals(stop.signum).name} in epoch {p.epoch + 1} at step {p.step}; rerun to continue"
-                log.warning("%s", why[0].upper() + why[1:])
-                with stop.writing():
-                    _checkpoint(run_dir, cfg, model, optimizer, p)
-                    run_files.write_metrics(run_dir, {**record("interrupted"), "error": why})
-                raise Interrupted(stop.signum)
-            if status == "done":
-                is_best = p.end_epoch(evaluate(net, test_set, s))
-                speed = p.speeds[-1]  # this epoch's own
-                lr = optimizer.param_groups[0]["lr"]
-                logger.scalars(p.global_step, {tb.TEST_ACC: p.history["test_acc"][-1], tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
-                log.info(
-                    "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec", p.epoch, s.trainer.epochs,
-                    *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")), speed,
-                )
-                with stop.writing():
-                    logger.flush()  # the curves on disk reach as far as the checkpoint
-                    _save_epoch(run_dir, cfg, model, optimizer, p, is_best, record("running"))
-        bar.close()
-        metrics = record("diverged" if status == "diverged" else "completed")
-        with stop.writing():
-            if status != "diverged":
-                run_files.save_checkpoint(run_dir / run_files.FINAL, cpu_weights(model))
-            logger.session_end(metrics["status"])
-            logger.close()
-            run_files.write_metrics(run_dir, metrics)
-        log.info("%s", closing_line(metrics, run_dir, time.perf_counter() - started))
-        return metrics
-    except Exception:
-        logger.session_end("failed", quietly=True)
-        raise
-    finally:
-        stop.training = False
-        bar.close()
-        logger.close(quietly=True)  # after an error: the error to report is the first one
 
 
 def plural(n: int, word: str) -> str:

@@ -15,7 +15,9 @@ from helpers import run_cli
 from lenet_exp.bench import LenetExp
 from lenet_exp.config import Settings
 from lenet_exp.data import Split
-from lenet_exp.train import Interrupted, build
+from lenet_exp.build import build
+from lenet_exp.signals import Interrupted
+from lenet_exp.train import Solo
 
 
 @pytest.mark.slow
@@ -81,7 +83,7 @@ def test_ctrl_c_in_lenet_exps_loop_stops_the_bench(make_cfg):
     pipeline = LenetExp(settings, data, data, torch.device("cpu"))
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
     with pytest.raises(Interrupted) as stopped:  # without it the 1,000 steps would run to the end
-        pipeline.run(*build(cfg, settings, torch.device("cpu")), steps=1000)
+        pipeline.run(Solo(*build(cfg, settings, torch.device("cpu")), settings), steps=1000)
     assert stopped.value.signum == signal.SIGINT
 
 
@@ -90,5 +92,5 @@ def test_bench_compiles_lenet_exps_model_when_asked(make_cfg):
 
     for compile_ in (False, True):
         cfg = make_cfg(f"device.compile={str(compile_).lower()}")
-        model, _ = lenet_exp_parts(cfg, Settings.from_cfg(cfg), torch.device("cpu"))
-        assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule) == compile_
+        (trainee,) = lenet_exp_parts(cfg, Settings.from_cfg(cfg), torch.device("cpu"))
+        assert isinstance(trainee.net, torch._dynamo.eval_frame.OptimizedModule) == compile_

@@ -7,8 +7,8 @@ import torch
 from hydra.utils import instantiate
 
 from lenet_exp.config import CONFIG_PATH, ConfigError, Settings
-from lenet_exp.train import resolve_device
-from lenet_exp.train import build
+from lenet_exp.build import resolve_device
+from lenet_exp.build import build
 
 GROUPS = ["model", "activation", "optimizer", "data", "device", "trainer"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONFIG_PATH, g).glob("*.yaml"))]

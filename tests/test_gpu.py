@@ -60,7 +60,7 @@ def test_gpu_checkpoints_load_on_the_cpu_as_written(gpu_cfg, tmp_path):
 
 def test_amp_counts_accuracy_from_fp32_logits(gpu_cfg, tmp_path):
     from lenet_exp.config import Settings
-    from lenet_exp.train import build
+    from lenet_exp.build import build
 
     cfg = gpu_cfg("device=cuda", "device.amp=true")
     model, _ = build(cfg, Settings.from_cfg(cfg), torch.device("cuda"))

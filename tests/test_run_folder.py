@@ -19,7 +19,7 @@ from helpers import (
 from lenet_exp import run_folder
 from lenet_exp.run_folder import FolderRefused, claim_new_folder, live_status, locked
 from lenet_exp.summarize import collect, main as summarize_main
-from lenet_exp.train import Interrupted, StopSignals
+from lenet_exp.signals import Interrupted, StopSignals
 
 QUICK = ["device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256", "trainer.epochs=2"]
 LONGER = ["device=cpu", "data.download=false", "data.limit_train=20000", "data.limit_test=500", "trainer.epochs=3"]
@@ -333,7 +333,7 @@ BAD_VALUES = {
     "hparams_search=optuna": "hparams_search=optuna searches over a sweep: add --multirun",
     "--multirun hparams_search=optuna hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 is not allowed: expected an integer >= 1",
     "--multirun seed=1,2 hydra/launcher=parallel hydra.launcher.n_jobs=0": "hydra.launcher.n_jobs=0 is not allowed",
-    "--multirun seed=1,2 hydra/launcher=bogus": "Available options in 'hydra/launcher': basic, joblib, parallel, slurm",
+    "--multirun seed=1,2 hydra/launcher=bogus": "Could not find 'hydra/launcher/bogus' Available options in 'hydra/launcher': basic, fused, joblib, parallel",
     "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
     "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",
     "--cfg job --multirun seed=1,2": "--cfg prints one composed config: drop --multirun",

@@ -1,0 +1,28 @@
+"""The Hydra side of the fused launcher: a batch of jobs in, one JobReturn per job out."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class FusedLauncher(Launcher):
+    """Jobs of lenet_exp's task that can train together do, as one fused model; any other job runs as the basic launcher runs it."""
+
+    def __init__(self, max_models: int) -> None:
+        self.max_models = max_models
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra_plugins.lenet_exp_fused import _core
+
+        return _core.launch(self, job_overrides, initial_job_idx)

@@ -1,0 +1,126 @@
+"""The parts of a run, built from a composed config and checked before anything trains: the device, the model
+with its activation, the optimizer, and one trial step on a copy that must work with the data set's shapes."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from lenet_exp.config import NO_CUDA, ConfigError, Settings, did_you_mean
+from lenet_exp.data import DATASETS, DatasetSpec
+
+
+def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
+    torch.manual_seed(settings.seed)
+    layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
+    activation = _instantiate(cfg, "activation", lambda: instantiate(cfg.activation, _partial_=True))
+    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation)).to(device, memory_format=layout)
+    optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
+    return model, optimizer
+
+
+def _instantiate(cfg: DictConfig, group: str, make):
+    """make(), with a bad `_target_` or argument turned into a one-line ConfigError naming the group."""
+    try:
+        return make()
+    except (InstantiationException, TypeError, ValueError) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", str(cause))
+        hint = did_you_mean(f"{group}.{unknown.group(1)}", [f"{group}.{k}" for k in cfg[group]]) if unknown else ""
+        raise ConfigError(f"{group}: " + " ".join(str(cause).split()) + (f".{hint}" if hint else "")) from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for `device.name`; auto picks CUDA, then Apple MPS, then the CPU."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(NO_CUDA)
+    if name == "mps" and not has_mps:
+        raise ConfigError("device.name=mps: Apple MPS is not available on this machine; use device=auto or device=cpu")
+    return torch.device(name)
+
+
+def setup_device(s: Settings) -> torch.device:
+    """The training device, with the determinism and CPU-thread settings applied (training and the bench alike)."""
+    device = resolve_device(s.device.name)
+    set_determinism(s.deterministic)
+    if s.device.threads:
+        torch.set_num_threads(s.device.threads)
+    return device
+
+
+def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: str, device: torch.device) -> None:
+    """One training step on two blank images of the data set, on a copy: the model must take them and give a logit
+    per class, and the optimizer must be able to take a step with its settings."""
+    x = torch.zeros(2, spec.channels, spec.image_size, spec.image_size, device=device)
+    size = f"{spec.channels}x{spec.image_size}x{spec.image_size}"
+    trial = copy.deepcopy(model)
+    try:
+        out = trial(x)
+    except Exception as e:
+        raise ConfigError(f"model cannot take {name} images ({size}): {_short(e)}") from None
+    if out.dim() != 2 or out.shape[1] < spec.classes:
+        raise ConfigError(f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)")
+    check_optimizer_types(cfg)
+    try:
+        optimizer = instantiate(cfg.optimizer)(trial.parameters())
+        for _ in range(2):  # some settings are first used in the second step (SGD's dampening)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(trial(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
+            optimizer.step()
+    except Exception as e:
+        raise ConfigError(f"optimizer cannot take a step with these settings: {_short(e)}") from None
+
+
+def check_optimizer_types(cfg: DictConfig) -> None:
+    """Each optimizer setting of the type its class's default has (a flag a bool, a rate a number), even where this
+    run would never read it (dampening without momentum): a value of the wrong type is a mistake either way."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(get_class(cfg.optimizer._target_)).parameters.items()}
+    except Exception:
+        return  # not a class we can read: the trial step decides
+    for key, value in OmegaConf.to_container(cfg.optimizer, resolve=True).items():
+        default = defaults.get(key, inspect.Parameter.empty)
+        if key.startswith("_") or default in (None, inspect.Parameter.empty):
+            continue
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected true or false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected a number")
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every model it varies."""
+    s = Settings.from_cfg(cfg)
+    model, _ = build(cfg, s, torch.device("cpu"))
+    check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, torch.device("cpu"))
+
+
+def _short(error: Exception | str) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
+
+
+def set_determinism(deterministic: bool) -> None:
+    """Bitwise-repeatable kernels or the fastest ones (CUBLAS_WORKSPACE_CONFIG is set when lenet_exp is imported)."""
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def cpu_weights(model: nn.Module) -> dict:
+    """The model's weights as CPU tensors: best.pt and final.pt load on any machine without map_location."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

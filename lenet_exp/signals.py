@@ -1,0 +1,76 @@
+"""Ctrl-C and SIGTERM while a run works: stop at once before training, between steps (after a checkpoint) during it,
+never in the middle of writing files; and stop too when the sweep that launched the job dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+
+
+class Interrupted(BaseException):
+    """Training stopped on SIGINT/SIGTERM; `saved`: after writing a checkpoint of where it stood.
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` on its way may take it for an error.
+    """
+
+    def __init__(self, signum: int, saved: bool = True) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.saved = signum, saved
+        self.note = ""  # what became of the run, for the console; empty: a checkpoint was saved
+
+
+class StopSignals:
+    """SIGINT/SIGTERM: before training, stop at once (nothing is written yet); while training, raise a flag
+    the loop checks between steps, so a checkpoint can be saved; a second signal stops at once, but never
+    in the middle of writing files.
+
+    With `parent_pid` (a sweep job in another process than its sweep's), the sweep's death raises the flag too,
+    so a killed parallel sweep leaves no orphan jobs training on.
+    """
+
+    def __init__(self, parent_pid: int | None = None) -> None:
+        self.signum: int | None = None
+        self.training = False  # the loop checks the flag: defer the stop to it
+        self._writing = 0
+        self._previous: dict = {}
+        self._parent, self._done = parent_pid, threading.Event()
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        if self._parent:
+            threading.Thread(target=self._watch_parent, daemon=True).start()
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self._writing or (self.training and self.signum is None):  # never cut a write short; the loop checks the flag
+            self.signum = self.signum or signum
+            return
+        raise Interrupted(signum, saved=False)  # before training, or a second signal: stop now
+
+    @contextmanager
+    def writing(self):
+        """Files are being written: a signal now only raises the flag, so no write is cut short."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+
+    def _watch_parent(self) -> None:
+        while not self._done.wait(0.5):
+            try:
+                os.kill(self._parent, 0)  # the sweep process, whether it is this job's parent (joblib) or not (submitit)
+            except ProcessLookupError:
+                self.signum = self.signum or signal.SIGTERM
+                return
+            except PermissionError:
+                pass  # alive, another user's
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
