@@ -32,6 +32,10 @@ from lenet_exp.run_folder import all_settings
 from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.train import Member, Solo, failures_recorded, fit, load_data_for, start
 
+log = logging.getLogger("lenet_exp")
+CPU_NOTE = ("On the CPU a fused model trains slower than its jobs one after another (0.6-0.7x measured); fusion pays on a GPU. "
+            "`python -m lenet_exp.bench --sweep K` measures it on this machine.")
+
 # Optimizers the fused step reproduces, and the settings each may vary per model.
 FUSABLE = {
     "torch.optim.SGD": {"lr", "momentum", "weight_decay", "dampening"},
@@ -344,6 +348,8 @@ def train_group(jobs: list[GroupJob], parent_pid: int | None = None) -> list[dic
             key = fusion_key(run.cfg)
             points.setdefault((key, run.p.epoch, run.p.step, run.p.global_step) if key else ("alone", i), []).append(i)
         data = None
+        if any(len(idxs) > 1 and runs[idxs[0]].device.type == "cpu" for idxs in points.values()):
+            log.info(CPU_NOTE)
         for idxs in points.values():
             members = [Member(runs[i], jobs[i].run_dir, jobs[i].hparams, log=jobs[i].log, show_shapes=False) for i in idxs]
             try:

@@ -198,6 +198,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
             "jobs": [m["job"] for m in members],
             "seeds": [m["overrides"].get("seed") for m in members],
             "overrides": {k: v for k, v in members[0]["overrides"].items() if k != "seed"},
+            "cpu_threads": members[0].get("cpu_threads") if len({m.get("cpu_threads") for m in members}) == 1 else None,
         })
     settings.sort(key=lambda g: (not g["complete"], g["test_acc_mean"] is None, -(g["test_acc_mean"] or 0.0), job_order({"job": g["jobs"][0]})))
     return settings

@@ -98,6 +98,13 @@ def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
     return [head, "", f"    {rerun_command(best)}", ""]
 
 
+def rungs_text(rungs: list[int]) -> str:
+    """`rungs at 1, 3, 9 epochs`, or `one rung of 1 epoch` where the grid has room for no halving."""
+    if len(rungs) == 1:
+        return f"one rung of {rungs[0]} epoch{'s' if rungs[0] != 1 else ''}"
+    return f"rungs at {', '.join(map(str, rungs))} epochs"
+
+
 def search_lines(summary) -> list[str]:
     """A halving search in figures: its rungs, the work done against the full grid, its wall time."""
     s = summary.search
@@ -106,7 +113,7 @@ def search_lines(summary) -> list[str]:
     minutes, seconds = divmod(round(s.get("wall_seconds") or 0), 60)
     state = "" if s.get("finished") else " (not finished: rerun the same command to continue)"
     return [
-        f"Successive halving{state}: {s['settings']} settings ({s['jobs']} jobs), rungs at {', '.join(map(str, s['rungs']))} epochs, "
+        f"Successive halving{state}: {s['settings']} settings ({s['jobs']} jobs), {rungs_text(s['rungs'])}, "
         f"keeping the best 1/{s['eta']} after each. Work: {trained} epochs trained of {full} for the full grid "
         f"({100 * trained / full:.0f}%); wall time {minutes} min {seconds} s.",
         "",
@@ -122,10 +129,12 @@ def setting_lines(summary) -> list[str]:
         best, seeds = learned[0], ",".join(str(s) for s in learned[0]["seeds"])
         spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
         lead = f", {100 * (best['test_acc_mean'] - learned[1]['test_acc_mean']):.2f} points above the next setting" if len(learned) > 1 else ""
-        args = " ".join(f"{k}={_bool_text(v)}" for k, v in best["overrides"].items())
+        args = " ".join(f"{k}={_bool_text(v)}" for k, v in best["overrides"].items()) + f" seed={seeds}"
+        if best.get("cpu_threads") and "device.threads" not in best["overrides"]:  # as rerun_command, for the same figures
+            args += f" device.threads={best['cpu_threads']}"
         name = ", ".join(f"{k}={best['values'][k]}" for k in keys)
         lines += [f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
-                  "", f"    python -m lenet_exp --multirun {args} seed={seeds}", ""]
+                  "", f"    python -m lenet_exp --multirun {args}", ""]
     header = [*keys, "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in settings:

@@ -23,7 +23,7 @@ from lenet_exp.build import build
 from lenet_exp.config import Settings
 from lenet_exp.data import Split
 from lenet_exp.signals import StopSignals
-from lenet_exp.train import Progress, Run, Solo, epoch_order, train_epoch
+from lenet_exp.train import Progress, Run, Solo, epoch_order, plural, train_epoch
 
 WARMUP = 5  # steps before the clock starts (allocator, kernel selection, worker start-up)
 
@@ -135,7 +135,7 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
     data = train.to(device)
     figures = {}
     for name, measure in (("sequential", lambda: sequential(configs, data, steps, device)),
-                          (f"parallel ({min(jobs, k)} workers x {max(1, (os.cpu_count() or 1) // min(jobs, k))} threads)",
+                          (f"parallel ({plural(min(jobs, k), 'worker')} x {plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
                            lambda: parallel(configs, data, steps, device, jobs)),
                           ("fused (one model)", lambda: fused(configs, data, steps, device))):
         say(f"{name}: {k} settings x {steps} steps ...")

@@ -117,7 +117,8 @@ def train_epoch(trainee, data: Split, orders: torch.Tensor, members: list, s: Se
     device = data.images.device
     loss_sums = torch.tensor([m.p.loss_sum for m in members], device=device)  # (G,), no sync per step
     corrects = torch.tensor([m.p.correct for m in members], device=device)
-    active = torch.tensor([m.active for m in members], device=device)
+    stepping = [m.active for m in members]
+    active = torch.tensor(stepping, device=device)  # (G,) which models take steps
     for step in range(p.step, num_batches):
         if stop.signum is not None:
             break
@@ -138,7 +139,8 @@ def train_epoch(trainee, data: Split, orders: torch.Tensor, members: list, s: Se
             for g, m in enumerate(members):
                 if m.active and not math.isfinite(m.p.loss_sum):
                     on_diverged(m)
-                    active[g] = False
+                if stepping[g] and not m.active:  # diverged, or failed alone in a fused group
+                    stepping[g] = active[g] = False
             if not any(m.active for m in members):
                 return "diverged"
     for m, loss_sum, n_correct in zip(members, loss_sums.tolist(), corrects.tolist()):
@@ -259,6 +261,7 @@ class Member:
     chance: float | None = None
     active: bool = True
     done: dict | None = None  # metrics.json's figures once it has finished
+    error: Exception | None = None  # why it failed, where a fused group's member failed alone
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -323,6 +326,15 @@ class Member:
             self.checkpoint(trainee, g)
             run_files.write_metrics(self.run_dir, {**self.record("interrupted"), "error": why})
 
+    def fail(self, e: Exception) -> None:
+        """A fused group's member whose own files failed (a full or unwritable folder): it stops alone, recorded failed."""
+        self.error, self.active = e, False
+        reason = failure_reason(e)
+        self.log.error("run failed: %s", reason)
+        if self.logger:
+            self.logger.session_end("failed", quietly=True)
+        _record_quietly(self.run_dir, reason, "failed")
+
     def finish(self, status: str, trainee, g: int, stop: StopSignals) -> None:
         """Completed (final weights) or diverged (none: its last good state is in last.pt): the last files and line."""
         metrics = self.record(status)
@@ -336,20 +348,30 @@ class Member:
         self.done, self.active = metrics, False
 
 
-def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop: StopSignals, show_bar: bool = False) -> list[dict]:
-    """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each member's figures."""
+def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop: StopSignals, show_bar: bool = False) -> list[dict | Exception]:
+    """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each member's figures
+    (or, for a fused group's member that failed alone, its error)."""
     s, device = members[0].run.s, members[0].run.device
-    for m in members:
-        m.open(train_set, test_set)
     bar = EpochBar(show_bar, len(train_set))
 
+    def each(action, only: Member | None = None) -> None:  # action(g, member) for live members; in a group, one whose files fail stops alone
+        for g, m in enumerate(members):
+            if not m.active or (only is not None and m is not only):
+                continue
+            if len(members) == 1:
+                action(g, m)
+                continue
+            try:
+                action(g, m)
+            except Exception as e:
+                m.fail(e)
+
     def on_log() -> None:  # at each log point: record each member's running means, show the first one's
-        for m in members:
-            if m.active:
-                m.log_point()
+        each(lambda g, m: m.log_point())
         lead = members[0].p
         bar.figures(lead.loss_sum / lead.seen, lead.correct / lead.seen)
 
+    each(lambda g, m: m.open(train_set, test_set))
     status = "done"
     try:
         stop.training = True
@@ -358,27 +380,21 @@ def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop:
             bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
             seen_before, start = p.seen, time.perf_counter()
             orders = torch.stack([epoch_order(len(train_set), m.run.s.seed, p.epoch, device) for m in members])  # (G, N)
-            diverged = lambda m: m.finish("diverged", trainee, members.index(m), stop)  # noqa: E731
+            diverged = lambda m: each(lambda g, n: n.finish("diverged", trainee, g, stop), only=m)  # noqa: E731
             status = train_epoch(trainee, train_set, orders, members, s, stop, on_log, diverged, bar.advance)
             elapsed = time.perf_counter() - start  # train_epoch ends with a sync
             for m in (m for m in members if m.active):
                 m.p.train_seconds, m.p.epoch_seconds, m.p.examples = m.p.train_seconds + elapsed, m.p.epoch_seconds + elapsed, m.p.examples + m.p.seen - seen_before
             if status == "stopped":
                 bar.close()
-                for g, m in enumerate(members):
-                    if m.active:
-                        m.interrupt(stop.signum, trainee, g, stop)
+                each(lambda g, m: m.interrupt(stop.signum, trainee, g, stop))
                 raise Interrupted(stop.signum)
             if status == "done":
                 accs = trainee.evaluate(test_set)
-                for g, m in enumerate(members):
-                    if m.active:
-                        m.end_epoch(accs[g], trainee, g, stop)
+                each(lambda g, m: m.end_epoch(accs[g], trainee, g, stop))
         bar.close()
-        for g, m in enumerate(members):
-            if m.active:
-                m.finish("completed", trainee, g, stop)
-        return [m.done for m in members]
+        each(lambda g, m: m.finish("completed", trainee, g, stop))
+        return [m.done if m.done is not None else m.error for m in members]
     except Exception:
         for m in members:
             if m.logger and m.active:
@@ -449,16 +465,21 @@ class failures_recorded:
     def __exit__(self, kind, e, tb_) -> bool:
         if e is None:
             return False
-        for m in (m for m in self.members if m.done is None):
+        for m in (m for m in self.members if m.done is None and m.error is None):
             if isinstance(e, Interrupted):
                 if not e.saved:
                     e.note = f"stopped before saving where it stood; {m.run_dir} continues from its last checkpoint when rerun"
                     _record_quietly(m.run_dir, f"stopped by {e} before saving where it stood", "interrupted")
             else:
-                reason = f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else _short(f"{type(e).__name__}: {e}")
+                reason = failure_reason(e)
                 m.log.error("run failed: %s", reason)
                 _record_quietly(m.run_dir, reason, "failed")
         return False
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line: the error's kind and message; for a file error, the file and the system's words."""
+    return f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else _short(f"{type(e).__name__}: {e}")
 
 
 def _record_quietly(run_dir: Path, reason: str, status: str) -> None:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# One short GPU check: the CUDA tests, the benchmark (default, bf16 autocast, torch.compile), and one job against a
-# 6-job sweep run sequentially and in parallel on one GPU. Each step prints its figures and exit status; a failing
+# One short GPU check: the CUDA tests, the benchmark (default, bf16 autocast, torch.compile), one job against a
+# 6-job sweep run sequentially, in parallel and fused on one GPU, the sweep arrangements' aggregate speed for 6 and 48
+# settings, and a fused halving search. Each step prints its figures and exit status; a failing
 # step prints the end of its log, and every log is kept (under $OUT when set, so it comes back from the GPU machine).
 # Run from the repo root on a machine with a CUDA GPU and the project's packages. On a machine that can fetch nothing,
 # first run scripts/gpu_prepare.sh where the network is, and carry its .whl/ and data/ along with the working tree.
-#   DEVICE=cpu EPOCHS=1 STEPS=30 bash scripts/gpu_check.sh   # a dry run of the same steps on the CPU
+#   DEVICE=cpu EPOCHS=1 STEPS=30 SWEEP_STEPS=10 bash scripts/gpu_check.sh   # a dry run of the same steps on the CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DEVICE=${DEVICE:-cuda}; EPOCHS=${EPOCHS:-3}; STEPS=${STEPS:-400}
+DEVICE=${DEVICE:-cuda}; EPOCHS=${EPOCHS:-3}; STEPS=${STEPS:-400}; SWEEP_STEPS=${SWEEP_STEPS:-100}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 fi
@@ -38,7 +39,13 @@ SWEEP="optimizer.lr=0.1,0.3,0.9 activation=sigmoid,relu device=$DEVICE trainer.e
 step one_job tail python3 -m lenet_exp device="$DEVICE" trainer.epochs="$EPOCHS" trainer.progress=false hydra.run.dir="$RUNS/one"
 step sequential_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra.sweep.dir="$RUNS/seq"
 step parallel_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra/launcher=parallel hydra.launcher.n_jobs=6 hydra.sweep.dir="$RUNS/par"
-[ -f "$RUNS/par/summary.md" ] && sed -n '1,20p' "$RUNS/par/summary.md"
+step fused_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra/launcher=fused hydra.sweep.dir="$RUNS/fused"
+[ -f "$RUNS/fused/summary.md" ] && sed -n '1,20p' "$RUNS/fused/summary.md"
+# Aggregate examples/sec of K settings one after another, side by side (parallel's arrangement) and fused.
+step bench_sweep_6 all python3 -m lenet_exp.bench --device "$DEVICE" --sweep 6 --steps "$SWEEP_STEPS" --jobs 6
+step bench_sweep_48 all python3 -m lenet_exp.bench --device "$DEVICE" --sweep 48 --steps "$SWEEP_STEPS" --jobs 8
+step fused_halving tail python3 -m lenet_exp --multirun hparams_search=halving $SWEEP hydra/launcher=fused hydra.sweep.dir="$RUNS/halving"
+[ -f "$RUNS/halving/summary.md" ] && sed -n '1,12p' "$RUNS/halving/summary.md"
 
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu_check_logs.tgz" -C "$LOGS" . && echo "logs: \$OUT/gpu_check_logs.tgz"; else echo "logs: $LOGS"; fi
 echo "== $FAILED step(s) failed"

@@ -1,6 +1,7 @@
 """Fused sweeps: the same training as alone, grouping rules, a diverging member, a killed and resumed group, a fused
 halving search, every job's files as a run alone leaves them, and Hydra's own launcher conformance suites."""
 
+import errno
 import json
 import logging
 import signal
@@ -11,6 +12,7 @@ import torch
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
+from lenet_exp import run_files
 from lenet_exp.config import compose_config
 from lenet_exp.fused import GroupJob, fusion_key, groups_of, train_group
 from lenet_exp.model import LeNet
@@ -74,6 +76,42 @@ def test_a_diverging_member_stops_alone_and_the_others_go_on_unchanged(tmp_path,
         alone = train(jobs[i].cfg, tmp_path / f"alone{i}", {})
         assert max_difference(jobs[i].run_dir, tmp_path / f"alone{i}") < 1e-4
         assert results[i]["history"]["test_acc"] == pytest.approx(alone["history"]["test_acc"], abs=0.01)
+
+
+def test_a_job_whose_own_files_fail_stops_alone_recorded_failed(tmp_path, fashion_mnist, monkeypatch, caplog):
+    """A full disk under one job's folder: that job ends `failed` with the reason; the others finish unchanged."""
+    variants = [["optimizer.lr=0.3"], ["optimizer.lr=0.5", "seed=1"], ["optimizer.lr=0.2", "activation=tanh", "seed=2"]]
+    jobs = jobs_of(tmp_path, variants, "fused", epochs=2)
+    save = run_files.save_checkpoint
+
+    def full_in_job_1(path, obj):
+        if jobs[1].run_dir in path.parents:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        save(path, obj)
+
+    monkeypatch.setattr(run_files, "save_checkpoint", full_in_job_1)
+    results = train_group(jobs)
+    monkeypatch.setattr(run_files, "save_checkpoint", save)
+    assert isinstance(results[1], OSError) and [results[0]["status"], results[2]["status"]] == ["completed", "completed"]
+    failed = json.loads((jobs[1].run_dir / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "No space left on device" in failed["error"] and failed["epochs_completed"] == 0  # epoch 1 could not be saved
+    assert "run failed: OSError" in caplog.text and "best.pt: No space left on device" in caplog.text
+    for i in (0, 2):
+        alone = train(jobs[i].cfg, tmp_path / f"alone{i}", {})
+        assert max_difference(jobs[i].run_dir, tmp_path / f"alone{i}") < 1e-4, i
+
+
+def test_a_job_that_cannot_start_is_recorded_failed_and_its_group_trains(tmp_path, fashion_mnist):
+    """A damaged checkpoint in one job's folder: that job is failed with the reason, the others continue theirs."""
+    variants = [["optimizer.lr=0.3"], ["optimizer.lr=0.5", "seed=1"], ["optimizer.lr=0.2", "seed=2"]]
+    train_group(jobs_of(tmp_path, variants, "fused", epochs=1))
+    last = tmp_path / "fused1" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    results = train_group(jobs_of(tmp_path, variants, "fused", epochs=2))
+    assert "cannot resume from this checkpoint" in str(results[1])
+    failed = json.loads((tmp_path / "fused1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "cannot resume from this checkpoint" in failed["error"]
+    assert [results[i]["epochs_completed"] for i in (0, 2)] == [2, 2] and last.stat().st_size == 100
 
 
 FUSED = ["-m", "hydra/launcher=fused", *SLICE, "data.limit_train=5120", "trainer.epochs=2", "optimizer.lr=0.2,0.5", "activation=sigmoid,tanh"]

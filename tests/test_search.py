@@ -55,7 +55,7 @@ def test_each_rung_keeps_the_best_third_and_prunes_the_rest(tmp_path):
     assert [s[0].num for s in best] == [4]
     st = statuses(jobs)
     assert st[4] == ("completed", 9) and st[3] == ("pruned", 3) and st[8] == ("pruned", 3) and st[0] == ("pruned", 1)
-    assert "pruned after rung 2 of 3 (3 epochs): test acc 0.4200, 2 of 3" in jobs[3].metrics()["note"]
+    assert "after rung 2 of 3 (3 epochs): test acc 0.4200, ranked 2 of 3" in jobs[3].metrics()["note"]
 
 
 def test_ties_go_to_the_lower_job_and_failures_rank_last(tmp_path):
@@ -173,7 +173,9 @@ def test_seeds_are_summarised_per_setting(tmp_path, fashion_mnist):
     md = (tmp_path / "sweep" / "summary.md").read_text()
     assert md.index("## By setting") < md.index("## Jobs")
     rerun = next(line.strip() for line in md.splitlines() if line.strip().startswith("python -m lenet_exp --multirun"))
-    assert rerun.endswith(f"activation=tanh optimizer.lr={settings[0]['optimizer.lr']} seed=0,1") and "data.limit_train=1024" in rerun
+    threads = json.loads(next((tmp_path / "sweep").glob("0_*/metrics.json")).read_text())["cpu_threads"]
+    assert rerun.endswith(f"activation=tanh optimizer.lr={settings[0]['optimizer.lr']} seed=0,1 device.threads={threads}")
+    assert "data.limit_train=1024" in rerun  # the same figures: the same slice and the same thread count
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lenet_exp_halving import _impl
+from lenet_exp.summary_table import rungs_text
 from lenet_exp.sweep import swept_keys
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class HalvingSweeper(Sweeper):
         max_epochs = self.max_epochs or int(self.config.trainer.epochs)
         rungs = _impl.rung_epochs(self.min_epochs, self.eta, max_epochs)
         jobs = _impl.jobs_of_grid(grid, sweep_dir, swept_keys(sweep_dir, self.params))
-        log.info("Successive halving: %d jobs, rungs at %s epochs, keeping 1/%d after each", len(jobs), rungs, self.eta)
+        log.info("Successive halving: %d jobs, %s, keeping 1/%d after each", len(jobs), rungs_text(rungs), self.eta)
         record = _impl.SearchRecord(sweep_dir, self.eta, rungs, jobs, started=time.monotonic())
         try:
             return _impl.search(_impl.settings_of(jobs), rungs, self.eta, train=self._train, record=record)
