@@ -165,7 +165,8 @@ def expand_resume(argv: list[str]) -> list[str]:
         raise ConfigError(f"resume={folder}: {saved} is not a list of overrides")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     keys = {a.split("=", 1)[0] for a in rest}
-    earlier = [o for o in earlier if o.split("=", 1)[0] not in keys]
+    # a search job's own hparams_search chose the sweeper that ran it; continuing the one run searches nothing
+    earlier = [o for o in earlier if o.split("=", 1)[0] not in keys and o.split("=", 1)[0].lstrip("+~") != "hparams_search"]
     return [argv[0], *earlier, *rest, f"hydra.run.dir={quoted(str(folder))}"]
 
 

@@ -200,17 +200,27 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m lenet_exp.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: the config's device (auto)")
-    parser.add_argument("--steps", type=_typed(int, INT_GE_1), default=200, help="timed steps per measurement (234 make one epoch)")
-    parser.add_argument("--repeats", type=_typed(int, INT_GE_1), default=3, help="alternations of the two pipelines")
-    parser.add_argument("--workers", type=_typed(int, INT_GE_0), default=4, help="DataLoader workers of the textbook pipeline")
-    parser.add_argument("--target-acc", type=_typed(float, ACCURACY), default=0.0,
+    parser.add_argument("--steps", type=_typed(int, INT_GE_1), default=200, help="timed steps per measurement (default 200; 234 make one epoch)")
+    parser.add_argument("--repeats", type=_typed(int, INT_GE_1), help="alternations of the two pipelines (default 3)")
+    parser.add_argument("--workers", type=_typed(int, INT_GE_0), help="DataLoader workers of the textbook pipeline (default 4)")
+    parser.add_argument("--target-acc", type=_typed(float, ACCURACY),
                         help="also time each pipeline from scratch to this test accuracy, in whole epochs (default 0: skip)")
-    parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), default=10, help="epochs at most for --target-acc")
+    parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), help="epochs at most for --target-acc (default 10)")
     parser.add_argument("--sweep", type=_typed(int, INT_GE_1), metavar="K",
                         help="instead: K settings trained one after another, in parallel workers and fused; aggregate examples/sec of each")
-    parser.add_argument("--jobs", type=_typed(int, INT_GE_1), default=os.cpu_count() or 1, help="worker processes of --sweep's parallel arrangement")
+    parser.add_argument("--jobs", type=_typed(int, INT_GE_1), help=f"worker processes of --sweep's parallel arrangement (default {os.cpu_count() or 1}: the cores)")
     parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    pipeline_only = [f"--{k.replace('_', '-')}" for k in ("repeats", "workers", "target_acc", "max_epochs") if getattr(args, k) is not None]
+    if args.sweep and pipeline_only:
+        parser.error(f"{pipeline_only[0]} is for the pipeline comparison; --sweep measures each arrangement once (drop {pipeline_only[0]})")
+    if not args.sweep and args.jobs is not None:
+        parser.error("--jobs is for --sweep K (the parallel arrangement's worker processes)")
+    defaults = {"repeats": 3, "workers": 4, "target_acc": 0.0, "max_epochs": 10, "jobs": os.cpu_count() or 1}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def setup(args: argparse.Namespace):

@@ -13,6 +13,7 @@ run's.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from contextlib import ExitStack
@@ -33,8 +34,13 @@ from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.train import Member, Solo, failures_recorded, fit, load_data_for, start
 
 log = logging.getLogger("lenet_exp")
-CPU_NOTE = ("On the CPU a fused model trains slower than its jobs one after another (0.6-0.7x measured); fusion pays on a GPU. "
-            "`python -m lenet_exp.bench --sweep K` measures it on this machine.")
+CPU_NOTE = ("On the CPU a fused model trains slower than its jobs one after another (0.58-0.87x on the README's machine); "
+            "fusion is for GPUs. `python -m lenet_exp.bench --sweep K` measures it on this machine.")
+
+@functools.cache
+def note_cpu() -> None:
+    """The CPU note, once per process (not once per group or rung)."""
+    log.info(CPU_NOTE)
 
 # Optimizers the fused step reproduces, and the settings each may vary per model.
 FUSABLE = {
@@ -349,7 +355,7 @@ def train_group(jobs: list[GroupJob], parent_pid: int | None = None) -> list[dic
             points.setdefault((key, run.p.epoch, run.p.step, run.p.global_step) if key else ("alone", i), []).append(i)
         data = None
         if any(len(idxs) > 1 and runs[idxs[0]].device.type == "cpu" for idxs in points.values()):
-            log.info(CPU_NOTE)
+            note_cpu()
         for idxs in points.values():
             members = [Member(runs[i], jobs[i].run_dir, jobs[i].hparams, log=jobs[i].log, show_shapes=False) for i in idxs]
             try:

@@ -183,7 +183,8 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
         groups.setdefault(tuple((k, r["overrides"].get(k)) for k in keys if k != "seed"), []).append(r)
     settings = []
     for values, members in groups.items():
-        accs = [m["test_acc"] for m in members if m["status"] == "completed" and m["test_acc"] is not None]
+        # a pruned setting's mean is at its last rung (the plot shows it apart); only completed settings rank as complete
+        accs = [m["test_acc"] for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
         bests = [m["best_test_acc"] for m in members if m["best_test_acc"] is not None]
         counts = {s: len(list(g)) for s, g in groupby(sorted(str(m["status"]) for m in members))}
         settings.append({
@@ -193,7 +194,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
             "best_test_acc_mean": statistics.fmean(bests) if bests else None,
             "statuses": ", ".join(f"{n} {s}" for s, n in counts.items()),
-            "complete": len(accs) == len(members),
+            "complete": len(accs) == len(members) and all(m["status"] == "completed" for m in members),
             "not_learning": all(m["not_learning"] for m in members),
             "jobs": [m["job"] for m in members],
             "seeds": [m["overrides"].get("seed") for m in members],

@@ -114,10 +114,14 @@ def search_lines(summary) -> list[str]:
     state = "" if s.get("finished") else " (not finished: rerun the same command to continue)"
     return [
         f"Successive halving{state}: {s['settings']} settings ({s['jobs']} jobs), {rungs_text(s['rungs'])}, "
-        f"keeping the best 1/{s['eta']} after each. Work: {trained} epochs trained of {full} for the full grid "
+        f"keeping the best 1/{s['eta']} after each. Work: {trained} epoch{'s' * (trained != 1)} trained of {full} for the full grid "
         f"({100 * trained / full:.0f}%); wall time {minutes} min {seconds} s.",
         "",
     ]
+
+
+def _setting_name(setting: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={setting['values'][k]}" for k in keys)
 
 
 def setting_lines(summary) -> list[str]:
@@ -128,11 +132,16 @@ def setting_lines(summary) -> list[str]:
     if learned:
         best, seeds = learned[0], ",".join(str(s) for s in learned[0]["seeds"])
         spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
-        lead = f", {100 * (best['test_acc_mean'] - learned[1]['test_acc_mean']):.2f} points above the next setting" if len(learned) > 1 else ""
+        lead = ""
+        if len(learned) > 1:
+            gap, spread_of = best["test_acc_mean"] - learned[1]["test_acc_mean"], [g["test_acc_std"] or 0.0 for g in learned[:2]]
+            lead = f", {gap:.4f} above the next setting"
+            if gap <= max(spread_of):  # within the seeds' own spread: more seeds, not this ranking, can tell them apart
+                lead += f" ({_setting_name(learned[1], keys)}), less than the spread over seeds: neither is clearly better"
         args = " ".join(f"{k}={_bool_text(v)}" for k, v in best["overrides"].items()) + f" seed={seeds}"
         if best.get("cpu_threads") and "device.threads" not in best["overrides"]:  # as rerun_command, for the same figures
             args += f" device.threads={best['cpu_threads']}"
-        name = ", ".join(f"{k}={best['values'][k]}" for k in keys)
+        name = _setting_name(best, keys)
         lines += [f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
                   "", f"    python -m lenet_exp --multirun {args}", ""]
     header = [*keys, "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]

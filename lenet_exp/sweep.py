@@ -106,6 +106,8 @@ def check_plugin_settings(cfg: DictConfig) -> None:
     target = str(launcher.get("_target_", ""))
     if "Joblib" in target and (not _is_int(launcher.get("n_jobs")) or launcher.n_jobs == 0):
         raise ConfigError(f"hydra.launcher.n_jobs={launcher.get('n_jobs')!r} is not allowed: expected a non-zero integer (-1: one per CPU core)")
+    if "FusedLauncher" in target and (not _is_int(launcher.get("max_models")) or launcher.max_models < 1):
+        raise ConfigError(f"hydra.launcher.max_models={launcher.get('max_models')!r} is not allowed: expected an integer >= 1 (1: every job alone)")
     if "Submitit" in target and (not _is_number(launcher.get("timeout_min")) or launcher.timeout_min <= 0):
         raise ConfigError(f"hydra.launcher.timeout_min={launcher.get('timeout_min')!r} is not allowed: expected minutes > 0")
     if "SlurmLauncher" in target and not shutil.which("sbatch"):

@@ -45,6 +45,9 @@ BAD_ARGS = {
     ("data=imagenet",): "data=imagenet: unknown option of group 'data'; allowed: fashion_mnist, mnist",
     ("data.batch_size=0",): "data.batch_size=0 is not allowed: expected an integer >= 1",
     ("data=mnist", "data.root=nowhere", "data.download=false"): "mnist: files not found in nowhere/MNIST/raw",
+    ("--sweep", "0"): "argument --sweep: '0': expected an integer >= 1",
+    ("--sweep", "2", "--repeats", "3"): "--repeats is for the pipeline comparison; --sweep measures each arrangement once",
+    ("--jobs", "2"): "--jobs is for --sweep K",
 }
 
 

@@ -127,7 +127,7 @@ def fused_sweep(tmp_path_factory, fashion_mnist):
 
 def test_a_fused_sweep_leaves_what_separate_jobs_leave(fused_sweep):
     sweep, proc = fused_sweep
-    assert "Fused launcher: 4 jobs in 1 groups of 4" in proc.stdout and "Training jobs 0, 1, 2, 3 as one fused model" in proc.stdout
+    assert "Fused launcher: 4 jobs in 1 group of 4" in proc.stdout and "Training jobs 0, 1, 2, 3 as one fused model" in proc.stdout
     rows = read_csv(sweep / "summary.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     for r in rows:
@@ -175,7 +175,7 @@ def test_a_fused_halving_search(tmp_path, fashion_mnist):
             "optimizer.lr=0.1,0.3,0.9", "activation=sigmoid,tanh", "hydra.sweep.dir=sweep"]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "Fused launcher: 6 jobs in 1 groups of 6" in proc.stdout and "Fused launcher: 2 jobs in 1 groups of 2" in proc.stdout
+    assert "Fused launcher: 6 jobs in 1 group of 6" in proc.stdout and "Fused launcher: 2 jobs in 1 group of 2" in proc.stdout
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
     assert sorted(r["status"] for r in rows) == ["completed", "completed", "pruned", "pruned", "pruned", "pruned"]
     for r in rows:

@@ -3,18 +3,22 @@ through the command (statuses, continuous curves, summaries, a kill and a rerun)
 the HParams dashboard of a real TensorBoard server."""
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 
 import pytest
 
-from helpers import read_csv, run_cli, scalars, start_cli
+from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
 from hydra_plugins.lenet_exp_halving._impl import Job, SearchRecord, keep_count, rung_epochs, search, settings_of
 from lenet_exp import run_files
+from lenet_exp.summarize import by_setting
+from lenet_exp.summary_table import setting_lines
 
 
 @pytest.mark.parametrize("args,rungs", [((1, 3, 10), [1, 3, 9, 10]), ((1, 3, 9), [1, 3, 9]), ((2, 2, 5), [2, 4, 5]), ((1, 3, 1), [1]), ((4, 3, 4), [4])])
@@ -137,6 +141,18 @@ def test_a_real_halving_search(halving_search):
     assert "Best of the last rung: job" in md and "trainer.epochs=3" in md
 
 
+def test_a_pruned_job_resumes_alone_with_resume(halving_search, tmp_path):
+    sweep, _ = halving_search
+    pruned = next(sweep / r["run_dir"] for r in read_csv(sweep / "summary.csv") if r["status"] == "pruned")
+    job = tmp_path / pruned.name
+    shutil.copytree(pruned, job)  # a copy: the search's own folder stays as the other tests read it
+    proc = run_cli(f"resume={job}", "trainer.epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Resuming in" in proc.stdout and epochs_completed(job) == 2
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    assert [s for s, _ in scalars(job)["train/loss"]] == list(range(1, 9))  # its curves go on from the rung's
+
+
 def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_path):
     unbroken, _ = halving_search
     proc = start_cli(*SEARCH, cwd=tmp_path)
@@ -176,6 +192,28 @@ def test_seeds_are_summarised_per_setting(tmp_path, fashion_mnist):
     threads = json.loads(next((tmp_path / "sweep").glob("0_*/metrics.json")).read_text())["cpu_threads"]
     assert rerun.endswith(f"activation=tanh optimizer.lr={settings[0]['optimizer.lr']} seed=0,1 device.threads={threads}")
     assert "data.limit_train=1024" in rerun  # the same figures: the same slice and the same thread count
+
+
+def seed_rows(accs: dict[str, list[float]]) -> list[dict]:
+    """Summary rows of a seed sweep over optimizer.lr: completed jobs with these test accuracies."""
+    rows, job = [], 0
+    for lr, values in accs.items():
+        for seed, acc in enumerate(values):
+            rows.append({"job": job, "overrides": {"optimizer.lr": lr, "seed": str(seed)}, "status": "completed", "test_acc": acc,
+                         "best_test_acc": acc, "not_learning": False, "cpu_threads": 2})
+            job += 1
+    return rows
+
+
+@pytest.mark.parametrize("accs, clear", [({"0.3": [0.87, 0.88, 0.875], "0.1": [0.84, 0.85, 0.845]}, True),
+                                         ({"0.1": [0.45, 0.63, 0.55], "0.3": [0.44, 0.64, 0.55]}, False)])
+def test_a_lead_within_the_spread_over_seeds_is_not_called_clear(accs, clear):
+    keys = ["optimizer.lr", "seed"]
+    summary = types.SimpleNamespace(keys=keys, settings=by_setting(seed_rows(accs), keys))
+    best = next(line for line in setting_lines(summary) if line.startswith("Best setting"))
+    assert best.startswith(f"Best setting: optimizer.lr={next(iter(accs))}: mean test acc")
+    assert ("neither is clearly better" in best) is not clear
+    assert "above the next setting" in best and "points" not in best
 
 
 def free_port() -> int:

@@ -41,7 +41,8 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     from lenet_exp.fused import groups_of
 
     groups = groups_of([_fusion_key(cfg) for cfg in configs], launcher.max_models)
-    log.info(f"Fused launcher: {len(configs)} jobs in {len(groups)} groups of {', '.join(str(len(g)) for g in groups)}")
+    sizes = ", ".join(str(len(g)) for g in groups)
+    log.info(f"Fused launcher: {len(configs)} job{'s' * (len(configs) != 1)} in {len(groups)} group{'s' * (len(groups) != 1)} of {sizes}")
     returns: list[JobReturn | None] = [None] * len(configs)
     for group in groups:
         if len(group) == 1:

@@ -151,7 +151,7 @@ def search(settings: list[list[Job]], rungs: list[int], eta: int, train: Callabl
         for place, i in enumerate(order[kept:], start=kept + 1):
             shown = "no accuracy" if scores[i] is None else f"test acc {scores[i]:.4f}"
             for job in alive[i]:
-                prune(job, f"after rung {k + 1} of {len(rungs)} ({epochs} epochs): {shown}, ranked {place} of {len(alive)}")
+                prune(job, f"after rung {k + 1} of {len(rungs)} ({epochs} epoch{'s' * (epochs != 1)}): {shown}, ranked {place} of {len(alive)}")
         alive = [alive[i] for i in order[:kept]]
     if record:
         record.finish()
