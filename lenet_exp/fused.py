@@ -300,6 +300,11 @@ def fusion_key(cfg: DictConfig) -> tuple | None:
         return None
     if any(k not in allowed and not k.startswith("_") for k in optimizer):
         return None
+    try:
+        if any(True for _ in instantiate(cfg.activation).parameters()):  # PReLU and the like: weights the fused model lacks
+            return None
+    except Exception:
+        return None
     varying = ("seed", "activation.", "model.init", *(f"optimizer.{k}" for k in allowed))
     return tuple(sorted((k, repr(v)) for k, v in all_settings(cfg).items() if not k.startswith(varying) and k != "trainer.progress"))
 

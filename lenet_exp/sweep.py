@@ -136,6 +136,10 @@ def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: 
     """hparams_search=halving: its keys in range, a sweep to halve, epochs it sets itself, folders it names itself."""
     if not multirun:
         raise ConfigError("hparams_search=halving searches over a sweep: add --multirun and the values to search")
+    for o in overrides:
+        if "=" in o and re.search(r"\b(interval|tag)\(", o.split("=", 1)[1]):
+            raise ConfigError(f"{o}: hparams_search=halving halves a grid (lists, range(...), choice(...)); "
+                              "interval(...) is a search space for hparams_search=optuna")
     sweeper = cfg.hydra.sweeper
     rules = {
         "hydra.sweeper.eta": (sweeper.eta, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
@@ -217,15 +221,19 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
     if _swept_order(given) != _swept_order(overrides):
         raise FolderRefused(refuse.format(f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"))
     if diff := first_difference(then.get("sweeper") or {}, now["sweeper"]):
-        raise FolderRefused(refuse.format(f"hydra.sweeper: {diff}"))
+        raise FolderRefused(f"{sweep_dir} holds a sweep run with other sweeper settings (hydra.sweeper: {diff}); rerun it with the "
+                            f"hydra.sweeper values it had, or choose a new hydra.sweep.dir")
     if diff := first_difference(then.get("settings") or {}, now["settings"]):
         raise FolderRefused(refuse.format(diff))
     if "trainer.epochs" not in swept:
         trained = max((_epochs_trained(job) for job in sweep_dir.iterdir() if job.is_dir()), default=0)
-        if cfg.trainer.epochs < trained:
+        key, asked = "trainer.epochs", cfg.trainer.epochs
+        if "Halving" in str(OmegaConf.select(cfg, "hydra.sweeper._target_")) and OmegaConf.select(cfg, "hydra.sweeper.max_epochs"):
+            key, asked = "hydra.sweeper.max_epochs", cfg.hydra.sweeper.max_epochs  # a halving search trains to its last rung
+        if asked < trained:
             raise FolderRefused(
-                f"{sweep_dir} holds jobs trained for {trained} epochs already; trainer.epochs={cfg.trainer.epochs} asks for fewer. "
-                f"Give trainer.epochs={trained} or more to continue them, or choose a new hydra.sweep.dir"
+                f"{sweep_dir} holds jobs trained for {trained} epochs already; {key}={asked} asks for fewer. "
+                f"Give {key}={trained} or more to continue them, or choose a new hydra.sweep.dir"
             )
 
 

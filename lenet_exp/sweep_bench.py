@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
+import signal
 import time
 
 import torch
@@ -92,17 +94,21 @@ def fused(configs: list[DictConfig], data: Split, steps: int, device: torch.devi
 
 def _worker(yamls: list[str], images: torch.Tensor, labels: torch.Tensor, steps: int, device: str, threads: int, barrier, results) -> None:
     """One worker process of the parallel arrangement: its share of the settings, one after another, timed together."""
-    torch.set_num_threads(threads)
-    configs = [OmegaConf.create(y) for y in yamls]
-    dev = torch.device(device)
-    data = Split(images, labels).to(dev)
-    trainees = []
-    for c in configs:
-        s = Settings.from_cfg(c)
-        trainees.append((Solo(*build(c, s, dev), s), c, s))
-    barrier.wait()  # every worker ready: the clocks run together
-    seconds = sum(_steps(trainee, data, [c.seed], steps, s, dev) for trainee, c, s in trainees)  # timed steps only, as the others
-    results.put((len(configs) * steps * configs[0].data.batch_size, seconds))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the bench's own process's to handle: it stops the workers
+    try:
+        torch.set_num_threads(threads)
+        configs = [OmegaConf.create(y) for y in yamls]
+        dev = torch.device(device)
+        data = Split(images, labels).to(dev)
+        trainees = []
+        for c in configs:
+            s = Settings.from_cfg(c)
+            trainees.append((Solo(*build(c, s, dev), s), c, s))
+        barrier.wait()  # every worker ready: the clocks run together
+        seconds = sum(_steps(trainee, data, [c.seed], steps, s, dev) for trainee, c, s in trainees)  # timed steps only, as the others
+        results.put((len(configs) * steps * configs[0].data.batch_size, seconds))
+    except BaseException:  # stopped or broken: say so, so the bench ends instead of waiting
+        results.put(None)
 
 
 def parallel(configs: list[DictConfig], data: Split, steps: int, device: torch.device, jobs: int) -> float:
@@ -115,27 +121,43 @@ def parallel(configs: list[DictConfig], data: Split, steps: int, device: torch.d
     shares = [[OmegaConf.to_yaml(c) for c in configs[i::jobs]] for i in range(jobs)]
     cpu = data.to(torch.device("cpu"))
     procs = [ctx.Process(target=_worker, args=(share, cpu.images, cpu.labels, steps, str(device), threads, barrier, results)) for share in shares]
-    for p in procs:
-        p.start()
-    try:
-        figures = [results.get(timeout=3600) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.terminate()
+    figures: list = []
+    with StopSignals():  # Ctrl-C or SIGTERM raise Interrupted while the bench waits; the workers are stopped below
+        try:
+            for p in procs:
+                p.start()
+            while len(figures) < len(procs):
+                try:
+                    figures.append(results.get(timeout=0.5))
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in procs):  # a worker died without a word
+                        raise RuntimeError("a worker of the parallel arrangement died") from None
+                    continue
+                if figures[-1] is None:
+                    raise RuntimeError("a worker of the parallel arrangement stopped before its figures")
+        finally:
+            for p in procs:  # ended by a signal or an error too: no worker outlives the bench
+                if p.is_alive() and len(figures) < len(procs):
+                    p.terminate()
+                p.join(timeout=60)
     return sum(n for n, _ in figures) / max(seconds for _, seconds in figures)
 
 
 def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torch.device, train: Split, say) -> None:
     """The three arrangements of K settings, each measured once, and a table of their aggregate examples/sec."""
+    from lenet_exp.fused import fusion_key
+
     configs = settings_of_sweep(cfg, k)
     data = train.to(device)
     figures = {}
-    for name, measure in (("sequential", lambda: sequential(configs, data, steps, device)),
-                          (f"parallel ({plural(min(jobs, k), 'worker')} x {plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
-                           lambda: parallel(configs, data, steps, device, jobs)),
-                          ("fused (one model)", lambda: fused(configs, data, steps, device))):
+    arrangements = [("sequential", lambda: sequential(configs, data, steps, device)),
+                    (f"parallel ({plural(min(jobs, k), 'worker')} x {plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
+                     lambda: parallel(configs, data, steps, device, jobs))]
+    if fusion_key(configs[0]) is not None:
+        arrangements.append(("fused (one model)", lambda: fused(configs, data, steps, device)))
+    else:  # the fused launcher would train these settings alone: there is no fused figure to give
+        say("fused: not measured; the fused launcher trains settings like these alone (README: Fused sweeps)")
+    for name, measure in arrangements:
         say(f"{name}: {k} settings x {steps} steps ...")
         figures[name] = measure()
         say(f"{name}: {figures[name]:,.0f} examples/sec")

@@ -62,6 +62,7 @@ def test_which_settings_split_a_group():
                       ["optimizer=adam"], ["model.pool=max"], ["deterministic=true"]):
         assert key(*splitting) not in (same, None), splitting
     assert key("device.compile=true") is None and key("+optimizer.nesterov=true", "optimizer.momentum=0.9") is None  # alone
+    assert key("activation._target_=torch.nn.PReLU") is None  # an activation with weights of its own trains alone
     keys = [same, same, None, same, key("optimizer=adam"), key("optimizer=adam")]
     assert groups_of(keys, max_models=2) == [[0, 1], [2], [3], [4, 5]]
 

@@ -93,7 +93,7 @@ def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGINT takes the same handler (signals.StopSignals; test_run_folder sends it)
 def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fashion_mnist):
     proc = interrupt_in_epoch_2(tmp_path, sig)
     out = proc.stdout.read()

@@ -334,6 +334,7 @@ BAD_VALUES = {
     "--multirun hparams_search=optuna hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 is not allowed: expected an integer >= 1",
     "--multirun seed=1,2 hydra/launcher=parallel hydra.launcher.n_jobs=0": "hydra.launcher.n_jobs=0 is not allowed",
     "--multirun seed=1,2 hydra/launcher=fused hydra.launcher.max_models=0": "hydra.launcher.max_models=0 is not allowed: expected an integer >= 1",
+    "--multirun hparams_search=halving optimizer.lr=interval(0.01,0.1)": "hparams_search=halving halves a grid (lists, range(...), choice(...))",
     "--multirun seed=1,2 hydra/launcher=bogus": "Could not find 'hydra/launcher/bogus' Available options in 'hydra/launcher': basic, fused, joblib, parallel",
     "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
     "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",

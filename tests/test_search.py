@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
-from hydra_plugins.lenet_exp_halving._impl import Job, SearchRecord, keep_count, rung_epochs, search, settings_of
+from hydra_plugins.lenet_exp_halving._impl import Job, RungIncomplete, SearchRecord, keep_count, rung_epochs, search, settings_of
 from lenet_exp import run_files
 from lenet_exp.summarize import by_setting
 from lenet_exp.summary_table import setting_lines
@@ -69,6 +69,34 @@ def test_ties_go_to_the_lower_job_and_failures_rank_last(tmp_path):
     assert trainer.calls == [([0, 1, 2, 3], 1), ([1, 2], 3)]
     assert [s[0].num for s in best] == [2, 1]  # the last rung ranks by its own accuracy
     assert statuses(jobs)[0] == ("failed", 0)  # a failure is ranked last but keeps its own status
+
+
+class Refusing(StandIn):
+    """A trainer under which one job's folder refuses the rung (locked, or its record damaged): its files stay as they were."""
+
+    def __init__(self, curves, refused: int, at: int, damage: str | None = None) -> None:
+        super().__init__(curves)
+        self.refused, self.at, self.damage = refused, at, damage
+
+    def __call__(self, jobs: list[Job], epochs: int) -> None:
+        super().__call__([j for j in jobs if not (j.num == self.refused and epochs == self.at)], epochs)
+        if self.damage is not None and epochs == self.at:
+            (jobs[0].folder.parent / f"{self.refused}_job" / "metrics.json").write_text(self.damage)
+
+
+@pytest.mark.parametrize("damage", [None, "garbage{", '{"epochs_completed": "abc", "history": [1, 2]}'])
+def test_a_job_without_a_figure_for_its_rung_stops_the_search_before_any_choice(tmp_path, damage):
+    jobs = grid(tmp_path, 4)
+    curves = {0: [0.3, 0.3, 0.3], 1: [0.5, 0.5, 0.5], 2: [0.6, 0.6, 0.6], 3: [0.4, 0.4, 0.4]}
+    with pytest.raises(RungIncomplete, match="job 2 has no test accuracy for it"):  # rung 1 keeps jobs 1 and 2; job 2 refuses rung 2
+        search(settings_of(jobs), [1, 3], 2, Refusing(curves, refused=2, at=3, damage=damage))
+    assert statuses(jobs)[1] == ("completed", 3)  # its rival is not ranked against a missing figure, nor pruned
+
+
+def test_a_rung_where_every_job_failed_stops_the_search(tmp_path):
+    jobs = grid(tmp_path, 4)
+    with pytest.raises(RungIncomplete, match="no setting ended with a test accuracy"):
+        search(settings_of(jobs), [1, 3], 2, StandIn({0: None, 1: None, 2: None, 3: None}))
 
 
 def test_fewer_settings_than_eta_and_a_single_setting(tmp_path):

@@ -54,7 +54,32 @@ class Job:
         return [*self.overrides, f"trainer.epochs={epochs}", f"hydra.sweep.subdir={quoted(self.folder.name)}"]
 
     def metrics(self) -> dict:
-        return run_files.read_metrics(self.folder) or {}
+        """Its metrics.json, or {} where that is missing, unreadable or not a run's record (the job then has no score)."""
+        try:
+            metrics = run_files.read_metrics(self.folder) or {}
+        except Exception:
+            return {}
+        history = metrics.get("history") if isinstance(metrics, dict) else None
+        accs = history.get("test_acc") if isinstance(history, dict) else None
+        epochs = metrics.get("epochs_completed") if isinstance(metrics, dict) else None
+        if not isinstance(accs, list) or not all(a is None or isinstance(a, (int, float)) for a in accs) or not isinstance(epochs, int):
+            return {}
+        return metrics
+
+
+class RungIncomplete(Exception):
+    """A rung's jobs did not all end with a figure for it (a folder refused or damaged): nothing is ranked or pruned."""
+
+
+def check_rung(alive: list[list[Job]], epochs: int, k: int) -> None:
+    """Every job of a live setting has a test accuracy at `epochs`, or ended failed or diverged (those rank last)."""
+    for job in (job for setting in alive for job in setting):
+        metrics = job.metrics()
+        if score(metrics, epochs) is None and metrics.get("status") not in ("failed", "diverged"):
+            state = f"status {metrics['status']}, {metrics['epochs_completed']} epochs" if metrics else "no readable metrics.json"
+            raise RungIncomplete(
+                f"halving stopped before choosing at rung {k + 1} ({epochs} epochs): job {job.num} has no test accuracy for it "
+                f"({state}, in {job.folder}); nothing was pruned. Fix that job's folder and rerun the same command")
 
 
 def jobs_of_grid(grid: list[list[str]], sweep_dir: Path, swept: list[str]) -> list[Job]:
@@ -143,7 +168,11 @@ def search(settings: list[list[Job]], rungs: list[int], eta: int, train: Callabl
         behind = [job for setting in alive for job in setting if needs_training(job.metrics(), epochs)]
         if behind:
             train(behind, epochs)
+        check_rung(alive, epochs, k)
         scores = [setting_score([job.metrics() for job in setting], epochs) for setting in alive]
+        if not last and all(s is None for s in scores):
+            raise RungIncomplete(f"halving stopped at rung {k + 1} ({epochs} epochs): no setting ended with a test accuracy "
+                                 "(every job failed or diverged); see the summary, fix the cause and rerun the same command")
         order = rank(scores, [setting[0].num for setting in alive])
         kept = len(alive) if last else keep_count(len(alive), eta)
         if record:

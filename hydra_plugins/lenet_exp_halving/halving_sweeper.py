@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class HalvingSweeper(Sweeper):
         record = _impl.SearchRecord(sweep_dir, self.eta, rungs, jobs, started=time.monotonic())
         try:
             return _impl.search(_impl.settings_of(jobs), rungs, self.eta, train=self._train, record=record)
+        except _impl.RungIncomplete as e:
+            print(f"Error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
         finally:
             record.save()
 
