@@ -75,6 +75,9 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
     sweeps; `printing` names a flag that shows one config (--cfg), which refuses them too.
     """
     check_sweep_syntax(overrides, multirun)
+    if any(a.lstrip("+").startswith("hydra/sweeper=halving") for a in overrides):
+        raise ConfigError("hydra/sweeper=halving: choose it through its preset, hparams_search=halving, which sets its keys "
+                          "(hydra.sweeper.eta, min_epochs, max_epochs)")
     check_group_overrides([a for a in overrides if not is_hydra_override(a)])
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -251,7 +254,10 @@ def check_group_overrides(args: list[str]) -> None:
     options = group_options()
     for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
-        if key not in options or not value or "(" in value or value == "null":
+        if key in options and value == "null":
+            raise ConfigError(f"{key}=null: a group takes one of its options ({', '.join(options[key])}); "
+                              f"leave {key} out for its default" + (" (no search)" if key == "hparams_search" else ""))
+        if key not in options or not value or "(" in value:
             continue  # not a group choice, or a sweep function such as choice(...)
         for option in value.split(","):
             if option not in options[key]:
