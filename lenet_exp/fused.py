@@ -28,10 +28,10 @@ from torch.nn import functional as F
 
 from lenet_exp import run_folder
 from lenet_exp.config import LENET
-from lenet_exp.model import LeNet
+from lenet_exp.model import LeNet, full_precision
 from lenet_exp.run_folder import all_settings
 from lenet_exp.signals import Interrupted, StopSignals
-from lenet_exp.train import Member, Solo, failures_recorded, fit, load_data_for, start
+from lenet_exp.train import Member, Solo, failures_recorded, fit, load_data_for, mixed_precision, start
 
 log = logging.getLogger("lenet_exp")
 CPU_NOTE = ("On the CPU a fused model trains slower than its jobs one after another (0.58-0.87x on the README's machine); "
@@ -110,7 +110,7 @@ class FusedLeNet(nn.Module):
             elif kind == "linear":  # (G, B, in) -> (G, B, out): one batched product; the classifier in fp32, as LeNet's
                 w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}")
                 if i == last:
-                    with torch.autocast(x.device.type, enabled=False) if x.device.type in ("cpu", "cuda") else _null():
+                    with full_precision(x):
                         return torch.baddbmm(b.float().unsqueeze(1), x.float(), w.float().transpose(1, 2))
                 x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
             else:  # activation: model g's slice is dim 1 of (B, G, C, H, W) in the conv stage, dim 0 of (G, B, F) after
@@ -133,14 +133,6 @@ class FusedLeNet(nn.Module):
     def stacked(self) -> list[nn.Parameter]:
         """The stacked parameters in LeNet's parameter order (weight, bias of each layer)."""
         return [getattr(self, f"{name}{i}") for i in self.slots for name in ("w", "b")]
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class FusedOptimizer:
@@ -258,7 +250,7 @@ class FusedTrainee:
     def step(self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (G, B, 28, 28) uint8, labels (G, B): one step of every model; summed losses (G,) and correct counts (G,)."""
         x = model_input(images, self.s.device.channels_last)  # (B, G, 28, 28)
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.s.device.amp and x.is_cuda):
+        with mixed_precision(self.s, x):
             logits = self.model(x)  # (G, B, 10)
             losses, total, correct = step_loss(logits, labels, active)
         self.optimizer.zero_grad()
@@ -275,7 +267,7 @@ class FusedTrainee:
         for i in range(0, len(data), chunk):
             images = data.images[i : i + chunk]
             x = model_input(images.unsqueeze(0).expand(self.G, *images.shape), self.s.device.channels_last)
-            with torch.autocast("cuda", torch.bfloat16, enabled=self.s.device.amp and x.is_cuda):
+            with mixed_precision(self.s, x):
                 correct += (self.model(x).argmax(dim=-1) == data.labels[i : i + len(images)]).sum(dim=1)
         self.model.train()
         return (correct.double() / len(data)).tolist()

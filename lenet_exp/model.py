@@ -64,8 +64,13 @@ class LeNet(nn.Sequential):
         *body, classifier = self
         for layer in body:  # (B, 1, 28, 28) -> conv (B, 6, 28, 28) -> pool (B, 6, 14, 14) -> conv (B, 16, 10, 10)
             x = layer(x)  # -> pool (B, 16, 5, 5) -> flatten (B, 400) -> (B, 120) -> (B, 84)
-        with torch.autocast(x.device.type, enabled=False) if x.device.type in AUTOCAST_DEVICES else nullcontext():
+        with full_precision(x):
             return classifier(x.float())  # logits (B, 10), fp32 even under autocast
+
+
+def full_precision(x: torch.Tensor):
+    """Autocast switched off where it can be on: the classifier's logits are fp32 (LeNet's and the fused model's)."""
+    return torch.autocast(x.device.type, enabled=False) if x.device.type in AUTOCAST_DEVICES else nullcontext()
 
 
 def _init_weights(module: nn.Module, scheme: str) -> None:

@@ -71,6 +71,11 @@ class Progress:
         return len(speeds) / sum(1 / v for v in speeds) if speeds else None  # equal epochs: total examples / total time
 
 
+def mixed_precision(s: Settings, x: torch.Tensor) -> torch.autocast:
+    """bf16 autocast where `device.amp` asks for it and the data is on CUDA; a no-op elsewhere."""
+    return torch.autocast("cuda", torch.bfloat16, enabled=s.device.amp and x.is_cuda)
+
+
 def log_steps(num_batches: int, points: int) -> set[int]:
     """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last one included."""
     points = min(points, num_batches)  # at most one point a step
@@ -87,7 +92,7 @@ class Solo:
     def step(self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (1, B, 28, 28) uint8, labels (1, B): one step; the batch's summed loss and correct count, on the device."""
         x, y = to_input(images[0], self.s.device.channels_last), labels[0]  # (B, 1, 28, 28), (B,)
-        with torch.autocast("cuda", torch.bfloat16, enabled=self.s.device.amp and x.is_cuda):
+        with mixed_precision(self.s, x):
             logits = self.net(x)  # (B, 10)
             loss = nn.functional.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -156,7 +161,7 @@ def evaluate(model: nn.Module, data: Split, s: Settings) -> float:
     correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
     for i in range(0, len(data), s.device.eval_batch_size):
         x = to_input(data.images[i : i + s.device.eval_batch_size], s.device.channels_last)
-        with torch.autocast("cuda", torch.bfloat16, enabled=s.device.amp and x.is_cuda):
+        with mixed_precision(s, x):
             correct += (model(x).argmax(dim=1) == data.labels[i : i + len(x)]).sum()
     model.train()
     return correct.item() / len(data)
