@@ -16,7 +16,10 @@ import signal
 import sys
 
 # Ctrl-C while the modules below load ends in one line, not a traceback; main() restores Python's own handler.
-signal.signal(signal.SIGINT, lambda signum, frame: (sys.stderr.write("Interrupted by SIGINT: nothing was written.\n"), sys.exit(130)))
+signal.signal(
+    signal.SIGINT,
+    lambda signum, frame: (sys.stderr.write("Interrupted by SIGINT: nothing was written.\n"), sys.exit(130)),
+)
 
 import logging
 import os
@@ -32,19 +35,45 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp import run_folder, sweep
-from lenet_exp.logger import hparams_of
-from lenet_exp.sweep import note_refusal
 from lenet_exp.config import CONFIG_PATH, ConfigError, check_folder_path, check_overrides, is_hydra_override, quoted
 from lenet_exp.data import DataError
+from lenet_exp.logger import hparams_of
 from lenet_exp.run_files import CheckpointError
 from lenet_exp.summarize import write_summary
+from lenet_exp.sweep import note_refusal
 
 log = logging.getLogger("lenet_exp")
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
 NO_ACCURACY = 0.0  # what a job without a final test accuracy (failed, diverged, refused) returns: sweepers rank it last
 LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # host:pid of the sweep's own process, seen by jobs that run in other processes
-NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion", "-p", "--package", "--resolve")
-VALUE_FLAGS = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun")
+NO_RUN_FLAGS = (
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--version",
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "-sc",
+    "--shell-completion",
+    "-p",
+    "--package",
+    "--resolve",
+)
+VALUE_FLAGS = (
+    "-c",
+    "--cfg",
+    "-p",
+    "--package",
+    "-cp",
+    "--config-path",
+    "-cn",
+    "--config-name",
+    "-cd",
+    "--config-dir",
+    "--experimental-rerun",
+)
 
 
 def environment_errors() -> tuple:
@@ -74,7 +103,9 @@ def signals_held():
     if threading.current_thread() is not threading.main_thread():
         yield came
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield came
     finally:
@@ -91,15 +122,15 @@ def stop(signum: int, note: str, in_worker: bool) -> None:
     raise SystemExit(128 + signum)
 
 
-
-
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
     host, _, pid = os.environ.get(LAUNCHER_PID, "").partition(":")
     launcher = int(pid) if pid.isdigit() and host == socket.gethostname() else 0
-    in_worker = multirun and bool(launcher) and os.getpid() != launcher  # joblib, submitit_local: stop when the sweep dies
+    in_worker = (
+        multirun and bool(launcher) and os.getpid() != launcher
+    )  # joblib, submitit_local: stop when the sweep dies
     with signals_held() as came:
         from lenet_exp.train import Interrupted, train  # torch loads here, once the command line has passed its checks
     if came:
@@ -107,7 +138,9 @@ def task(cfg: DictConfig) -> float:
         stop(came[0], "before training started; nothing was written", in_worker)
     hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     try:
-        metrics = train(cfg, run_dir, hparams, launcher if in_worker else None, HydraConfig.instance().cfg, keep_refusals=multirun)
+        metrics = train(
+            cfg, run_dir, hparams, launcher if in_worker else None, HydraConfig.instance().cfg, keep_refusals=multirun
+        )
         return NO_ACCURACY if metrics["test_acc"] is None else metrics["test_acc"]
     except Interrupted as e:
         if in_worker:
@@ -137,7 +170,11 @@ def task(cfg: DictConfig) -> float:
                 except OSError as e:  # a full disk: the jobs' own records stand; the summary waits for a rerun
                     print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
             if came:
-                stop(came[0], f"the summary in {hc.sweep.dir} is up to date; rerun the same command to continue", in_worker)
+                stop(
+                    came[0],
+                    f"the summary in {hc.sweep.dir} is up to date; rerun the same command to continue",
+                    in_worker,
+                )
 
 
 task.trains_lenet = True  # the fused launcher knows this task: it may train its jobs together as one model
@@ -155,7 +192,11 @@ def expand_resume(argv: list[str]) -> list[str]:
     saved = folder / run_folder.RECORD / "overrides.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume={folder}: not a run folder (no {saved}); give the folder of an earlier run")
-    if clash := [a for a in argv[1:] if a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) or a in ("-m", "--multirun")]:
+    if clash := [
+        a
+        for a in argv[1:]
+        if a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) or a in ("-m", "--multirun")
+    ]:
         raise ConfigError(f"resume= continues a run in its own folder: drop {clash[0]}")
     try:
         earlier = yaml.safe_load(saved.read_text()) or []
@@ -166,7 +207,9 @@ def expand_resume(argv: list[str]) -> list[str]:
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     keys = {a.split("=", 1)[0] for a in rest}
     # a search job's own hparams_search chose the sweeper that ran it; continuing the one run searches nothing
-    earlier = [o for o in earlier if o.split("=", 1)[0] not in keys and o.split("=", 1)[0].lstrip("+~") != "hparams_search"]
+    earlier = [
+        o for o in earlier if o.split("=", 1)[0] not in keys and o.split("=", 1)[0].lstrip("+~") != "hparams_search"
+    ]
     return [argv[0], *earlier, *rest, f"hydra.run.dir={quoted(str(folder))}"]
 
 
@@ -179,9 +222,16 @@ def split_flags(args: list[str]) -> tuple[list[str], list[str], list[str]]:
     while i < len(args):
         arg = args[i]
         if arg.startswith("-"):
-            info_value = arg in ("-i", "--info") and i + 1 < len(args) and "=" not in args[i + 1] and not args[i + 1].startswith("-")
+            info_value = (
+                arg in ("-i", "--info")
+                and i + 1 < len(args)
+                and "=" not in args[i + 1]
+                and not args[i + 1].startswith("-")
+            )
             takes_value = arg in VALUE_FLAGS or info_value
-            (last if arg in ("-i", "--info") and not info_value else flags).extend(args[i : i + 2] if takes_value else [arg])
+            (last if arg in ("-i", "--info") and not info_value else flags).extend(
+                args[i : i + 2] if takes_value else [arg]
+            )
             i += 2 if takes_value else 1
         else:
             overrides.append(arg)
@@ -243,8 +293,12 @@ def output_folder(flags: list[str], overrides: list[str]):
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m lenet_exp --help | head` ends quietly, as other commands do
-    os.environ[LAUNCHER_PID] = f"{socket.gethostname()}:{os.getpid()}"  # a job on another machine (SLURM) has no sweep process to watch
+    signal.signal(
+        signal.SIGPIPE, signal.SIG_DFL
+    )  # `python -m lenet_exp --help | head` ends quietly, as other commands do
+    os.environ[LAUNCHER_PID] = (
+        f"{socket.gethostname()}:{os.getpid()}"  # a job on another machine (SLURM) has no sweep process to watch
+    )
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
     try:
         argv = expand_resume(sys.argv)
@@ -256,7 +310,9 @@ def main() -> None:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
-        print("Interrupted by SIGINT: nothing is left half-written; rerun the same command to continue.", file=sys.stderr)
+        print(
+            "Interrupted by SIGINT: nothing is left half-written; rerun the same command to continue.", file=sys.stderr
+        )
         raise SystemExit(130) from None
 
 

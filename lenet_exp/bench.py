@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lenet_exp.build import build, setup_device
 from lenet_exp.config import INT_GE_0, INT_GE_1, ConfigError, Settings, check_overrides, compose_config
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
-from lenet_exp.build import build, setup_device
 from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.train import Progress, Solo, epoch_order, train_epoch
 
@@ -48,8 +48,12 @@ def write_torchvision_layout(root: Path, spec: DatasetSpec, train: Split, test: 
     raw.mkdir(parents=True)
     for prefix, split in (("train", train), ("t10k", test)):
         n = len(split).to_bytes(4, "big")
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + n + (28).to_bytes(4, "big") * 2 + split.images.numpy().tobytes())
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + n + split.labels.to(torch.uint8).numpy().tobytes())
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            b"\0\0\x08\x03" + n + (28).to_bytes(4, "big") * 2 + split.images.numpy().tobytes()
+        )
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            b"\0\0\x08\x01" + n + split.labels.to(torch.uint8).numpy().tobytes()
+        )
 
 
 class Textbook:
@@ -121,7 +125,9 @@ class LenetExp:
         order = epoch_order(len(data), 0, self.epoch, self.device).unsqueeze(0)  # (1, N): one member
         self.epoch += 1
         with StopSignals() as stop:
-            train_epoch(trainee, data, order, [_Member()], self.s, stop, on_log=lambda: None, on_diverged=lambda m: None)
+            train_epoch(
+                trainee, data, order, [_Member()], self.s, stop, on_log=lambda: None, on_diverged=lambda m: None
+            )
         if stop.signum is not None:  # Ctrl-C or SIGTERM ends the benchmark, as in the textbook loop
             raise Interrupted(stop.signum)
 
@@ -200,20 +206,44 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m lenet_exp.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: the config's device (auto)")
-    parser.add_argument("--steps", type=_typed(int, INT_GE_1), default=200, help="timed steps per measurement (default 200; 234 make one epoch)")
+    parser.add_argument(
+        "--steps",
+        type=_typed(int, INT_GE_1),
+        default=200,
+        help="timed steps per measurement (default 200; 234 make one epoch)",
+    )
     parser.add_argument("--repeats", type=_typed(int, INT_GE_1), help="alternations of the two pipelines (default 3)")
-    parser.add_argument("--workers", type=_typed(int, INT_GE_0), help="DataLoader workers of the textbook pipeline (default 4)")
-    parser.add_argument("--target-acc", type=_typed(float, ACCURACY),
-                        help="also time each pipeline from scratch to this test accuracy, in whole epochs (default 0: skip)")
+    parser.add_argument(
+        "--workers", type=_typed(int, INT_GE_0), help="DataLoader workers of the textbook pipeline (default 4)"
+    )
+    parser.add_argument(
+        "--target-acc",
+        type=_typed(float, ACCURACY),
+        help="also time each pipeline from scratch to this test accuracy, in whole epochs (default 0: skip)",
+    )
     parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), help="epochs at most for --target-acc (default 10)")
-    parser.add_argument("--sweep", type=_typed(int, INT_GE_1), metavar="K",
-                        help="instead: K settings trained one after another, in parallel workers and fused; aggregate examples/sec of each")
-    parser.add_argument("--jobs", type=_typed(int, INT_GE_1), help=f"worker processes of --sweep's parallel arrangement (default {os.cpu_count() or 1}: the cores)")
+    parser.add_argument(
+        "--sweep",
+        type=_typed(int, INT_GE_1),
+        metavar="K",
+        help="instead: K settings trained one after another, in parallel workers and fused; aggregate examples/sec of each",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_typed(int, INT_GE_1),
+        help=f"worker processes of --sweep's parallel arrangement (default {os.cpu_count() or 1}: the cores)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
     args = parser.parse_args(argv)
-    pipeline_only = [f"--{k.replace('_', '-')}" for k in ("repeats", "workers", "target_acc", "max_epochs") if getattr(args, k) is not None]
+    pipeline_only = [
+        f"--{k.replace('_', '-')}"
+        for k in ("repeats", "workers", "target_acc", "max_epochs")
+        if getattr(args, k) is not None
+    ]
     if args.sweep and pipeline_only:
-        parser.error(f"{pipeline_only[0]} is for the pipeline comparison; --sweep measures each arrangement once (drop {pipeline_only[0]})")
+        parser.error(
+            f"{pipeline_only[0]} is for the pipeline comparison; --sweep measures each arrangement once (drop {pipeline_only[0]})"
+        )
     if not args.sweep and args.jobs is not None:
         parser.error("--jobs is for --sweep K (the parallel arrangement's worker processes)")
     defaults = {"repeats": 3, "workers": 4, "target_acc": 0.0, "max_epochs": 10, "jobs": os.cpu_count() or 1}
@@ -260,7 +290,10 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
     with tempfile.TemporaryDirectory() as root:
         spec = DATASETS[settings.data.name]
         write_torchvision_layout(Path(root), spec, train, test)
-        pipelines = {"textbook": Textbook(Path(root), spec, settings.data.batch_size, args.workers, device), "lenet_exp": LenetExp(settings, train, test, device)}
+        pipelines = {
+            "textbook": Textbook(Path(root), spec, settings.data.batch_size, args.workers, device),
+            "lenet_exp": LenetExp(settings, train, test, device),
+        }
         speeds: dict[str, list[float]] = {name: [] for name in pipelines}
         for repeat in range(1, args.repeats + 1):
             for name, pipeline in pipelines.items():
@@ -271,22 +304,32 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
         ttas = {}
         if args.target_acc > 0:
             for name, p in pipelines.items():
-                say(f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs) ...")
+                say(
+                    f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs) ..."
+                )
                 ttas[name] = time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     options = ", ".join(f"{k}={getattr(settings.device, k)}" for k in ("channels_last", "amp", "compile"))
     given = f", overrides: {' '.join(args.overrides)}" if args.overrides else ""
     runs = f"{args.repeats} alternation{'s' if args.repeats != 1 else ''}"
-    print(f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {runs} on {device} ({name}), "
-          f"torch {torch.__version__}, {options}{given}")
+    print(
+        f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {runs} on {device} ({name}), "
+        f"torch {torch.__version__}, {options}{given}"
+    )
     tta_header = f"{f'time to {args.target_acc} test acc':>28}" if ttas else ""
     print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header}")
     for name, values in speeds.items():
         tta = ttas.get(name)
-        tta_text = "" if not tta else f"{(f'{tta[0]:.1f} s ({tta[1]} epochs)' if tta[0] is not None else f'not in {tta[1]} epochs'):>28}"
+        tta_text = (
+            ""
+            if not tta
+            else f"{(f'{tta[0]:.1f} s ({tta[1]} epochs)' if tta[0] is not None else f'not in {tta[1]} epochs'):>28}"
+        )
         print(f"{name:<12}{statistics.mean(values):>22,.0f}{min(values):>12,.0f}{max(values):>12,.0f}{tta_text}")
-    print(f"ratio lenet_exp / textbook: {statistics.mean(speeds['lenet_exp']) / statistics.mean(speeds['textbook']):.2f}x")
+    print(
+        f"ratio lenet_exp / textbook: {statistics.mean(speeds['lenet_exp']) / statistics.mean(speeds['textbook']):.2f}x"
+    )
 
 
 if __name__ == "__main__":

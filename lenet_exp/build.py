@@ -21,7 +21,9 @@ def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn
     torch.manual_seed(settings.seed)
     layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
     activation = _instantiate(cfg, "activation", lambda: instantiate(cfg.activation, _partial_=True))
-    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation)).to(device, memory_format=layout)
+    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation)).to(
+        device, memory_format=layout
+    )
     optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     return model, optimizer
 
@@ -70,7 +72,9 @@ def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: 
     except Exception as e:
         raise ConfigError(f"model cannot take {name} images ({size}): {_short(e)}") from None
     if out.dim() != 2 or out.shape[1] < spec.classes:
-        raise ConfigError(f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)")
+        raise ConfigError(
+            f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)"
+        )
     check_optimizer_types(cfg)
     try:
         optimizer = instantiate(cfg.optimizer)(trial.parameters())
@@ -99,7 +103,11 @@ def check_optimizer_types(cfg: DictConfig) -> None:
             continue
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected true or false")
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if (
+            isinstance(default, (int, float))
+            and not isinstance(default, bool)
+            and (isinstance(value, bool) or not isinstance(value, (int, float)))
+        ):
             raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected a number")
 
 

@@ -32,7 +32,9 @@ def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig
     from hydra import compose, initialize_config_dir, initialize_config_module
     from hydra.version import VersionBase
 
-    before = VersionBase.instance().getbase()  # Hydra keeps the version base process-wide: leave it as it was for whoever runs next
+    before = (
+        VersionBase.instance().getbase()
+    )  # Hydra keeps the version base process-wide: leave it as it was for whoever runs next
     if CONFIG_PATH.startswith("pkg://"):
         context = initialize_config_module(config_module="lenet_exp.conf", version_base="1.3")
     else:
@@ -58,7 +60,9 @@ def group_options() -> dict[str, list[str]]:
 def quoted(text: str) -> str:
     """An override value Hydra reads back exactly, whatever it holds: `=`, `,`, quotes, spaces, `${`, non-ASCII."""
     text = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)  # a literal ${, not an interpolation
-    text = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)  # backslashes before a quote or the end
+    text = re.sub(
+        r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text
+    )  # backslashes before a quote or the end
     return f"'{text}'"
 
 
@@ -76,8 +80,10 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
     """
     check_sweep_syntax(overrides, multirun)
     if any(a.lstrip("+").startswith("hydra/sweeper=halving") for a in overrides):
-        raise ConfigError("hydra/sweeper=halving: choose it through its preset, hparams_search=halving, which sets its keys "
-                          "(hydra.sweeper.eta, min_epochs, max_epochs)")
+        raise ConfigError(
+            "hydra/sweeper=halving: choose it through its preset, hparams_search=halving, which sets its keys "
+            "(hydra.sweeper.eta, min_epochs, max_epochs)"
+        )
     check_group_overrides([a for a in overrides if not is_hydra_override(a)])
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -89,13 +95,19 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
             override = parser.parse_override(arg)
         except HydraException as e:
             value = arg.split("=", 1)[1]
-            hint = f"; quote a value that holds '=', ',' or spaces: {arg.split('=', 1)[0]}='{value}'" if any(c in value for c in "=, ") else ""
+            hint = (
+                f"; quote a value that holds '=', ',' or spaces: {arg.split('=', 1)[0]}='{value}'"
+                if any(c in value for c in "=, ")
+                else ""
+            )
             raise ConfigError(f"{arg}: not a valid override ({_one_line(e)}){hint}") from None
         if override.is_sweep_override():
             if printing and not is_hydra_override(arg):
                 raise ConfigError(f"{arg}: {printing} prints one composed config: give one value per key")
             if multirun is False and not is_hydra_override(arg):
-                raise ConfigError(f"{arg}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}")
+                raise ConfigError(
+                    f"{arg}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}"
+                )
             if not override.is_discrete_sweep():
                 continue  # a search space (interval, tag): a search sweeper takes it (or the sweep is refused)
             try:
@@ -149,18 +161,34 @@ def check_sweep_syntax(overrides: list[str], multirun: bool | None = None) -> No
                 words.append(nxt)
             right = f"{key_value.rstrip(',')},{','.join(w.strip(',') for w in words)}" if key_value else "key=value"
             right = right if multirun or not key_value else f"--multirun {right}"
-            raise ConfigError(f"{arg}: not an override (key=value); a sweep's values go after one key, joined by commas without spaces: {right}")
+            raise ConfigError(
+                f"{arg}: not an override (key=value); a sweep's values go after one key, joined by commas without spaces: {right}"
+            )
         value = arg.split("=", 1)[1]
         if value.endswith(",") or value.startswith(",") or ",," in value:
             following = overrides[i + 1].strip(",") if i + 1 < len(overrides) and "=" not in overrides[i + 1] else ""
             right = ",".join(v for v in [*arg.split("=", 1)[1].split(","), following] if v)
-            raise ConfigError(f"{arg}: a sweep's values are joined by commas without spaces: {arg.split('=', 1)[0]}={right}")
+            raise ConfigError(
+                f"{arg}: a sweep's values are joined by commas without spaces: {arg.split('=', 1)[0]}={right}"
+            )
 
 
 SYNONYMS = {  # words users type for the keys lenet_exp has
-    "learning_rate": "lr", "epoch": "epochs", "n_epochs": "epochs", "num_epochs": "epochs", "max_epochs": "epochs",
-    "batch": "batch_size", "bs": "batch_size", "batchsize": "batch_size", "wd": "weight_decay", "act": "activation",
-    "opt": "optimizer", "dataset": "data", "gpu": "device", "workers": "threads", "num_threads": "threads",
+    "learning_rate": "lr",
+    "epoch": "epochs",
+    "n_epochs": "epochs",
+    "num_epochs": "epochs",
+    "max_epochs": "epochs",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "batchsize": "batch_size",
+    "wd": "weight_decay",
+    "act": "activation",
+    "opt": "optimizer",
+    "dataset": "data",
+    "gpu": "device",
+    "workers": "threads",
+    "num_threads": "threads",
 }
 
 
@@ -199,8 +227,10 @@ def _unknown_key_hint(error: Exception) -> str | None:
     key = found.group(1)
     if key.startswith("hydra.launcher.") or key.startswith("hydra.sweeper."):
         group = key.split(".")[1]
-        return (f"{key}: no such key for this {group}; its keys come with the {group} that has them "
-                f"(hydra/launcher=parallel for n_jobs, hparams_search=optuna for n_trials); python -m lenet_exp --cfg hydra lists them")
+        return (
+            f"{key}: no such key for this {group}; its keys come with the {group} that has them "
+            f"(hydra/launcher=parallel for n_jobs, hparams_search=optuna for n_trials); python -m lenet_exp --cfg hydra lists them"
+        )
     if key.startswith("hydra."):
         return f"{key}: no such key (python -m lenet_exp --cfg hydra lists Hydra's keys)"
     return f"{key}: no such key.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)"
@@ -212,8 +242,10 @@ def _plugin_hint(error: Exception) -> str | None:
     found = re.search(r"Could not find 'hydra/(sweeper|launcher)/(halving|fused)'", str(error))
     if not found:
         return None
-    return (f"hydra/{found.group(1)}={found.group(2)}: Hydra cannot find lenet_exp's {found.group(2)} plugin; reinstall with "
-            "pip install -e . --config-settings editable_mode=compat (or a plain pip install .)")
+    return (
+        f"hydra/{found.group(1)}={found.group(2)}: Hydra cannot find lenet_exp's {found.group(2)} plugin; reinstall with "
+        "pip install -e . --config-settings editable_mode=compat (or a plain pip install .)"
+    )
 
 
 def check_appended_keys(appended: list[str]) -> None:
@@ -222,10 +254,16 @@ def check_appended_keys(appended: list[str]) -> None:
     for arg in appended:
         key = arg.lstrip("+").split("=", 1)[0]
         if key not in groups and key.split(".")[0] not in (*PASSED_ON, *RULES):
-            raise ConfigError(f"{arg}: nothing reads {key}, so it would be ignored.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)")
+            raise ConfigError(
+                f"{arg}: nothing reads {key}, so it would be ignored.{did_you_mean(key)} (python -m lenet_exp --cfg job lists every key)"
+            )
 
 
-PASSED_ON = ("model", "activation", "optimizer")  # groups whose keys go to a class's constructor, which refuses unknown ones
+PASSED_ON = (
+    "model",
+    "activation",
+    "optimizer",
+)  # groups whose keys go to a class's constructor, which refuses unknown ones
 
 
 def _one_line(error: Exception) -> str:
@@ -255,13 +293,17 @@ def check_group_overrides(args: list[str]) -> None:
     for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
         if key in options and value == "null":
-            raise ConfigError(f"{key}=null: a group takes one of its options ({', '.join(options[key])}); "
-                              f"leave {key} out for its default" + (" (no search)" if key == "hparams_search" else ""))
+            raise ConfigError(
+                f"{key}=null: a group takes one of its options ({', '.join(options[key])}); "
+                f"leave {key} out for its default" + (" (no search)" if key == "hparams_search" else "")
+            )
         if key not in options or not value or "(" in value:
             continue  # not a group choice, or a sweep function such as choice(...)
         for option in value.split(","):
             if option not in options[key]:
-                raise ConfigError(f"{key}={option}: unknown option of group '{key}'; allowed: {', '.join(options[key])}")
+                raise ConfigError(
+                    f"{key}={option}: unknown option of group '{key}'; allowed: {', '.join(options[key])}"
+                )
 
 
 def _is_int(v: Any) -> bool:
@@ -354,7 +396,10 @@ OPTIMIZER_RULES = {
     "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
-    "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "betas": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+        "two numbers in [0, 1)",
+    ),
     "eps": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
 }
 LENET = "lenet_exp.model.LeNet"
@@ -415,9 +460,13 @@ class Settings:
 def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
     """Refuse a folder path that is a file, a broken link, lies under a file, or (`writable`) cannot be written, naming the key."""
     if "${" in str(path):
-        raise ConfigError(f"{key}={path}: a folder name holding '${{' would be read as an interpolation by Hydra; rename the folder")
+        raise ConfigError(
+            f"{key}={path}: a folder name holding '${{' would be read as an interpolation by Hydra; rename the folder"
+        )
     if any(len(part.encode()) > 255 for part in path.parts):
-        raise ConfigError(f"{key}: a folder name in {str(path)[:60]}... is longer than the 255 bytes a file system allows; give a shorter one")
+        raise ConfigError(
+            f"{key}: a folder name in {str(path)[:60]}... is longer than the 255 bytes a file system allows; give a shorter one"
+        )
     if path.is_symlink() and not path.exists():
         raise ConfigError(f"{key}={path}: is a broken link (it points to nothing); give a folder path")
     if path.exists() and not path.is_dir():
@@ -428,7 +477,9 @@ def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
     if not existing.is_dir():
         raise ConfigError(f"{key}={path}: {existing} is a file, so no folder can be made under it; give another path")
     if writable and not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path}: {existing} is not writable here (read-only or no permission); give a folder you can write to")
+        raise ConfigError(
+            f"{key}={path}: {existing} is not writable here (read-only or no permission); give a folder you can write to"
+        )
 
 
 def lenet_image_sizes(image_size: int, conv_channels: list[int], kernel_size: int, padding: int) -> list[int]:
@@ -441,8 +492,10 @@ def lenet_image_sizes(image_size: int, conv_channels: list[int], kernel_size: in
 
 
 def shrink_message(image_size: int, conv: int) -> str:
-    return (f"a {image_size}x{image_size} input shrinks to nothing after conv {conv}; "
-            "use fewer conv_channels, a smaller kernel_size or more padding")
+    return (
+        f"a {image_size}x{image_size} input shrinks to nothing after conv {conv}; "
+        "use fewer conv_channels, a smaller kernel_size or more padding"
+    )
 
 
 def check_model_keys(cfg: DictConfig) -> None:
@@ -452,16 +505,22 @@ def check_model_keys(cfg: DictConfig) -> None:
         return  # another model class: building it and one training step check it (train.check_trainable)
     for key in model:
         if key != "_target_" and key not in MODEL_RULES:
-            raise ConfigError(f"model.{key}: unknown key; allowed keys: {', '.join(MODEL_RULES)}.{did_you_mean(key, list(MODEL_RULES))}")
+            raise ConfigError(
+                f"model.{key}: unknown key; allowed keys: {', '.join(MODEL_RULES)}.{did_you_mean(key, list(MODEL_RULES))}"
+            )
     for key, rule in MODEL_RULES.items():
         if key in model:
             check(f"model.{key}", model[key], rule)
     spec = DATASETS[cfg.data.name]
     for key, needed in (("in_channels", spec.channels), ("image_size", spec.image_size)):
         if key in model and model[key] != needed:
-            raise ConfigError(f"model.{key}={model[key]} does not fit {cfg.data.name} ({spec.channels}x{spec.image_size}x{spec.image_size} images): expected {needed}")
+            raise ConfigError(
+                f"model.{key}={model[key]} does not fit {cfg.data.name} ({spec.channels}x{spec.image_size}x{spec.image_size} images): expected {needed}"
+            )
     if model.get("num_classes", spec.classes) < spec.classes:
-        raise ConfigError(f"model.num_classes={model['num_classes']} cannot fit {cfg.data.name}: its labels are 0-{spec.classes - 1}, so expected >= {spec.classes}")
+        raise ConfigError(
+            f"model.num_classes={model['num_classes']} cannot fit {cfg.data.name}: its labels are 0-{spec.classes - 1}, so expected >= {spec.classes}"
+        )
     if all(k in model for k in ("conv_channels", "kernel_size", "padding")):
         sizes = lenet_image_sizes(spec.image_size, model["conv_channels"], model["kernel_size"], model["padding"])
         if shrunk := [i + 1 for i, size in enumerate(sizes) if size < 1]:

@@ -87,7 +87,11 @@ class Split:
         return len(self.labels)
 
     def head(self, limit: int | None) -> Split:
-        return self if limit is None or limit >= len(self) else Split(self.images[:limit], self.labels[:limit], f"{self.source}, first {limit}")
+        return (
+            self
+            if limit is None or limit >= len(self)
+            else Split(self.images[:limit], self.labels[:limit], f"{self.source}, first {limit}")
+        )
 
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device), self.source)
@@ -173,7 +177,9 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"data.root: cannot make {raw_dir} for the download ({e.strerror}); give a folder you can write to") from None
+        raise DataError(
+            f"data.root: cannot make {raw_dir} for the download ({e.strerror}); give a folder you can write to"
+        ) from None
     scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=raw_dir.parent))
     done = False
     try:
@@ -212,7 +218,9 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Sp
         _download(spec, raw_dir)
         folder = raw_dir
     if folder is None:
-        package = f", or install the system package (apt-get install {spec.system_package})" if spec.system_package else ""
+        package = (
+            f", or install the system package (apt-get install {spec.system_package})" if spec.system_package else ""
+        )
         raise DataError(
             f"{name}: files not found in {', '.join(map(str, tried))}; "
             f"fixes: set data.download=true, or point data.root at a folder holding {spec.folder}/raw/{package}"

@@ -34,13 +34,17 @@ from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.train import Member, Solo, failures_recorded, fit, load_data_for, mixed_precision, start
 
 log = logging.getLogger("lenet_exp")
-CPU_NOTE = ("On the CPU a fused model trains slower than its jobs one after another (0.58-0.87x on the README's machine); "
-            "fusion is for GPUs. `python -m lenet_exp.bench --sweep K` measures it on this machine.")
+CPU_NOTE = (
+    "On the CPU a fused model trains slower than its jobs one after another (0.58-0.87x on the README's machine); "
+    "fusion is for GPUs. `python -m lenet_exp.bench --sweep K` measures it on this machine."
+)
+
 
 @functools.cache
 def note_cpu() -> None:
     """The CPU note, once per process (not once per group or rung)."""
     log.info(CPU_NOTE)
+
 
 # Optimizers the fused step reproduces, and the settings each may vary per model.
 FUSABLE = {
@@ -82,8 +86,12 @@ class FusedLeNet(nn.Module):
         self.input_shape, self.plan = template.input_shape, []
         for i, layer in enumerate(template):
             if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                self.register_parameter(f"w{i}", nn.Parameter(torch.stack([m[i].weight.detach() for m in models]).clone()))
-                self.register_parameter(f"b{i}", nn.Parameter(torch.stack([m[i].bias.detach() for m in models]).clone()))
+                self.register_parameter(
+                    f"w{i}", nn.Parameter(torch.stack([m[i].weight.detach() for m in models]).clone())
+                )
+                self.register_parameter(
+                    f"b{i}", nn.Parameter(torch.stack([m[i].bias.detach() for m in models]).clone())
+                )
                 kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
                 self.plan.append((kind, i, (layer.stride, layer.padding) if kind == "conv" else None))
             elif isinstance(layer, nn.Flatten):
@@ -122,7 +130,11 @@ class FusedLeNet(nn.Module):
 
     def model_state(self, g: int) -> dict:
         """Model g's weights as an ordinary LeNet's state dict, CPU tensors."""
-        return {f"{i}.{name}": getattr(self, f"{name[0]}{i}")[g].detach().cpu().clone() for i in self.slots for name in ("weight", "bias")}
+        return {
+            f"{i}.{name}": getattr(self, f"{name[0]}{i}")[g].detach().cpu().clone()
+            for i in self.slots
+            for name in ("weight", "bias")
+        }
 
     @torch.no_grad()
     def load_model_state(self, g: int, state: dict) -> None:
@@ -144,11 +156,15 @@ class FusedOptimizer:
     def __init__(self, params: list[nn.Parameter], kind: str, settings: list[dict]) -> None:
         self.params, self.kind = params, kind
         device = params[0].device
-        value = lambda key: torch.tensor([float(DEFAULTS.get(key, 0.0) if s.get(key) is None else s[key]) for s in settings], device=device)  # noqa: E731
+        value = lambda key: torch.tensor(
+            [float(DEFAULTS.get(key, 0.0) if s.get(key) is None else s[key]) for s in settings], device=device
+        )  # noqa: E731
         self.lr, self.wd = value("lr"), value("weight_decay")
         if kind == "torch.optim.SGD":
             self.momentum = value("momentum")
-            self.dampening = torch.where(self.momentum > 0, value("dampening"), torch.zeros_like(self.momentum))  # unused without momentum
+            self.dampening = torch.where(
+                self.momentum > 0, value("dampening"), torch.zeros_like(self.momentum)
+            )  # unused without momentum
         else:
             betas = [tuple(s.get("betas") or DEFAULTS["betas"]) for s in settings]
             self.beta1 = torch.tensor([b[0] for b in betas], device=device)
@@ -195,11 +211,18 @@ class FusedOptimizer:
         """Model g's optimizer state in `optimizer`'s own format (a torch SGD or Adam over `model`'s parameters)."""
         for i, param in enumerate(model.parameters()):
             state = self.state[i]
-            if self.kind == "torch.optim.SGD" and "momentum_buffer" in state and optimizer.param_groups[0]["momentum"] != 0:
+            if (
+                self.kind == "torch.optim.SGD"
+                and "momentum_buffer" in state
+                and optimizer.param_groups[0]["momentum"] != 0
+            ):
                 optimizer.state[param] = {"momentum_buffer": state["momentum_buffer"][g].detach().cpu().clone()}
             elif self.kind == "torch.optim.Adam" and state:
-                optimizer.state[param] = {"step": torch.tensor(float(self.steps)), "exp_avg": state["exp_avg"][g].detach().cpu().clone(),
-                                          "exp_avg_sq": state["exp_avg_sq"][g].detach().cpu().clone()}
+                optimizer.state[param] = {
+                    "step": torch.tensor(float(self.steps)),
+                    "exp_avg": state["exp_avg"][g].detach().cpu().clone(),
+                    "exp_avg_sq": state["exp_avg_sq"][g].detach().cpu().clone(),
+                }
         return optimizer.state_dict()
 
     @torch.no_grad()
@@ -216,7 +239,9 @@ class FusedOptimizer:
                 self.steps = int(float(state["step"]))
 
 
-def step_loss(logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def step_loss(
+    logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each model's mean cross-entropy (G,), the sum to backpropagate (inactive models left out), and correct counts (G,)."""
     G, B = labels.shape
     losses = F.cross_entropy(logits.reshape(G * B, -1), labels.reshape(-1), reduction="none").view(G, B).mean(dim=1)
@@ -241,13 +266,18 @@ class FusedTrainee:
     def __init__(self, runs: list) -> None:
         self.runs, self.s, self.G = runs, runs[0].s, len(runs)
         self.model = FusedLeNet([r.model for r in runs]).to(runs[0].device)
-        settings = [{k: v for k, v in OmegaConf.to_container(r.cfg.optimizer, resolve=True).items() if not k.startswith("_")} for r in runs]
+        settings = [
+            {k: v for k, v in OmegaConf.to_container(r.cfg.optimizer, resolve=True).items() if not k.startswith("_")}
+            for r in runs
+        ]
         self.optimizer = FusedOptimizer(self.model.stacked(), runs[0].cfg.optimizer._target_, settings)
         for g, r in enumerate(runs):  # a group resumed: each model's optimizer state from its own last.pt
             if r.plan.state:
                 self.optimizer.load_member_state(g, r.plan.state["optimizer"])
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (G, B, 28, 28) uint8, labels (G, B): one step of every model; summed losses (G,) and correct counts (G,)."""
         x = model_input(images, self.s.device.channels_last)  # (B, G, 28, 28)
         with mixed_precision(self.s, x):
@@ -293,12 +323,18 @@ def fusion_key(cfg: DictConfig) -> tuple | None:
     if any(k not in allowed and not k.startswith("_") for k in optimizer):
         return None
     try:
-        if any(True for _ in instantiate(cfg.activation).parameters()):  # PReLU and the like: weights the fused model lacks
+        if any(
+            True for _ in instantiate(cfg.activation).parameters()
+        ):  # PReLU and the like: weights the fused model lacks
             return None
     except Exception:
         return None
     varying = ("seed", "activation.", "model.init", *(f"optimizer.{k}" for k in allowed))
-    return tuple(sorted((k, repr(v)) for k, v in all_settings(cfg).items() if not k.startswith(varying) and k != "trainer.progress"))
+    return tuple(
+        sorted(
+            (k, repr(v)) for k, v in all_settings(cfg).items() if not k.startswith(varying) and k != "trainer.progress"
+        )
+    )
 
 
 def groups_of(keys: list[tuple | None], max_models: int) -> list[list[int]]:
@@ -354,11 +390,17 @@ def train_group(jobs: list[GroupJob], parent_pid: int | None = None) -> list[dic
         if any(len(idxs) > 1 and runs[idxs[0]].device.type == "cpu" for idxs in points.values()):
             note_cpu()
         for idxs in points.values():
-            members = [Member(runs[i], jobs[i].run_dir, jobs[i].hparams, log=jobs[i].log, show_shapes=False) for i in idxs]
+            members = [
+                Member(runs[i], jobs[i].run_dir, jobs[i].hparams, log=jobs[i].log, show_shapes=False) for i in idxs
+            ]
             try:
                 with failures_recorded(members):
                     data = data or load_data_for(runs[idxs[0]].s, runs[idxs[0]].device)
-                    trainee = Solo(runs[idxs[0]].model, runs[idxs[0]].optimizer, runs[idxs[0]].s) if len(idxs) == 1 else FusedTrainee([runs[i] for i in idxs])
+                    trainee = (
+                        Solo(runs[idxs[0]].model, runs[idxs[0]].optimizer, runs[idxs[0]].s)
+                        if len(idxs) == 1
+                        else FusedTrainee([runs[i] for i in idxs])
+                    )
                     for i, figures in zip(idxs, fit(members, trainee, *data, stop)):
                         results[i] = figures
             except Interrupted:

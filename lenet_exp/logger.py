@@ -15,7 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
-NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")  # how a run is shown or fed, not what it learns
+NOT_HPARAMS = (
+    "trainer.progress",
+    "data.root",
+    "data.download",
+    "hparams_search",
+)  # how a run is shown or fed, not what it learns
 
 
 class RunLogger:
@@ -23,7 +28,9 @@ class RunLogger:
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
         self.run_dir, self._session = run_dir, []
-        from torch.utils.tensorboard import SummaryWriter  # here, not at the top: the command line answers without torch
+        from torch.utils.tensorboard import (
+            SummaryWriter,
+        )  # here, not at the top: the command line answers without torch
 
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume_step)
 
@@ -61,7 +68,9 @@ class RunLogger:
         from tensorboard.plugins.hparams import api_pb2, metadata
         from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
 
-        code = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}.get(status, "STATUS_FAILURE")
+        code = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}.get(
+            status, "STATUS_FAILURE"
+        )
         try:
             info = SessionEndInfo(status=api_pb2.Status.Value(code), end_time_secs=time.time())
             self._session = [*self._session[:1], _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)]

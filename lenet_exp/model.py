@@ -46,7 +46,11 @@ class LeNet(nn.Sequential):
         channels = in_channels
         for i, out_channels in enumerate(conv_channels):
             pad = padding if i == 0 else 0  # only the first conv pads, as in the textbook
-            layers += [nn.Conv2d(channels, out_channels, kernel_size, padding=pad), activation(), POOLS[pool](kernel_size=2, stride=2)]
+            layers += [
+                nn.Conv2d(channels, out_channels, kernel_size, padding=pad),
+                activation(),
+                POOLS[pool](kernel_size=2, stride=2),
+            ]
             channels = out_channels
         layers.append(nn.Flatten())
         width = channels * sizes[-1] * sizes[-1] if sizes else channels * image_size * image_size

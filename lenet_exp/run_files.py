@@ -106,7 +106,9 @@ def load_checkpoint(path: Path) -> dict:
         if not isinstance(state, dict) or not {"model", "optimizer", "rng", "progress", "settings"} <= state.keys():
             raise ValueError("not a lenet_exp training state")
         progress = state["progress"]
-        if not isinstance(progress, dict) or not all(isinstance(progress.get(k), int) for k in ("epoch", "step", "global_step")):
+        if not isinstance(progress, dict) or not all(
+            isinstance(progress.get(k), int) for k in ("epoch", "step", "global_step")
+        ):
             raise ValueError("no readable progress in it")
     except Exception as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -25,7 +25,14 @@ from lenet_exp.config import ConfigError
 RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in this folder was asked to do
 # Keys that may change between an interrupted try and its resumption: none of them changes the figures.
 # (Not device.threads: on the CPU the thread count changes the order of floating-point sums, and so the figures.)
-RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "data.root", "data.download", "device.name", "device.eval_batch_size")
+RESUMABLE_CHANGES = (
+    "trainer.epochs",
+    "trainer.progress",
+    "data.root",
+    "data.download",
+    "device.name",
+    "device.eval_batch_size",
+)
 FINAL_STATUSES = ("completed", "diverged")  # a rerun with the same epochs does not train these again
 _held: dict[str, int] = {}  # folders this process has locked: resolved path -> open descriptor
 
@@ -68,7 +75,9 @@ def make_folder(path: Path, key: str) -> Path:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as e:
-        raise ConfigError(f"{key}={path}: cannot write there ({e.strerror}); free some space or give another folder") from None
+        raise ConfigError(
+            f"{key}={path}: cannot write there ({e.strerror}); free some space or give another folder"
+        ) from None
     return path
 
 
@@ -77,7 +86,9 @@ def claim_new_folder(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"{path.parent}: cannot make this folder ({e.strerror}); give hydra.run.dir or hydra.sweep.dir") from None
+        raise ConfigError(
+            f"{path.parent}: cannot make this folder ({e.strerror}); give hydra.run.dir or hydra.sweep.dir"
+        ) from None
     for n in range(1, 10_000):
         candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
         try:
@@ -134,7 +145,9 @@ def locked(folder: Path):
     fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if not _try_lock(fd, fcntl.LOCK_EX, patience=1.0):
-            raise FolderRefused(f"{folder} is in use by {_holder(folder)}; wait for it to end, or choose another folder")
+            raise FolderRefused(
+                f"{folder} is in use by {_holder(folder)}; wait for it to end, or choose another folder"
+            )
         _held[key] = fd
         try:
             yield
@@ -201,7 +214,9 @@ def saved_settings(run_dir: Path) -> dict | None:
         except Exception:  # an interpolation into the hydra node, which config.yaml does not hold
             return settings_of(OmegaConf.to_container(saved, resolve=False))
     except Exception as e:
-        raise FolderRefused(f"{path}: unreadable ({' '.join(str(e).split())[:200]}); move the folder away or choose another") from None
+        raise FolderRefused(
+            f"{path}: unreadable ({' '.join(str(e).split())[:200]}); move the folder away or choose another"
+        ) from None
 
 
 @dataclass
@@ -219,7 +234,9 @@ def _record(run_dir: Path) -> dict:
     if not path.exists() and not path.is_symlink():
         return {}
     metrics = run_files.read_metrics(run_dir)
-    counts = [metrics.get(k) or 0 for k in ("epochs_completed", "steps_completed")] if isinstance(metrics, dict) else [None]
+    counts = (
+        [metrics.get(k) or 0 for k in ("epochs_completed", "steps_completed")] if isinstance(metrics, dict) else [None]
+    )
     if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
         raise FolderRefused(
             f"{path} is unreadable or not a run's record, so what this folder holds cannot be told; put back an intact copy, "
@@ -249,14 +266,25 @@ def plan_run(run_dir: Path, settings: dict, epochs: int) -> Plan:
     metrics = _record(run_dir)
     last = run_dir / run_files.LAST
     state = run_files.load_checkpoint(last) if last.exists() else None
-    trained = state is not None or metrics.get("epochs_completed") or metrics.get("steps_completed") or _trained_without_record(run_dir)
+    trained = (
+        state is not None
+        or metrics.get("epochs_completed")
+        or metrics.get("steps_completed")
+        or _trained_without_record(run_dir)
+    )
     if not trained:
         _check_holds_only_a_run(run_dir)
-        note = f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over" if metrics else ""
+        note = (
+            f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over"
+            if metrics
+            else ""
+        )
         return Plan(note=note)
     for then in (saved_settings(run_dir), state and state.get("settings")):
         if then is not None and (diff := first_difference(then, settings)):
-            raise FolderRefused(f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, or choose a new output folder")
+            raise FolderRefused(
+                f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, or choose a new output folder"
+            )
     progress = (state or {}).get("progress") or {}
     done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
     into = done_epochs + (1 if progress.get("step") else 0)  # an epoch begun counts: its steps are in the curves
@@ -270,13 +298,20 @@ def plan_run(run_dir: Path, settings: dict, epochs: int) -> Plan:
             f"Give trainer.epochs={into} or more to continue it, or choose a new output folder"
         )
     if state is None:
-        what = f"a run trained for {done_epochs} epochs (status {status})" if metrics else f"a trained run ({_trained_without_record(run_dir)})"
+        what = (
+            f"a run trained for {done_epochs} epochs (status {status})"
+            if metrics
+            else f"a trained run ({_trained_without_record(run_dir)})"
+        )
         raise FolderRefused(
             f"{run_dir} holds {what} but no {run_files.LAST} to continue from; "
             "restore that file to continue, or move the folder away (or choose a new output folder) to start over"
         )
     step = f", step {progress['step']}" if progress.get("step") else ""
-    return Plan(state=state, note=f"resuming in {run_dir} from epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})")
+    return Plan(
+        state=state,
+        note=f"resuming in {run_dir} from epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})",
+    )
 
 
 RUN_FILES = (RECORD, run_files.METRICS, "checkpoints", "train.log")
@@ -285,8 +320,12 @@ RUN_FILES = (RECORD, run_files.METRICS, "checkpoints", "train.log")
 def _check_holds_only_a_run(run_dir: Path) -> None:
     """Refuse a folder that holds something other than a run (a sweep, a project, someone's files)."""
     if (run_dir / "multirun.yaml").exists():
-        raise FolderRefused(f"{run_dir} holds a sweep, not a single run; resume one of its job folders, or choose a new output folder")
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith("events.out.tfevents."))
+        raise FolderRefused(
+            f"{run_dir} holds a sweep, not a single run; resume one of its job folders, or choose a new output folder"
+        )
+    others = sorted(
+        p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith("events.out.tfevents.")
+    )
     if others:
         listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise FolderRefused(f"{run_dir} holds other files ({listed}), not a run; choose an empty or new folder")
@@ -312,6 +351,9 @@ def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:
 def live_status(run_dir: Path, metrics: dict) -> dict:
     """metrics.json as it stands, with a `running` no process backs shown as `interrupted` (the process was killed)."""
     if metrics.get("status") == "running" and not in_use(run_dir):
-        return {**metrics, "status": "interrupted", "error": metrics.get("error") or "the process ended without a word (killed?); rerun to continue"}
+        return {
+            **metrics,
+            "status": "interrupted",
+            "error": metrics.get("error") or "the process ended without a word (killed?); rerun to continue",
+        }
     return metrics
-

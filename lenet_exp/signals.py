@@ -46,7 +46,9 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self._writing or (self.training and self.signum is None):  # never cut a write short; the loop checks the flag
+        if self._writing or (
+            self.training and self.signum is None
+        ):  # never cut a write short; the loop checks the flag
             self.signum = self.signum or signum
             return
         raise Interrupted(signum, saved=False)  # before training, or a second signal: stop now
@@ -63,7 +65,9 @@ class StopSignals:
     def _watch_parent(self) -> None:
         while not self._done.wait(0.5):
             try:
-                os.kill(self._parent, 0)  # the sweep process, whether it is this job's parent (joblib) or not (submitit)
+                os.kill(
+                    self._parent, 0
+                )  # the sweep process, whether it is this job's parent (joblib) or not (submitit)
             except ProcessLookupError:
                 self.signum = self.signum or signal.SIGTERM
                 return

@@ -81,9 +81,19 @@ def _number(v) -> bool:
 FIELD_TYPES = {  # what summaries read from a metrics.json, and what a run writes there
     "status": lambda v: isinstance(v, str),
     "epochs_completed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-    **{k: _number for k in ("test_acc", "best_test_acc", "train_loss", "train_acc", "examples_per_sec", "chance_test_acc")},
+    **{
+        k: _number
+        for k in ("test_acc", "best_test_acc", "train_loss", "train_acc", "examples_per_sec", "chance_test_acc")
+    },
     "error": lambda v: v is None or isinstance(v, str),
-    "history": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("test_acc", []), list) and all(_number(x) for x in v.get("test_acc", []))),
+    "history": lambda v: (
+        v is None
+        or (
+            isinstance(v, dict)
+            and isinstance(v.get("test_acc", []), list)
+            and all(_number(x) for x in v.get("test_acc", []))
+        )
+    ),
 }
 
 
@@ -95,14 +105,31 @@ def read_job(job_dir: Path) -> dict:
         row["overrides"] = _overrides(job_dir)
         metrics = _metrics(job_dir)
     except ValueError as e:
-        return {**row, **{c: None for c in METRIC_COLUMNS}, "status": "unreadable", "error": str(e), "history": [], "chance": None, "not_learning": False, "note": ""}
+        return {
+            **row,
+            **{c: None for c in METRIC_COLUMNS},
+            "status": "unreadable",
+            "error": str(e),
+            "history": [],
+            "chance": None,
+            "not_learning": False,
+            "note": "",
+        }
     history = metrics.get("history") if isinstance(metrics.get("history"), dict) else {}
     lazy = not_learning(metrics)
-    notes = [metrics.get("note") if metrics.get("status") == "pruned" and isinstance(metrics.get("note"), str) else "", "not learning (at chance)" if lazy else ""]
+    notes = [
+        metrics.get("note") if metrics.get("status") == "pruned" and isinstance(metrics.get("note"), str) else "",
+        "not learning (at chance)" if lazy else "",
+    ]
     threads = metrics.get("cpu_threads")
     return {
-        **row, **{c: metrics.get(c) for c in METRIC_COLUMNS}, "error": metrics.get("error") or "", "history": history.get("test_acc") or [],
-        "chance": metrics.get("chance_test_acc"), "not_learning": lazy, "note": "; ".join(n for n in notes if n),
+        **row,
+        **{c: metrics.get(c) for c in METRIC_COLUMNS},
+        "error": metrics.get("error") or "",
+        "history": history.get("test_acc") or [],
+        "chance": metrics.get("chance_test_acc"),
+        "not_learning": lazy,
+        "note": "; ".join(n for n in notes if n),
         "cpu_threads": threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
     }
 
@@ -139,8 +166,16 @@ def refused_row(note: dict) -> dict:
     """A refused job whose folder holds nothing of its own yet: its row comes from the note."""
     num = str(note["run_dir"]).split("_", 1)[0]
     pairs = [o.lstrip("+~").split("=", 1) for o in note.get("overrides") or [] if isinstance(o, str) and "=" in o]
-    return {"job": int(num) if num.isdigit() else note["run_dir"], "run_dir": note["run_dir"], "overrides": {k: v for k, v in pairs if not k.startswith(IGNORED)},
-            **{c: None for c in METRIC_COLUMNS}, "history": [], "chance": None, "not_learning": False, "note": ""}
+    return {
+        "job": int(num) if num.isdigit() else note["run_dir"],
+        "run_dir": note["run_dir"],
+        "overrides": {k: v for k, v in pairs if not k.startswith(IGNORED)},
+        **{c: None for c in METRIC_COLUMNS},
+        "history": [],
+        "chance": None,
+        "not_learning": False,
+        "note": "",
+    }
 
 
 @dataclass
@@ -187,21 +222,32 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
         accs = [m["test_acc"] for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
         bests = [m["best_test_acc"] for m in members if m["best_test_acc"] is not None]
         counts = {s: len(list(g)) for s, g in groupby(sorted(str(m["status"]) for m in members))}
-        settings.append({
-            "values": dict(values),
-            "n": len(members),
-            "test_acc_mean": statistics.fmean(accs) if accs else None,
-            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
-            "best_test_acc_mean": statistics.fmean(bests) if bests else None,
-            "statuses": ", ".join(f"{n} {s}" for s, n in counts.items()),
-            "complete": len(accs) == len(members) and all(m["status"] == "completed" for m in members),
-            "not_learning": all(m["not_learning"] for m in members),
-            "jobs": [m["job"] for m in members],
-            "seeds": [m["overrides"].get("seed") for m in members],
-            "overrides": {k: v for k, v in members[0]["overrides"].items() if k != "seed"},
-            "cpu_threads": members[0].get("cpu_threads") if len({m.get("cpu_threads") for m in members}) == 1 else None,
-        })
-    settings.sort(key=lambda g: (not g["complete"], g["test_acc_mean"] is None, -(g["test_acc_mean"] or 0.0), job_order({"job": g["jobs"][0]})))
+        settings.append(
+            {
+                "values": dict(values),
+                "n": len(members),
+                "test_acc_mean": statistics.fmean(accs) if accs else None,
+                "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+                "best_test_acc_mean": statistics.fmean(bests) if bests else None,
+                "statuses": ", ".join(f"{n} {s}" for s, n in counts.items()),
+                "complete": len(accs) == len(members) and all(m["status"] == "completed" for m in members),
+                "not_learning": all(m["not_learning"] for m in members),
+                "jobs": [m["job"] for m in members],
+                "seeds": [m["overrides"].get("seed") for m in members],
+                "overrides": {k: v for k, v in members[0]["overrides"].items() if k != "seed"},
+                "cpu_threads": members[0].get("cpu_threads")
+                if len({m.get("cpu_threads") for m in members}) == 1
+                else None,
+            }
+        )
+    settings.sort(
+        key=lambda g: (
+            not g["complete"],
+            g["test_acc_mean"] is None,
+            -(g["test_acc_mean"] or 0.0),
+            job_order({"job": g["jobs"][0]}),
+        )
+    )
     return settings
 
 
@@ -273,7 +319,10 @@ def main(argv: list[str]) -> int:
         return 2
     folder = Path(argv[0])
     if not folder.is_dir():
-        print(f"Error: {folder}: {'is a file, not a sweep folder' if folder.exists() else 'no such folder'}", file=sys.stderr)
+        print(
+            f"Error: {folder}: {'is a file, not a sweep folder' if folder.exists() else 'no such folder'}",
+            file=sys.stderr,
+        )
         return 2
     try:
         rows = write_summary(folder)

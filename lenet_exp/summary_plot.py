@@ -78,10 +78,28 @@ def to_png(summary) -> bytes:
 def _points(summary) -> list[dict]:
     """What the value panels draw, best first: one point per job, or per setting (mean and spread) when seeds are swept."""
     if summary.settings is not None:
-        return [{"overrides": g["values"], "acc": g["test_acc_mean"], "err": g["test_acc_std"], "lazy": g["not_learning"],
-                 "pruned": "pruned" in g["statuses"], "done": g["complete"] and "pruned" not in g["statuses"]} for g in summary.settings]
-    return [{"overrides": r["overrides"], "acc": r["test_acc"], "err": None, "lazy": r["not_learning"],
-             "pruned": r["status"] == "pruned", "done": r["status"] == "completed"} for r in summary.rows]
+        return [
+            {
+                "overrides": g["values"],
+                "acc": g["test_acc_mean"],
+                "err": g["test_acc_std"],
+                "lazy": g["not_learning"],
+                "pruned": "pruned" in g["statuses"],
+                "done": g["complete"] and "pruned" not in g["statuses"],
+            }
+            for g in summary.settings
+        ]
+    return [
+        {
+            "overrides": r["overrides"],
+            "acc": r["test_acc"],
+            "err": None,
+            "lazy": r["not_learning"],
+            "pruned": r["status"] == "pruned",
+            "done": r["status"] == "completed",
+        }
+        for r in summary.rows
+    ]
 
 
 def _chance(rows: list[dict]) -> float | None:
@@ -89,7 +107,9 @@ def _chance(rows: list[dict]) -> float | None:
     return max(levels) if levels else None
 
 
-def _value_panel(ax, points: list[dict], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool) -> None:
+def _value_panel(
+    ax, points: list[dict], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool
+) -> None:
     """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid; seeds as a
     mean with its spread; jobs a halving search stopped early apart, as their figures are from fewer epochs."""
     x = lambda pt: _value(pt["overrides"][key])  # noqa: E731
@@ -98,29 +118,68 @@ def _value_panel(ax, points: list[dict], key: str, numeric: list[str], categoric
     label = lambda pt: _setting(pt, categorical) or ("mean test acc over seeds" if seeds else "final test acc")  # noqa: E731
     for i, (name, group) in enumerate(groupby(sorted(finished, key=label), key=label)):
         group = sorted(group, key=x)
-        style = {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)] if grid else "none", "label": name}
+        style = {
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINES[i % len(LINES)] if grid else "none",
+            "label": name,
+        }
         if seeds:
-            ax.errorbar([x(pt) for pt in group], [pt["acc"] for pt in group], yerr=[pt["err"] or 0.0 for pt in group], capsize=3, **style)
+            ax.errorbar(
+                [x(pt) for pt in group],
+                [pt["acc"] for pt in group],
+                yerr=[pt["err"] or 0.0 for pt in group],
+                capsize=3,
+                **style,
+            )
         else:
             ax.plot([x(pt) for pt in group], [pt["acc"] for pt in group], **style)
     stopped = [pt for pt in points if pt["pruned"] and pt["acc"] is not None]
     if stopped:
-        ax.scatter([x(pt) for pt in stopped], [pt["acc"] for pt in stopped], marker="o", s=40, facecolors="none", edgecolors=NOT_LEARNING,
-                   zorder=3, label="pruned (stopped early; acc at its last rung)")
+        ax.scatter(
+            [x(pt) for pt in stopped],
+            [pt["acc"] for pt in stopped],
+            marker="o",
+            s=40,
+            facecolors="none",
+            edgecolors=NOT_LEARNING,
+            zorder=3,
+            label="pruned (stopped early; acc at its last rung)",
+        )
     lazy = [pt for pt in points if pt["lazy"] and pt["acc"] is not None]
     if lazy:
-        ax.scatter([x(pt) for pt in lazy], [pt["acc"] for pt in lazy], marker="x", s=70, color=NOT_LEARNING, zorder=4, label="not learning (at chance)")
+        ax.scatter(
+            [x(pt) for pt in lazy],
+            [pt["acc"] for pt in lazy],
+            marker="x",
+            s=70,
+            color=NOT_LEARNING,
+            zorder=4,
+            label="not learning (at chance)",
+        )
     broken = [pt for pt in points if pt["acc"] is None and _is_number(_value(pt["overrides"].get(key)))]
     if broken:  # no figure to place them by: along the bottom edge, where their values are
-        ax.scatter([x(pt) for pt in broken], [0.03] * len(broken), transform=ax.get_xaxis_transform(), marker="v", s=60,
-                   color=FAILED, zorder=4, clip_on=False, label="failed or diverged (no final acc)")
+        ax.scatter(
+            [x(pt) for pt in broken],
+            [0.03] * len(broken),
+            transform=ax.get_xaxis_transform(),
+            marker="v",
+            s=60,
+            color=FAILED,
+            zorder=4,
+            clip_on=False,
+            label="failed or diverged (no final acc)",
+        )
     best = next((pt for pt in finished if pt["done"] and not pt["lazy"]), None)
     if best:
         ax.scatter([x(best)], [best["acc"]], marker="*", s=320, color=BEST, edgecolor="black", zorder=5, label="best")
     if chance is not None:
         ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1, label="chance")
     _value_axis(ax, sorted({x(pt) for pt in points if _is_number(_value(pt["overrides"].get(key)))}))
-    ax.set(xlabel=key, ylabel="mean final test acc (bars: spread over seeds)" if seeds else "final test acc", title=f"test acc vs {key}")
+    ax.set(
+        xlabel=key,
+        ylabel="mean final test acc (bars: spread over seeds)" if seeds else "final test acc",
+        title=f"test acc vs {key}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
@@ -137,7 +196,10 @@ def _value_axis(ax, values: list) -> None:
     if len(values) <= 8:  # a grid: a tick at each swept value
         ax.xaxis.set_major_locator(ticker.FixedLocator(values))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    low, high = min(values), max(values)  # every value on the axis: jobs drawn along the edge widen no limits themselves
+    low, high = (
+        min(values),
+        max(values),
+    )  # every value on the axis: jobs drawn along the edge widen no limits themselves
     if ax.get_xscale() == "log":
         ax.set_xlim(low / 1.4, high * 1.4)
     else:
@@ -161,24 +223,39 @@ def _curve_panel(ax, rows: list[dict], keys: list[str]) -> None:
     """Every job's test accuracy per epoch; a curve that coincides with an earlier one says so in the legend."""
     from matplotlib import ticker
 
-    jobs = sorted((r for r in rows if r["history"]), key=lambda r: (isinstance(r["job"], str), r["job"] if isinstance(r["job"], int) else 0, str(r["job"])))
+    jobs = sorted(
+        (r for r in rows if r["history"]),
+        key=lambda r: (isinstance(r["job"], str), r["job"] if isinstance(r["job"], int) else 0, str(r["job"])),
+    )
     seen: dict[tuple, object] = {}
     for i, r in enumerate(jobs):
         curve = tuple(r["history"])
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
         tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))
-        ax.plot(range(1, len(curve) + 1), curve, marker=MARKERS[i % len(MARKERS)], markersize=5, linestyle=LINES[i % len(LINES)],
-                linewidth=1.3, alpha=0.85, label=f"{r['job']}: {_setting(r, keys)}{tag}{note}")
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            marker=MARKERS[i % len(MARKERS)],
+            markersize=5,
+            linestyle=LINES[i % len(LINES)],
+            linewidth=1.3,
+            alpha=0.85,
+            label=f"{r['job']}: {_setting(r, keys)}{tag}{note}",
+        )
     longest = max((len(r["history"]) for r in jobs), default=1)
     ax.set_xlim(0.5, longest + 0.5)  # one epoch too: a tick at 1, not at 0.945 and 1.05
-    ax.xaxis.set_major_locator(ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(
+        ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True)
+    )
     if (chance := _chance(rows)) is not None:
         ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1)
     ax.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
     ax.grid(alpha=0.3)
     if jobs:
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1 if len(jobs) <= 24 else 2)
+        ax.legend(
+            fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1 if len(jobs) <= 24 else 2
+        )
 
 
 def label_boxes(ax, axis: str = "x") -> list:

@@ -14,7 +14,15 @@ import yaml
 
 from lenet_exp.run_files import CHANCE_MARGIN
 
-METRIC_COLUMNS = ["status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
+METRIC_COLUMNS = [
+    "status",
+    "test_acc",
+    "best_test_acc",
+    "train_loss",
+    "train_acc",
+    "epochs_completed",
+    "examples_per_sec",
+]
 SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
 
 
@@ -47,7 +55,9 @@ def settings_csv(summary) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*keys, *SETTING_COLUMNS, "jobs"])
     for g in summary.settings:
-        writer.writerow([*(g["values"].get(k, "") for k in keys), *(g[c] for c in SETTING_COLUMNS), " ".join(map(str, g["jobs"]))])
+        writer.writerow(
+            [*(g["values"].get(k, "") for k in keys), *(g[c] for c in SETTING_COLUMNS), " ".join(map(str, g["jobs"]))]
+        )
     return out.getvalue()
 
 
@@ -60,7 +70,9 @@ def _fmt(column: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     parsed = _value(value) if isinstance(value, str) else value
-    return (f"{parsed:.4g}" if isinstance(parsed, float) else str(value)).replace("|", "\\|")  # a | would split the cell
+    return (f"{parsed:.4g}" if isinstance(parsed, float) else str(value)).replace(
+        "|", "\\|"
+    )  # a | would split the cell
 
 
 def rerun_command(row: dict) -> str:
@@ -82,9 +94,12 @@ def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
     completed = [r for r in rows if r["status"] == "completed"]
     learned = [r for r in completed if not r["not_learning"]]
     if completed and not learned:
-        return [f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
-                "the most common class), so there is no best setting to rerun. Train longer or on more examples, or try other "
-                "learning rates (sigmoid needs large ones, relu smaller) or activations.", ""]
+        return [
+            f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
+            "the most common class), so there is no best setting to rerun. Train longer or on more examples, or try other "
+            "learning rates (sigmoid needs large ones, relu smaller) or activations.",
+            "",
+        ]
     if not learned:
         return []
     best = learned[0]
@@ -134,20 +149,38 @@ def setting_lines(summary) -> list[str]:
         spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
         lead = ""
         if len(learned) > 1:
-            gap, spread_of = best["test_acc_mean"] - learned[1]["test_acc_mean"], [g["test_acc_std"] or 0.0 for g in learned[:2]]
+            gap, spread_of = (
+                best["test_acc_mean"] - learned[1]["test_acc_mean"],
+                [g["test_acc_std"] or 0.0 for g in learned[:2]],
+            )
             lead = f", {gap:.4f} above the next setting"
             if gap <= max(spread_of):  # within the seeds' own spread: more seeds, not this ranking, can tell them apart
-                lead += f" ({_setting_name(learned[1], keys)}), less than the spread over seeds: neither is clearly better"
+                lead += (
+                    f" ({_setting_name(learned[1], keys)}), less than the spread over seeds: neither is clearly better"
+                )
         args = " ".join(f"{k}={_bool_text(v)}" for k, v in best["overrides"].items()) + f" seed={seeds}"
-        if best.get("cpu_threads") and "device.threads" not in best["overrides"]:  # as rerun_command, for the same figures
+        if (
+            best.get("cpu_threads") and "device.threads" not in best["overrides"]
+        ):  # as rerun_command, for the same figures
             args += f" device.threads={best['cpu_threads']}"
         name = _setting_name(best, keys)
-        lines += [f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
-                  "", f"    python -m lenet_exp --multirun {args}", ""]
+        lines += [
+            f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
+            "",
+            f"    python -m lenet_exp --multirun {args}",
+            "",
+        ]
     header = [*keys, "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in settings:
-        cells = [*(g["values"].get(k, "") for k in keys), g["n"], g["test_acc_mean"], g["test_acc_std"], g["best_test_acc_mean"], g["statuses"]]
+        cells = [
+            *(g["values"].get(k, "") for k in keys),
+            g["n"],
+            g["test_acc_mean"],
+            g["test_acc_std"],
+            g["best_test_acc_mean"],
+            g["statuses"],
+        ]
         lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
     return [*lines, "", "## Jobs", ""]
 
@@ -158,7 +191,10 @@ def to_markdown(summary) -> str:
     header = ["job", *keys, *METRIC_COLUMNS, *extra]
     lines = [f"# Sweep summary: {summary.sweep_dir}", ""]
     counts = {s: len(list(g)) for s, g in groupby(sorted(str(r["status"]) for r in rows))}
-    lines += [f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
+    lines += [
+        f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+        "",
+    ]
     if summary.search:
         lines += search_lines(summary)
     if summary.settings is not None:
@@ -169,7 +205,13 @@ def to_markdown(summary) -> str:
     for r in rows:
         status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
         reached = [f"{r['rung']} of {rungs}"] if extra else []
-        cells = [r["job"], *(r["overrides"].get(k, "") for k in keys), status, *(r[c] for c in METRIC_COLUMNS[1:]), *reached]
+        cells = [
+            r["job"],
+            *(r["overrides"].get(k, "") for k in keys),
+            status,
+            *(r[c] for c in METRIC_COLUMNS[1:]),
+            *reached,
+        ]
         lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
     errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + (["", "Errors:", *errors] if errors else [])) + "\n"

@@ -23,8 +23,17 @@ from lenet_exp.run_folder import RESUMABLE_CHANGES, FolderRefused, first_differe
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
 SWEEP_RECORD = "sweep.json"  # what makes the folder's sweep the same sweep, written before the first job
 REFUSED = ".refused"  # jobs refused by their folders in the last run of the sweep command, one JSON line each
-SWEEP_FILES = ("multirun.yaml", SWEEP_RECORD, "summary.csv", "summary.md", "summary.png", "summary_by_setting.csv", REFUSED,
-               "optimization_results.yaml", "halving.json")
+SWEEP_FILES = (
+    "multirun.yaml",
+    SWEEP_RECORD,
+    "summary.csv",
+    "summary.md",
+    "summary.png",
+    "summary_by_setting.csv",
+    REFUSED,
+    "optimization_results.yaml",
+    "halving.json",
+)
 # Sweeper keys that do not change what any job trains: a rerun may change them.
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
@@ -78,7 +87,9 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
     parsed = [(o, p) for o, p in zip(overrides, OverridesParser.create().parse_overrides(overrides))]
     swept = [(o, p) for o, p in parsed if p.is_sweep_override() and not o.lstrip("+~").startswith("hydra.")]
     if swept and not multirun:
-        raise ConfigError(f"{swept[0][0]}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}")
+        raise ConfigError(
+            f"{swept[0][0]}: several values need --multirun: python -m lenet_exp --multirun {' '.join(overrides)}"
+        )
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
     basic = sweeper.endswith("BasicSweeper")
     if not multirun and not basic:
@@ -89,15 +100,23 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
     if multirun and basic:
         for text, override in swept:
             if not override.is_discrete_sweep():
-                raise ConfigError(f"{text}: a search space needs a search sweeper (hparams_search=optuna); "
-                                  "the plain sweep takes lists (a,b,c), range(start,stop,step) and choice(a,b)")
+                raise ConfigError(
+                    f"{text}: a search space needs a search sweeper (hparams_search=optuna); "
+                    "the plain sweep takes lists (a,b,c), range(start,stop,step) and choice(a,b)"
+                )
     if str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("HalvingSweeper"):
         check_halving(cfg, overrides, multirun, [o for o, _ in swept])
-    for subdir in (a.split("=", 1)[1].strip("'\"") for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
+    for subdir in (
+        a.split("=", 1)[1].strip("'\"") for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")
+    ):
         if not subdir or ".." in Path(subdir).parts or subdir.startswith("/"):
-            raise ConfigError(f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path, not empty)")
+            raise ConfigError(
+                f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path, not empty)"
+            )
         if not any(part in subdir for part in ("hydra.job.num", "hydra.job.id", "lenet_exp.job_dirname")):
-            raise ConfigError(f"hydra.sweep.subdir={subdir}: every job needs a folder of its own: keep ${{hydra.job.num}} in it")
+            raise ConfigError(
+                f"hydra.sweep.subdir={subdir}: every job needs a folder of its own: keep ${{hydra.job.num}} in it"
+            )
 
 
 def check_plugin_settings(cfg: DictConfig) -> None:
@@ -105,23 +124,39 @@ def check_plugin_settings(cfg: DictConfig) -> None:
     launcher, sweeper = cfg.hydra.launcher, cfg.hydra.sweeper
     target = str(launcher.get("_target_", ""))
     if "Joblib" in target and (not _is_int(launcher.get("n_jobs")) or launcher.n_jobs == 0):
-        raise ConfigError(f"hydra.launcher.n_jobs={launcher.get('n_jobs')!r} is not allowed: expected a non-zero integer (-1: one per CPU core)")
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={launcher.get('n_jobs')!r} is not allowed: expected a non-zero integer (-1: one per CPU core)"
+        )
     if "FusedLauncher" in target and (not _is_int(launcher.get("max_models")) or launcher.max_models < 1):
-        raise ConfigError(f"hydra.launcher.max_models={launcher.get('max_models')!r} is not allowed: expected an integer >= 1 (1: every job alone)")
+        raise ConfigError(
+            f"hydra.launcher.max_models={launcher.get('max_models')!r} is not allowed: expected an integer >= 1 (1: every job alone)"
+        )
     if "Submitit" in target and (not _is_number(launcher.get("timeout_min")) or launcher.timeout_min <= 0):
-        raise ConfigError(f"hydra.launcher.timeout_min={launcher.get('timeout_min')!r} is not allowed: expected minutes > 0")
+        raise ConfigError(
+            f"hydra.launcher.timeout_min={launcher.get('timeout_min')!r} is not allowed: expected minutes > 0"
+        )
     if "SlurmLauncher" in target and not shutil.which("sbatch"):
-        raise ConfigError("hydra/launcher=slurm needs SLURM, and sbatch is not found here; use hydra/launcher=parallel (or submitit_local) on this machine")
+        raise ConfigError(
+            "hydra/launcher=slurm needs SLURM, and sbatch is not found here; use hydra/launcher=parallel (or submitit_local) on this machine"
+        )
     if "Optuna" in str(sweeper.get("_target_", "")):
         if not _is_int(sweeper.get("n_trials")) or sweeper.n_trials < 1:
-            raise ConfigError(f"hydra.sweeper.n_trials={sweeper.get('n_trials')!r} is not allowed: expected an integer >= 1")
+            raise ConfigError(
+                f"hydra.sweeper.n_trials={sweeper.get('n_trials')!r} is not allowed: expected an integer >= 1"
+            )
         if not _is_int(sweeper.get("n_jobs")) or sweeper.n_jobs < 1:
-            raise ConfigError(f"hydra.sweeper.n_jobs={sweeper.get('n_jobs')!r} is not allowed: expected an integer >= 1")
+            raise ConfigError(
+                f"hydra.sweeper.n_jobs={sweeper.get('n_jobs')!r} is not allowed: expected an integer >= 1"
+            )
         if str(sweeper.get("direction")) not in ("maximize", "minimize", "Direction.maximize", "Direction.minimize"):
-            raise ConfigError(f"hydra.sweeper.direction={sweeper.get('direction')!r} is not allowed: expected maximize (the task returns test accuracy)")
+            raise ConfigError(
+                f"hydra.sweeper.direction={sweeper.get('direction')!r} is not allowed: expected maximize (the task returns test accuracy)"
+            )
         storage = sweeper.get("storage")
         if storage is not None and not re.match(r"^[a-z][a-z0-9+]*://", str(storage)):
-            raise ConfigError(f"hydra.sweeper.storage={storage!r} is not allowed: expected null (in memory) or a database URL such as sqlite:///optuna.db")
+            raise ConfigError(
+                f"hydra.sweeper.storage={storage!r} is not allowed: expected null (in memory) or a database URL such as sqlite:///optuna.db"
+            )
 
 
 def _is_int(v) -> bool:
@@ -138,25 +173,44 @@ def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: 
         raise ConfigError("hparams_search=halving searches over a sweep: add --multirun and the values to search")
     for o in overrides:
         if "=" in o and re.search(r"\b(interval|tag)\(", o.split("=", 1)[1]):
-            raise ConfigError(f"{o}: hparams_search=halving halves a grid (lists, range(...), choice(...)); "
-                              "interval(...) is a search space for hparams_search=optuna")
+            raise ConfigError(
+                f"{o}: hparams_search=halving halves a grid (lists, range(...), choice(...)); "
+                "interval(...) is a search space for hparams_search=optuna"
+            )
     sweeper = cfg.hydra.sweeper
     rules = {
-        "hydra.sweeper.eta": (sweeper.eta, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
-        "hydra.sweeper.min_epochs": (sweeper.min_epochs, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-        "hydra.sweeper.max_epochs": (sweeper.max_epochs, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= sweeper.min_epochs),
-                                     "null (trainer.epochs) or an integer >= hydra.sweeper.min_epochs"),
+        "hydra.sweeper.eta": (
+            sweeper.eta,
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+            "an integer >= 2",
+        ),
+        "hydra.sweeper.min_epochs": (
+            sweeper.min_epochs,
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+            "an integer >= 1",
+        ),
+        "hydra.sweeper.max_epochs": (
+            sweeper.max_epochs,
+            lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= sweeper.min_epochs),
+            "null (trainer.epochs) or an integer >= hydra.sweeper.min_epochs",
+        ),
     }
     for key, (value, ok, allowed) in rules.items():
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
     if (sweeper.max_epochs or cfg.trainer.epochs) < sweeper.min_epochs:
-        raise ConfigError(f"trainer.epochs={cfg.trainer.epochs} is below hydra.sweeper.min_epochs={sweeper.min_epochs}: the last rung must train at least as long as the first")
+        raise ConfigError(
+            f"trainer.epochs={cfg.trainer.epochs} is below hydra.sweeper.min_epochs={sweeper.min_epochs}: the last rung must train at least as long as the first"
+        )
     for arg in swept:
         if key_of(arg) == "trainer.epochs":
-            raise ConfigError(f"{arg}: halving sets each rung's epochs itself; give hydra.sweeper.min_epochs and max_epochs (or trainer.epochs) instead")
+            raise ConfigError(
+                f"{arg}: halving sets each rung's epochs itself; give hydra.sweeper.min_epochs and max_epochs (or trainer.epochs) instead"
+            )
     if any(a.lstrip("+").startswith("hydra.sweep.subdir=") for a in overrides):
-        raise ConfigError("hydra.sweep.subdir: halving names its job folders itself, so each setting keeps one folder across rungs")
+        raise ConfigError(
+            "hydra.sweep.subdir: halving names its job folders itself, so each setting keeps one folder across rungs"
+        )
 
 
 def swept_in(overrides: list[str], sweeper_params=None) -> list[str]:
@@ -170,7 +224,12 @@ def sweep_identity(overrides: list[str], cfg: DictConfig) -> dict:
     """What makes a sweep the same sweep: its overrides, its swept keys, its sweeper's settings, its fixed settings."""
     swept = swept_in(overrides, OmegaConf.select(cfg, "hydra.sweeper.params", default=None))
     fixed = {k: v for k, v in settings_of(_task_part(cfg)).items() if not k.startswith(tuple(swept)) or not swept}
-    return {"overrides": overrides, "swept": swept, "sweeper": _without(OmegaConf.to_container(cfg.hydra.sweeper), SWEEPER_EXTENSIONS), "settings": fixed}
+    return {
+        "overrides": overrides,
+        "swept": swept,
+        "sweeper": _without(OmegaConf.to_container(cfg.hydra.sweeper), SWEEPER_EXTENSIONS),
+        "settings": fixed,
+    }
 
 
 def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
@@ -191,7 +250,9 @@ def _earlier_identity(sweep_dir: Path) -> dict | None:
     try:
         return sweep_identity([str(o) for o in OmegaConf.load(saved).hydra.overrides.task], OmegaConf.load(saved))
     except Exception as e:
-        raise FolderRefused(f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir") from None
+        raise FolderRefused(
+            f"{saved}: unreadable ({' '.join(str(e).split())[:200]}); choose a new hydra.sweep.dir"
+        ) from None
 
 
 def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
@@ -209,9 +270,13 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
             raise FolderRefused(f"{sweep_dir} holds {what}, not a sweep; choose a new hydra.sweep.dir")
         return
     # a file no sweep writes, or a folder where a sweep writes a file: not this project's doing
-    strangers = sorted(p.name for p in sweep_dir.iterdir() if (p.is_dir() == (p.name in SWEEP_FILES)) and p.name != ".submitit")
+    strangers = sorted(
+        p.name for p in sweep_dir.iterdir() if (p.is_dir() == (p.name in SWEEP_FILES)) and p.name != ".submitit"
+    )
     if strangers:
-        raise FolderRefused(f"{sweep_dir} holds things no sweep writes there ({', '.join(strangers[:3])}); move them away, or choose a new hydra.sweep.dir")
+        raise FolderRefused(
+            f"{sweep_dir} holds things no sweep writes there ({', '.join(strangers[:3])}); move them away, or choose a new hydra.sweep.dir"
+        )
     now = sweep_identity(overrides, cfg)
     given = then.get("overrides") or []
     refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it as it was ({' '.join(given)}), or choose a new hydra.sweep.dir"
@@ -219,17 +284,28 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
     if diff := _override_difference(_by_key(given, swept), _by_key(overrides, swept)):
         raise FolderRefused(refuse.format(diff))
     if _swept_order(given) != _swept_order(overrides):
-        raise FolderRefused(refuse.format(f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"))
+        raise FolderRefused(
+            refuse.format(
+                f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"
+            )
+        )
     if diff := first_difference(then.get("sweeper") or {}, now["sweeper"]):
-        raise FolderRefused(f"{sweep_dir} holds a sweep run with other sweeper settings (hydra.sweeper: {diff}); rerun it with the "
-                            f"hydra.sweeper values it had, or choose a new hydra.sweep.dir")
+        raise FolderRefused(
+            f"{sweep_dir} holds a sweep run with other sweeper settings (hydra.sweeper: {diff}); rerun it with the "
+            f"hydra.sweeper values it had, or choose a new hydra.sweep.dir"
+        )
     if diff := first_difference(then.get("settings") or {}, now["settings"]):
         raise FolderRefused(refuse.format(diff))
     if "trainer.epochs" not in swept:
         trained = max((_epochs_trained(job) for job in sweep_dir.iterdir() if job.is_dir()), default=0)
         key, asked = "trainer.epochs", cfg.trainer.epochs
-        if "Halving" in str(OmegaConf.select(cfg, "hydra.sweeper._target_")) and OmegaConf.select(cfg, "hydra.sweeper.max_epochs"):
-            key, asked = "hydra.sweeper.max_epochs", cfg.hydra.sweeper.max_epochs  # a halving search trains to its last rung
+        if "Halving" in str(OmegaConf.select(cfg, "hydra.sweeper._target_")) and OmegaConf.select(
+            cfg, "hydra.sweeper.max_epochs"
+        ):
+            key, asked = (
+                "hydra.sweeper.max_epochs",
+                cfg.hydra.sweeper.max_epochs,
+            )  # a halving search trains to its last rung
         if asked < trained:
             raise FolderRefused(
                 f"{sweep_dir} holds jobs trained for {trained} epochs already; {key}={asked} asks for fewer. "
@@ -281,6 +357,11 @@ def _task_part(cfg: DictConfig) -> dict:
 def note_refusal(sweep_dir: Path, run_dir: Path, reason: str, overrides: list[str]) -> None:
     """A job refused by its folder writes nothing there; the sweep folder keeps the reason, for its summary and exit status."""
     metrics = run_dir / "metrics.json"
-    line = {"run_dir": run_dir.name, "reason": reason, "overrides": overrides, "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None}
+    line = {
+        "run_dir": run_dir.name,
+        "reason": reason,
+        "overrides": overrides,
+        "metrics_mtime": metrics.stat().st_mtime_ns if metrics.exists() else None,
+    }
     with open(sweep_dir / REFUSED, "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")

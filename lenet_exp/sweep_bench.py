@@ -56,7 +56,16 @@ def _steps(trainee, data: Split, seeds: list[int], steps: int, s: Settings, devi
             chunk = min(steps + WARMUP - done, per_epoch) if done >= WARMUP else WARMUP
             part = Split(data.images[: chunk * bs], data.labels[: chunk * bs])
             orders = torch.stack([epoch_order(len(part), seed, epoch, device) for seed in seeds])
-            train_epoch(trainee, part, orders, [_Member() for _ in seeds], s, stop, on_log=lambda: None, on_diverged=lambda m: None)
+            train_epoch(
+                trainee,
+                part,
+                orders,
+                [_Member() for _ in seeds],
+                s,
+                stop,
+                on_log=lambda: None,
+                on_diverged=lambda m: None,
+            )
             epoch, done = epoch + 1, done + chunk
             if done == WARMUP:
                 _sync(device)
@@ -92,7 +101,16 @@ def fused(configs: list[DictConfig], data: Split, steps: int, device: torch.devi
     return len(configs) * steps * configs[0].data.batch_size / seconds
 
 
-def _worker(yamls: list[str], images: torch.Tensor, labels: torch.Tensor, steps: int, device: str, threads: int, barrier, results) -> None:
+def _worker(
+    yamls: list[str],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    device: str,
+    threads: int,
+    barrier,
+    results,
+) -> None:
     """One worker process of the parallel arrangement: its share of the settings, one after another, timed together."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the bench's own process's to handle: it stops the workers
     try:
@@ -105,7 +123,9 @@ def _worker(yamls: list[str], images: torch.Tensor, labels: torch.Tensor, steps:
             s = Settings.from_cfg(c)
             trainees.append((Solo(*build(c, s, dev), s), c, s))
         barrier.wait()  # every worker ready: the clocks run together
-        seconds = sum(_steps(trainee, data, [c.seed], steps, s, dev) for trainee, c, s in trainees)  # timed steps only, as the others
+        seconds = sum(
+            _steps(trainee, data, [c.seed], steps, s, dev) for trainee, c, s in trainees
+        )  # timed steps only, as the others
         results.put((len(configs) * steps * configs[0].data.batch_size, seconds))
     except BaseException:  # stopped or broken: say so, so the bench ends instead of waiting
         results.put(None)
@@ -120,7 +140,10 @@ def parallel(configs: list[DictConfig], data: Split, steps: int, device: torch.d
     threads = max(1, (os.cpu_count() or 1) // jobs)
     shares = [[OmegaConf.to_yaml(c) for c in configs[i::jobs]] for i in range(jobs)]
     cpu = data.to(torch.device("cpu"))
-    procs = [ctx.Process(target=_worker, args=(share, cpu.images, cpu.labels, steps, str(device), threads, barrier, results)) for share in shares]
+    procs = [
+        ctx.Process(target=_worker, args=(share, cpu.images, cpu.labels, steps, str(device), threads, barrier, results))
+        for share in shares
+    ]
     figures: list = []
     with StopSignals():  # Ctrl-C or SIGTERM raise Interrupted while the bench waits; the workers are stopped below
         try:
@@ -150,9 +173,13 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
     configs = settings_of_sweep(cfg, k)
     data = train.to(device)
     figures = {}
-    arrangements = [("sequential", lambda: sequential(configs, data, steps, device)),
-                    (f"parallel ({plural(min(jobs, k), 'worker')} x {plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
-                     lambda: parallel(configs, data, steps, device, jobs))]
+    arrangements = [
+        ("sequential", lambda: sequential(configs, data, steps, device)),
+        (
+            f"parallel ({plural(min(jobs, k), 'worker')} x {plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
+            lambda: parallel(configs, data, steps, device, jobs),
+        ),
+    ]
     if fusion_key(configs[0]) is not None:
         arrangements.append(("fused (one model)", lambda: fused(configs, data, steps, device)))
     else:  # the fused launcher would train these settings alone: there is no fused figure to give
@@ -162,7 +189,9 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
         figures[name] = measure()
         say(f"{name}: {figures[name]:,.0f} examples/sec")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
-    print(f"{k} settings x {steps} timed steps, batch {cfg.data.batch_size}, on {device} ({where}), torch {torch.__version__}")
+    print(
+        f"{k} settings x {steps} timed steps, batch {cfg.data.batch_size}, on {device} ({where}), torch {torch.__version__}"
+    )
     print(f"{'arrangement':<36}{'examples/sec (aggregate)':>26}{'vs sequential':>16}")
     base = figures["sequential"]
     for name, value in figures.items():

@@ -61,7 +61,14 @@ class Progress:
         for key, value in figures.items():
             self.history[key].append(value)
         self.speeds.append(self.seen / self.epoch_seconds if self.epoch_seconds else None)
-        self.epoch, self.step, self.loss_sum, self.correct, self.seen, self.epoch_seconds = self.epoch + 1, 0, 0.0, 0, 0, 0.0
+        self.epoch, self.step, self.loss_sum, self.correct, self.seen, self.epoch_seconds = (
+            self.epoch + 1,
+            0,
+            0.0,
+            0,
+            0,
+            0.0,
+        )
         return test_acc == self.best_test_acc
 
     @property
@@ -89,7 +96,9 @@ class Solo:
         self.model, self.optimizer, self.s = model, optimizer, s
         self.net = torch.compile(model) if s.device.compile else model
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (1, B, 28, 28) uint8, labels (1, B): one step; the batch's summed loss and correct count, on the device."""
         x, y = to_input(images[0], self.s.device.channels_last), labels[0]  # (B, 1, 28, 28), (B,)
         with mixed_precision(self.s, x):
@@ -110,7 +119,17 @@ class Solo:
         return self.model.state_dict(), self.optimizer.state_dict()
 
 
-def train_epoch(trainee, data: Split, orders: torch.Tensor, members: list, s: Settings, stop: StopSignals, on_log, on_diverged, on_step=None) -> str:
+def train_epoch(
+    trainee,
+    data: Split,
+    orders: torch.Tensor,
+    members: list,
+    s: Settings,
+    stop: StopSignals,
+    on_log,
+    on_diverged,
+    on_step=None,
+) -> str:
     """Train the members from their step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged' (all did).
 
     `orders` (G, N): each member's own shuffle. Loss and correct counts stay on the device and are read back only
@@ -137,7 +156,9 @@ def train_epoch(trainee, data: Split, orders: torch.Tensor, members: list, s: Se
         if on_step:
             on_step(idx.shape[1])
         if step + 1 in points:
-            for m, loss_sum, n_correct in zip(members, loss_sums.tolist(), corrects.tolist()):  # the only syncs of the epoch
+            for m, loss_sum, n_correct in zip(
+                members, loss_sums.tolist(), corrects.tolist()
+            ):  # the only syncs of the epoch
                 if m.active:
                     m.p.loss_sum, m.p.correct = loss_sum, int(n_correct)
             on_log()
@@ -234,8 +255,10 @@ def prepare(cfg: DictConfig, run_dir: Path, load_data: bool = True) -> Run | dic
             p = Progress(**plan.state["progress"])
             before = plan.state.get("cpu_threads")
             if device.type == "cpu" and before and before != torch.get_num_threads():
-                plan.note += (f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order of "
-                              "floating-point sums differs, so the figures will not match an unbroken run digit for digit")
+                plan.note += (
+                    f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order of "
+                    "floating-point sums differs, so the figures will not match an unbroken run digit for digit"
+                )
         except Exception as e:
             raise run_files.CheckpointError(
                 f"{run_dir / run_files.LAST}: cannot resume from this checkpoint, it does not fit this run ({_short(e)[:160]}); "
@@ -280,7 +303,9 @@ class Member:
         """Start the try: curves (purging what an earlier try left past its checkpoint), the console's story, metrics.json running."""
         p, s, run_dir = self.p, self.run.s, self.run_dir
         old_curves = any(run_dir.glob("events.out.tfevents.*"))
-        self.logger = tb.RunLogger(run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None))
+        self.logger = tb.RunLogger(
+            run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None)
+        )
         if self.run.plan.note:
             self.log.info("%s", self.run.plan.note[0].upper() + self.run.plan.note[1:])
         if p.global_step == 0:
@@ -291,19 +316,33 @@ class Member:
         self.logger.session_start(self.hparams)
         self.log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
         self.log.info(
-            "Training on %s (%s): %d train / %d test examples, %s, into %s", self.run.device, plural(torch.get_num_threads(), "CPU thread"),
-            len(train_set), len(test_set), plural(s.trainer.epochs, "epoch"), run_dir,
+            "Training on %s (%s): %d train / %d test examples, %s, into %s",
+            self.run.device,
+            plural(torch.get_num_threads(), "CPU thread"),
+            len(train_set),
+            len(test_set),
+            plural(s.trainer.epochs, "epoch"),
+            run_dir,
         )
         self.chance = test_set.labels.bincount().max().item() / len(test_set)
         run_files.write_metrics(run_dir, self.record("running"))  # a running sweep's summary shows it
 
     def log_point(self) -> None:
-        self.logger.scalars(self.p.global_step, {tb.TRAIN_LOSS: self.p.loss_sum / self.p.seen, tb.TRAIN_ACC: self.p.correct / self.p.seen})
+        self.logger.scalars(
+            self.p.global_step,
+            {tb.TRAIN_LOSS: self.p.loss_sum / self.p.seen, tb.TRAIN_ACC: self.p.correct / self.p.seen},
+        )
 
     def checkpoint(self, trainee, g: int) -> None:
         model_state, optimizer_state = trainee.states(g)
-        state = {"model": model_state, "optimizer": optimizer_state, "rng": torch.get_rng_state(), "progress": asdict(self.p),
-                 "settings": run_folder.settings_of(self.run.cfg), "cpu_threads": torch.get_num_threads()}
+        state = {
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "rng": torch.get_rng_state(),
+            "progress": asdict(self.p),
+            "settings": run_folder.settings_of(self.run.cfg),
+            "cpu_threads": torch.get_num_threads(),
+        }
         run_files.save_checkpoint(self.run_dir / run_files.LAST, state)
 
     def end_epoch(self, test_acc: float, trainee, g: int, stop: StopSignals) -> None:
@@ -312,9 +351,16 @@ class Member:
         is_best = p.end_epoch(test_acc)
         speed = p.speeds[-1]  # this epoch's own
         lr = self.run.optimizer.param_groups[0]["lr"]
-        self.logger.scalars(p.global_step, {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed})
-        self.log.info("epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec", p.epoch, self.run.s.trainer.epochs,
-                      *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")), speed)
+        self.logger.scalars(
+            p.global_step, {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed}
+        )
+        self.log.info(
+            "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec",
+            p.epoch,
+            self.run.s.trainer.epochs,
+            *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")),
+            speed,
+        )
         with stop.writing():
             self.logger.flush()  # the curves on disk reach as far as the checkpoint
             if is_best:
@@ -353,13 +399,17 @@ class Member:
         self.done, self.active = metrics, False
 
 
-def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop: StopSignals, show_bar: bool = False) -> list[dict | Exception]:
+def fit(
+    members: list[Member], trainee, train_set: Split, test_set: Split, stop: StopSignals, show_bar: bool = False
+) -> list[dict | Exception]:
     """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each member's figures
     (or, for a fused group's member that failed alone, its error)."""
     s, device = members[0].run.s, members[0].run.device
     bar = EpochBar(show_bar, len(train_set))
 
-    def each(action, only: Member | None = None) -> None:  # action(g, member) for live members; in a group, one whose files fail stops alone
+    def each(
+        action, only: Member | None = None
+    ) -> None:  # action(g, member) for live members; in a group, one whose files fail stops alone
         for g, m in enumerate(members):
             if not m.active or (only is not None and m is not only):
                 continue
@@ -384,12 +434,18 @@ def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop:
             p = live[0].p
             bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
             seen_before, start = p.seen, time.perf_counter()
-            orders = torch.stack([epoch_order(len(train_set), m.run.s.seed, p.epoch, device) for m in members])  # (G, N)
+            orders = torch.stack(
+                [epoch_order(len(train_set), m.run.s.seed, p.epoch, device) for m in members]
+            )  # (G, N)
             diverged = lambda m: each(lambda g, n: n.finish("diverged", trainee, g, stop), only=m)  # noqa: E731
             status = train_epoch(trainee, train_set, orders, members, s, stop, on_log, diverged, bar.advance)
             elapsed = time.perf_counter() - start  # train_epoch ends with a sync
             for m in (m for m in members if m.active):
-                m.p.train_seconds, m.p.epoch_seconds, m.p.examples = m.p.train_seconds + elapsed, m.p.epoch_seconds + elapsed, m.p.examples + m.p.seen - seen_before
+                m.p.train_seconds, m.p.epoch_seconds, m.p.examples = (
+                    m.p.train_seconds + elapsed,
+                    m.p.epoch_seconds + elapsed,
+                    m.p.examples + m.p.seen - seen_before,
+                )
             if status == "stopped":
                 bar.close()
                 each(lambda g, m: m.interrupt(stop.signum, trainee, g, stop))
@@ -413,7 +469,14 @@ def fit(members: list[Member], trainee, train_set: Split, test_set: Split, stop:
                 m.logger.close(quietly=True)  # after an error: the error to report is the first one
 
 
-def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None = None, hydra_cfg: DictConfig | None = None, keep_refusals: bool = False) -> dict:
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    hparams: dict,
+    parent_pid: int | None = None,
+    hydra_cfg: DictConfig | None = None,
+    keep_refusals: bool = False,
+) -> dict:
     """Train the configured model in `run_dir` (continuing what an earlier try left) and return metrics.json's figures.
 
     Holds the folder's lock throughout and writes nothing until every check has passed (then `.hydra/`,
@@ -431,7 +494,14 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict, parent_pid: int | None 
             return fit([member], Solo(run.model, run.optimizer, run.s), run.train_set, run.test_set, stop, show_bar)[0]
 
 
-def start(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None, stop: StopSignals, keep_refusals: bool, load_data: bool = True) -> Run | dict:
+def start(
+    cfg: DictConfig,
+    run_dir: Path,
+    hydra_cfg: DictConfig | None,
+    stop: StopSignals,
+    keep_refusals: bool,
+    load_data: bool = True,
+) -> Run | dict:
     """Prepare a run in its locked folder and write its record; or the figures of a finished run asked for again.
 
     Refusals write nothing, except a sweep job's config or data error (`keep_refusals`), which is recorded as failed.
@@ -447,7 +517,9 @@ def start(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None, stop: St
             run_folder.record_failure(run_dir, str(e))
         raise
     if isinstance(run, dict):
-        print(f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining.")
+        print(
+            f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining."
+        )
         return run
     with stop.writing():  # a signal now waits: the record is written whole
         run_folder.write_record(run_dir, cfg, hydra_cfg)
@@ -484,7 +556,11 @@ class failures_recorded:
 
 def failure_reason(e: BaseException) -> str:
     """One line: the error's kind and message; for a file error, the file and the system's words."""
-    return f"{type(e).__name__}: {e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else _short(f"{type(e).__name__}: {e}")
+    return (
+        f"{type(e).__name__}: {e.filename}: {e.strerror}"
+        if isinstance(e, OSError) and e.filename
+        else _short(f"{type(e).__name__}: {e}")
+    )
 
 
 def _record_quietly(run_dir: Path, reason: str, status: str) -> None:
@@ -516,5 +592,9 @@ def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
         head = f"Diverged: {m['error']}; " + ("no test accuracy" if best is None else f"best test acc {best:.4f}{at}")
     else:
         head = f"Done: {plural(m['epochs_completed'], 'epoch')}, test acc {m['test_acc']:.4f}, best {best:.4f}{at}"
-    stuck = f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)" if run_files.not_learning(m) else ""
+    stuck = (
+        f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)"
+        if run_files.not_learning(m)
+        else ""
+    )
     return f"{head}{stuck}; {seconds:.1f} s; files in {run_dir}"

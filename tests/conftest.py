@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import SMALL, SYSTEM_FASHION_MNIST
 from omegaconf import DictConfig
 
-from helpers import SMALL, SYSTEM_FASHION_MNIST
 from lenet_exp.config import compose_config
 
 

@@ -35,7 +35,12 @@ def run_in_new_folder(tmp_path_factory, name: str, *args: str):
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "lenet_exp", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -93,21 +98,29 @@ def tensorboard_plugins(run_dir: Path) -> dict:
 
 def snapshot(folder: Path) -> dict:
     """Every file under a folder with its bytes and modification time, to show a command left them as they were."""
-    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def start_patched(patch: str, *args: str, cwd: Path) -> subprocess.Popen:
     """The real command with `patch` (Python source) run first, to inject a slow step or a bug where no input can."""
-    code = f"import sys\n{patch}\nfrom lenet_exp.__main__ import main\nsys.argv = ['lenet_exp', *sys.argv[1:]]\nmain()\n"
+    code = (
+        f"import sys\n{patch}\nfrom lenet_exp.__main__ import main\nsys.argv = ['lenet_exp', *sys.argv[1:]]\nmain()\n"
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> bool:
     """A small tmpfs at `path` (a full or read-only disk for the tests); False where this machine does not allow it."""
     path.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    )
 
 
 def unmount(path: Path) -> None:

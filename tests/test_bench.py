@@ -10,20 +10,34 @@ import time
 
 import pytest
 import torch
-
 from helpers import run_cli
+
 from lenet_exp.bench import LenetExp
+from lenet_exp.build import build
 from lenet_exp.config import Settings
 from lenet_exp.data import Split
-from lenet_exp.build import build
 from lenet_exp.signals import Interrupted
 from lenet_exp.train import Solo
 
 
 @pytest.mark.slow
 def test_bench_prints_both_pipelines_and_the_ratio(tmp_path, fashion_mnist):
-    args = ["--steps", "6", "--repeats", "2", "--workers", "1", "--target-acc", "0.2", "--max-epochs", "3", "activation=tanh", "optimizer.lr=0.3",
-            "data.limit_train=3072", "data.limit_test=1000"]
+    args = [
+        "--steps",
+        "6",
+        "--repeats",
+        "2",
+        "--workers",
+        "1",
+        "--target-acc",
+        "0.2",
+        "--max-epochs",
+        "3",
+        "activation=tanh",
+        "optimizer.lr=0.3",
+        "data.limit_train=3072",
+        "data.limit_test=1000",
+    ]
     proc = run_cli("--device", "cpu", *args, cwd=tmp_path, module="lenet_exp.bench")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("LeNet, FashionMNIST, batch 256, 6 timed steps x 2 alternations on cpu")
@@ -32,7 +46,9 @@ def test_bench_prints_both_pipelines_and_the_ratio(tmp_path, fashion_mnist):
     assert re.search(r"ratio lenet_exp / textbook: \d+\.\d\dx", proc.stdout)
     assert proc.stdout.count("epochs)") == 2  # both reached 0.2 test accuracy within --max-epochs
     assert "Warning" not in proc.stderr  # the book's 4 workers on 2 cores is deliberate, not worth a warning
-    assert "[1/2] textbook: timing 6 steps ..." in proc.stderr and "[2/2] lenet_exp: timing 6 steps ..." in proc.stderr  # progress
+    assert (
+        "[1/2] textbook: timing 6 steps ..." in proc.stderr and "[2/2] lenet_exp: timing 6 steps ..." in proc.stderr
+    )  # progress
 
 
 BAD_ARGS = {
@@ -46,7 +62,12 @@ BAD_ARGS = {
     ("data.batch_size=0",): "data.batch_size=0 is not allowed: expected an integer >= 1",
     ("data=mnist", "data.root=nowhere", "data.download=false"): "mnist: files not found in nowhere/MNIST/raw",
     ("--sweep", "0"): "argument --sweep: '0': expected an integer >= 1",
-    ("--sweep", "2", "--repeats", "3"): "--repeats is for the pipeline comparison; --sweep measures each arrangement once",
+    (
+        "--sweep",
+        "2",
+        "--repeats",
+        "3",
+    ): "--repeats is for the pipeline comparison; --sweep measures each arrangement once",
     ("--jobs", "2"): "--jobs is for --sweep K",
 }
 
@@ -62,7 +83,11 @@ def test_bench_refuses_bad_input_in_one_line(tmp_path, args):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_bench_on_missing_cuda_says_so(tmp_path):
     proc = run_cli("--device", "cuda", cwd=tmp_path, module="lenet_exp.bench", timeout=60)
-    assert proc.returncode == 2 and proc.stderr.strip() == "Error: device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip()
+        == "Error: device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"
+    )
 
 
 @pytest.mark.slow

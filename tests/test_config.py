@@ -6,9 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from lenet_exp.build import build, resolve_device
 from lenet_exp.config import CONFIG_PATH, ConfigError, Settings
-from lenet_exp.build import resolve_device
-from lenet_exp.build import build
 
 GROUPS = ["model", "activation", "optimizer", "data", "device", "trainer"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONFIG_PATH, g).glob("*.yaml"))]
@@ -93,7 +92,9 @@ def test_bad_target_keys_fail_before_training(make_cfg, override, message):
 def test_a_plugin_hidden_by_the_editable_install_gets_the_fix():
     from lenet_exp.config import _plugin_hint
 
-    error = Exception("In 'hparams_search/halving': Could not find 'hydra/sweeper/halving' Available options in 'hydra/sweeper': basic")
+    error = Exception(
+        "In 'hparams_search/halving': Could not find 'hydra/sweeper/halving' Available options in 'hydra/sweeper': basic"
+    )
     assert _plugin_hint(error) == (
         "hydra/sweeper=halving: Hydra cannot find lenet_exp's halving plugin; reinstall with "
         "pip install -e . --config-settings editable_mode=compat (or a plain pip install .)"

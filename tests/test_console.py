@@ -11,7 +11,6 @@ import sys
 import termios
 
 import pytest
-
 from helpers import run_cli
 
 QUICK = ["device=cpu", "data.download=false", "data.limit_train=4096", "data.limit_test=256", "trainer.epochs=2"]
@@ -23,7 +22,9 @@ def run_on_terminal(*args: str, cwd) -> str:
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lenet_exp", *args], cwd=cwd, env=env, stdin=child, stdout=child, stderr=child)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lenet_exp", *args], cwd=cwd, env=env, stdin=child, stdout=child, stderr=child
+    )
     os.close(child)
     out = b""
     while True:
@@ -42,7 +43,9 @@ def run_on_terminal(*args: str, cwd) -> str:
 @pytest.fixture(scope="module")
 def terminal_run(tmp_path_factory, fashion_mnist):
     cwd = tmp_path_factory.mktemp("tty")
-    return cwd, run_on_terminal(*QUICK, "data.limit_train=16384", "optimizer.lr=0.3", "activation=tanh", "hydra.run.dir=run", cwd=cwd)
+    return cwd, run_on_terminal(
+        *QUICK, "data.limit_train=16384", "optimizer.lr=0.3", "activation=tanh", "hydra.run.dir=run", cwd=cwd
+    )
 
 
 def screen_lines(raw: str) -> list[str]:
@@ -58,7 +61,9 @@ def test_the_bar_moves_and_never_shares_a_line_with_a_log_line(terminal_run):
     for epoch in ("epoch 1/2:", "epoch 2/2:"):  # an epoch shows no figures before its own first log point
         first = next(f for line in raw.replace("\r\n", "\n").split("\n") for f in line.split("\r") if epoch in f)
         assert "loss=" not in first, first
-    assert any(re.search(r"ex/s, loss=\d\.\d{3} acc=\d\.\d{3}\]", f) for f in frames)  # the epoch's own speed and figures
+    assert any(
+        re.search(r"ex/s, loss=\d\.\d{3} acc=\d\.\d{3}\]", f) for f in frames
+    )  # the epoch's own speed and figures
     for line in raw.replace("\r\n", "\n").split("\n"):
         for i, part in enumerate(line.split("\r")):
             if "[lenet_exp" in part:
@@ -71,9 +76,16 @@ def test_the_bar_moves_and_never_shares_a_line_with_a_log_line(terminal_run):
 def test_the_console_tells_the_story_of_a_run(terminal_run):
     cwd, raw = terminal_run
     shown = [line for line in screen_lines(raw) if LOG_LINE.match(line)]
-    assert any("Data: 60000 train examples from /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz" in line for line in shown)
+    assert any(
+        "Data: 60000 train examples from /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz" in line
+        for line in shown
+    )
     last = shown[-1]
-    assert re.search(r"Done: 2 epochs, test acc 0\.\d{4}, best 0\.\d{4} \(epoch \d\); [\d.]+ s; files in " + re.escape(str(cwd / "run")), last)
+    assert re.search(
+        r"Done: 2 epochs, test acc 0\.\d{4}, best 0\.\d{4} \(epoch \d\); [\d.]+ s; files in "
+        + re.escape(str(cwd / "run")),
+        last,
+    )
 
 
 def test_a_resumed_run_says_where_it_continues(terminal_run, tmp_path):
@@ -89,12 +101,18 @@ def test_without_a_terminal_there_is_no_bar_only_whole_log_lines(tmp_path, fashi
     assert "ex/s" not in proc.stdout and "\r" not in proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["optimizer.lr=abc"], ["lr=0.1"], ["--multirun", "seed=1", "2"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["--cfg", "job"], ["optimizer.lr=abc"], ["lr=0.1"], ["--multirun", "seed=1", "2"]]
+)
 def test_the_command_line_answers_without_loading_torch(tmp_path, args):
     """torch, torchvision, TensorBoard and matplotlib load only where the work needs them (a second or more each)."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lenet_exp", *args], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lenet_exp", *args], cwd=tmp_path, capture_output=True, text=True
+    )
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert not imported & {"torch", "torchvision", "tensorboard", "matplotlib"}, sorted(imported & {"torch", "torchvision", "tensorboard", "matplotlib"})
+    assert not imported & {"torch", "torchvision", "tensorboard", "matplotlib"}, sorted(
+        imported & {"torch", "torchvision", "tensorboard", "matplotlib"}
+    )
     assert list(tmp_path.iterdir()) == []
 
 

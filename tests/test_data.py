@@ -5,8 +5,8 @@ import gzip
 import numpy as np
 import pytest
 import torch
-
 from helpers import SYSTEM_FASHION_MNIST, idx_bytes, write_idx, write_split_files
+
 from lenet_exp import data
 from lenet_exp.data import DataError, DatasetSpec, load_dataset, load_idx
 

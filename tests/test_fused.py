@@ -9,9 +9,9 @@ import time
 
 import pytest
 import torch
+from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
-from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
 from lenet_exp import run_files
 from lenet_exp.config import compose_config
 from lenet_exp.fused import GroupJob, fusion_key, groups_of, train_group
@@ -22,12 +22,23 @@ SLICE = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.lim
 
 
 def jobs_of(tmp_path, variants: list[list[str]], prefix: str, epochs: int = 1) -> list[GroupJob]:
-    return [GroupJob(compose_config([*SLICE, f"trainer.epochs={epochs}", *v]), tmp_path / f"{prefix}{i}", {}, None, logging.getLogger(f"{prefix}{i}"))
-            for i, v in enumerate(variants)]
+    return [
+        GroupJob(
+            compose_config([*SLICE, f"trainer.epochs={epochs}", *v]),
+            tmp_path / f"{prefix}{i}",
+            {},
+            None,
+            logging.getLogger(f"{prefix}{i}"),
+        )
+        for i, v in enumerate(variants)
+    ]
 
 
 def max_difference(a_dir, b_dir) -> float:
-    a, b = torch.load(a_dir / "checkpoints" / "last.pt", weights_only=True)["model"], torch.load(b_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    a, b = (
+        torch.load(a_dir / "checkpoints" / "last.pt", weights_only=True)["model"],
+        torch.load(b_dir / "checkpoints" / "last.pt", weights_only=True)["model"],
+    )
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
@@ -38,9 +49,22 @@ def test_fused_training_is_training_alone(tmp_path, fashion_mnist):
     as this from one with another CPU thread count.)"""
     variants = [
         ["optimizer=adam", "optimizer.lr=0.003", "activation=tanh"],
-        ["optimizer=adam", "optimizer.lr=0.001", "optimizer.betas=[0.8,0.99]", "optimizer.weight_decay=0.001", "activation=sigmoid", "seed=1"],
+        [
+            "optimizer=adam",
+            "optimizer.lr=0.001",
+            "optimizer.betas=[0.8,0.99]",
+            "optimizer.weight_decay=0.001",
+            "activation=sigmoid",
+            "seed=1",
+        ],
         ["optimizer.lr=0.2", "optimizer.momentum=0.5", "activation=tanh", "seed=2"],
-        ["optimizer.lr=0.5", "optimizer.weight_decay=0.0005", "activation=sigmoid", "model.init=kaiming_uniform", "seed=3"],
+        [
+            "optimizer.lr=0.5",
+            "optimizer.weight_decay=0.0005",
+            "activation=sigmoid",
+            "model.init=kaiming_uniform",
+            "seed=3",
+        ],
         ["optimizer.lr=0.1", "optimizer.momentum=0.9", "activation=sigmoid", "seed=4"],
     ]
     jobs = jobs_of(tmp_path, variants, "fused", epochs=3)  # 10 steps an epoch
@@ -55,20 +79,39 @@ def test_fused_training_is_training_alone(tmp_path, fashion_mnist):
 def test_which_settings_split_a_group():
     key = lambda *o: fusion_key(compose_config([*SLICE, *o]))  # noqa: E731
     same = key()
-    for varying in (["optimizer.lr=0.1"], ["optimizer.momentum=0.9"], ["optimizer.weight_decay=0.01"], ["activation=relu"],
-                    ["model.init=default"], ["seed=3"]):
+    for varying in (
+        ["optimizer.lr=0.1"],
+        ["optimizer.momentum=0.9"],
+        ["optimizer.weight_decay=0.01"],
+        ["activation=relu"],
+        ["model.init=default"],
+        ["seed=3"],
+    ):
         assert key(*varying) == same, varying
-    for splitting in (["data.batch_size=128"], ["trainer.epochs=3"], ["data.limit_train=1024"], ["model.hidden=[64,32]"],
-                      ["optimizer=adam"], ["model.pool=max"], ["deterministic=true"]):
+    for splitting in (
+        ["data.batch_size=128"],
+        ["trainer.epochs=3"],
+        ["data.limit_train=1024"],
+        ["model.hidden=[64,32]"],
+        ["optimizer=adam"],
+        ["model.pool=max"],
+        ["deterministic=true"],
+    ):
         assert key(*splitting) not in (same, None), splitting
-    assert key("device.compile=true") is None and key("+optimizer.nesterov=true", "optimizer.momentum=0.9") is None  # alone
+    assert (
+        key("device.compile=true") is None and key("+optimizer.nesterov=true", "optimizer.momentum=0.9") is None
+    )  # alone
     assert key("activation._target_=torch.nn.PReLU") is None  # an activation with weights of its own trains alone
     keys = [same, same, None, same, key("optimizer=adam"), key("optimizer=adam")]
     assert groups_of(keys, max_models=2) == [[0, 1], [2], [3], [4, 5]]
 
 
 def test_a_diverging_member_stops_alone_and_the_others_go_on_unchanged(tmp_path, fashion_mnist):
-    variants = [["optimizer.lr=0.3", "activation=tanh"], ["optimizer.lr=100", "activation=relu", "seed=1"], ["optimizer.lr=0.5", "seed=2"]]
+    variants = [
+        ["optimizer.lr=0.3", "activation=tanh"],
+        ["optimizer.lr=100", "activation=relu", "seed=1"],
+        ["optimizer.lr=0.5", "seed=2"],
+    ]
     jobs = jobs_of(tmp_path, variants, "fused", epochs=2)
     results = train_group(jobs)
     assert [r["status"] for r in results] == ["completed", "diverged", "completed"]
@@ -93,9 +136,16 @@ def test_a_job_whose_own_files_fail_stops_alone_recorded_failed(tmp_path, fashio
     monkeypatch.setattr(run_files, "save_checkpoint", full_in_job_1)
     results = train_group(jobs)
     monkeypatch.setattr(run_files, "save_checkpoint", save)
-    assert isinstance(results[1], OSError) and [results[0]["status"], results[2]["status"]] == ["completed", "completed"]
+    assert isinstance(results[1], OSError) and [results[0]["status"], results[2]["status"]] == [
+        "completed",
+        "completed",
+    ]
     failed = json.loads((jobs[1].run_dir / "metrics.json").read_text())
-    assert failed["status"] == "failed" and "No space left on device" in failed["error"] and failed["epochs_completed"] == 0  # epoch 1 could not be saved
+    assert (
+        failed["status"] == "failed"
+        and "No space left on device" in failed["error"]
+        and failed["epochs_completed"] == 0
+    )  # epoch 1 could not be saved
     assert "run failed: OSError" in caplog.text and "best.pt: No space left on device" in caplog.text
     for i in (0, 2):
         alone = train(jobs[i].cfg, tmp_path / f"alone{i}", {})
@@ -115,7 +165,15 @@ def test_a_job_that_cannot_start_is_recorded_failed_and_its_group_trains(tmp_pat
     assert [results[i]["epochs_completed"] for i in (0, 2)] == [2, 2] and last.stat().st_size == 100
 
 
-FUSED = ["-m", "hydra/launcher=fused", *SLICE, "data.limit_train=5120", "trainer.epochs=2", "optimizer.lr=0.2,0.5", "activation=sigmoid,tanh"]
+FUSED = [
+    "-m",
+    "hydra/launcher=fused",
+    *SLICE,
+    "data.limit_train=5120",
+    "trainer.epochs=2",
+    "optimizer.lr=0.2,0.5",
+    "activation=sigmoid,tanh",
+]
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +186,10 @@ def fused_sweep(tmp_path_factory, fashion_mnist):
 
 def test_a_fused_sweep_leaves_what_separate_jobs_leave(fused_sweep):
     sweep, proc = fused_sweep
-    assert "Fused launcher: 4 jobs in 1 group of 4" in proc.stdout and "Training jobs 0, 1, 2, 3 as one fused model" in proc.stdout
+    assert (
+        "Fused launcher: 4 jobs in 1 group of 4" in proc.stdout
+        and "Training jobs 0, 1, 2, 3 as one fused model" in proc.stdout
+    )
     rows = read_csv(sweep / "summary.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     for r in rows:
@@ -139,7 +200,9 @@ def test_a_fused_sweep_leaves_what_separate_jobs_leave(fused_sweep):
         assert [s for s, _ in curves["test/acc"]] == [20, 40] and len(curves["train/loss"]) == 10
         assert {"train/lr", "train/examples_per_sec", "test/best_acc"} <= set(curves)
         for name in ("final.pt", "best.pt"):
-            LeNet(torch.nn.Tanh if "tanh" in r["run_dir"] else torch.nn.Sigmoid).load_state_dict(torch.load(job / "checkpoints" / name))
+            LeNet(torch.nn.Tanh if "tanh" in r["run_dir"] else torch.nn.Sigmoid).load_state_dict(
+                torch.load(job / "checkpoints" / name)
+            )
         metrics = json.loads((job / "metrics.json").read_text())
         assert float(r["test_acc"]) == metrics["test_acc"] == metrics["history"]["test_acc"][-1]
 
@@ -164,19 +227,35 @@ def test_a_killed_fused_group_checkpoints_every_job_and_resumes(fused_sweep, tmp
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 128 + signal.SIGTERM
     statuses = {json.loads((job / "metrics.json").read_text())["status"] for job in (tmp_path / "sweep").glob("*_*")}
-    assert statuses == {"interrupted"} and all((job / "checkpoints" / "last.pt").exists() for job in (tmp_path / "sweep").glob("*_*"))
+    assert statuses == {"interrupted"} and all(
+        (job / "checkpoints" / "last.pt").exists() for job in (tmp_path / "sweep").glob("*_*")
+    )
     rerun = run_cli(*FUSED, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    figures = lambda sweep: {r["run_dir"]: (r["status"], r["test_acc"], r["train_loss"]) for r in read_csv(sweep / "summary.csv")}  # noqa: E731
+    figures = lambda sweep: {
+        r["run_dir"]: (r["status"], r["test_acc"], r["train_loss"]) for r in read_csv(sweep / "summary.csv")
+    }  # noqa: E731
     assert figures(tmp_path / "sweep") == figures(unbroken)  # a resumed fused group ends where an unbroken one does
 
 
 def test_a_fused_halving_search(tmp_path, fashion_mnist):
-    args = ["-m", "hparams_search=halving", "hydra/launcher=fused", *SLICE, "data.limit_train=1024", "trainer.epochs=3",
-            "optimizer.lr=0.1,0.3,0.9", "activation=sigmoid,tanh", "hydra.sweep.dir=sweep"]
+    args = [
+        "-m",
+        "hparams_search=halving",
+        "hydra/launcher=fused",
+        *SLICE,
+        "data.limit_train=1024",
+        "trainer.epochs=3",
+        "optimizer.lr=0.1,0.3,0.9",
+        "activation=sigmoid,tanh",
+        "hydra.sweep.dir=sweep",
+    ]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "Fused launcher: 6 jobs in 1 group of 6" in proc.stdout and "Fused launcher: 2 jobs in 1 group of 2" in proc.stdout
+    assert (
+        "Fused launcher: 6 jobs in 1 group of 6" in proc.stdout
+        and "Fused launcher: 2 jobs in 1 group of 2" in proc.stdout
+    )
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
     assert sorted(r["status"] for r in rows) == ["completed", "completed", "pruned", "pruned", "pruned", "pruned"]
     for r in rows:
@@ -191,8 +270,18 @@ class TestFusedLauncher(LauncherTestSuite):
 
 @pytest.mark.parametrize(
     "task_launcher_cfg, extra_flags",
-    [({"defaults": [{"override hydra/launcher": "fused"}, {"override hydra/hydra_logging": "hydra_debug"},
-                    {"override hydra/job_logging": "disabled"}]}, ["-m"])],
+    [
+        (
+            {
+                "defaults": [
+                    {"override hydra/launcher": "fused"},
+                    {"override hydra/hydra_logging": "hydra_debug"},
+                    {"override hydra/job_logging": "disabled"},
+                ]
+            },
+            ["-m"],
+        )
+    ],
 )
 class TestFusedLauncherIntegration(IntegrationTestSuite):
     """Hydra's integration suite, run through the fused launcher."""

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from helpers import REPO, SYSTEM_FASHION_MNIST
+
 from lenet_exp.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -23,7 +23,9 @@ def gpu_cfg(make_cfg):
 
 @pytest.mark.parametrize("options", [[], ["device.amp=true"], ["device.compile=true"], ["device.channels_last=false"]])
 def test_trains_on_cuda(gpu_cfg, tmp_path, options):
-    cfg = gpu_cfg("device=cuda", "activation=tanh", "optimizer.lr=0.3", "data.limit_train=10000", "data.limit_test=2000", *options)
+    cfg = gpu_cfg(
+        "device=cuda", "activation=tanh", "optimizer.lr=0.3", "data.limit_train=10000", "data.limit_test=2000", *options
+    )
     metrics = train(cfg, tmp_path, {})
     assert metrics["status"] == "completed" and metrics["device"].startswith("cuda")
     assert metrics["test_acc"] > 0.6
@@ -59,8 +61,8 @@ def test_gpu_checkpoints_load_on_the_cpu_as_written(gpu_cfg, tmp_path):
 
 
 def test_amp_counts_accuracy_from_fp32_logits(gpu_cfg, tmp_path):
-    from lenet_exp.config import Settings
     from lenet_exp.build import build
+    from lenet_exp.config import Settings
 
     cfg = gpu_cfg("device=cuda", "device.amp=true")
     model, _ = build(cfg, Settings.from_cfg(cfg), torch.device("cuda"))

@@ -40,7 +40,11 @@ def test_default_model_layers_and_parameter_count(make_cfg):
         (1, 6, (5, 5), (2, 2)),
         (6, 16, (5, 5), (0, 0)),
     ]
-    assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [(400, 120), (120, 84), (84, 10)]
+    assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [
+        (400, 120),
+        (120, 84),
+        (84, 10),
+    ]
     assert sum(p.numel() for p in model.parameters()) == 61706  # the textbook LeNet-5's parameter count
 
 

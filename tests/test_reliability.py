@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
 from helpers import SMALL, epochs_completed, run_cli, run_in_new_folder, scalars, start_cli
+
 from lenet_exp.run_files import LAST, atomic_write
 from lenet_exp.train import train
 
@@ -41,7 +41,9 @@ def bad_runs(tmp_path_factory):
     """Every bad input through the real command, two at a time."""
     cwd = tmp_path_factory.mktemp("bad")
     with ThreadPoolExecutor(2) as pool:
-        procs = pool.map(lambda io: run_cli(*SMALL, *io[1].split(), f"hydra.run.dir=runs/{io[0]}", cwd=cwd), enumerate(BAD_INPUTS))
+        procs = pool.map(
+            lambda io: run_cli(*SMALL, *io[1].split(), f"hydra.run.dir=runs/{io[0]}", cwd=cwd), enumerate(BAD_INPUTS)
+        )
         return cwd, dict(zip(BAD_INPUTS, procs))
 
 
@@ -55,14 +57,21 @@ def test_bad_input_gets_a_clear_error(bad_runs, override):
     assert BAD_INPUTS[override] in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert not (cwd / "runs").exists() and not (cwd / "outputs").exists() and not (cwd / "multirun").exists()  # no empty folders either
+    assert (
+        not (cwd / "runs").exists() and not (cwd / "outputs").exists() and not (cwd / "multirun").exists()
+    )  # no empty folders either
 
 
 def test_corrupt_data_file_is_named_with_the_remedy(tmp_path, fashion_mnist):
     raw = tmp_path / "data" / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     src = "/usr/share/datasets/fashion-mnist/"
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (raw / f"{name}.gz").write_bytes(open(src + name + ".gz", "rb").read())
     damaged = raw / "train-labels-idx1-ubyte.gz"
     damaged.write_bytes(damaged.read_bytes()[:5000])
@@ -85,7 +94,9 @@ def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
     proc = start_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=cwd)
     deadline = time.time() + 120
     while epochs_completed(cwd / "run") < 1:
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+        assert proc.poll() is None and time.time() < deadline, (
+            proc.stdout.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.02)
     time.sleep(0.4)
     proc.send_signal(sig)
@@ -93,7 +104,9 @@ def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM])  # SIGINT takes the same handler (signals.StopSignals; test_run_folder sends it)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM]
+)  # SIGINT takes the same handler (signals.StopSignals; test_run_folder sends it)
 def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fashion_mnist):
     proc = interrupt_in_epoch_2(tmp_path, sig)
     out = proc.stdout.read()
@@ -107,9 +120,16 @@ def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fa
 
     # A kill during a later checkpoint write leaves only a temporary file beside the good checkpoint.
     (run / "checkpoints" / ".last.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")
-    rerun = run_cli(f"resume={run}", cwd=tmp_path) if sig == signal.SIGINT else run_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=tmp_path)
+    rerun = (
+        run_cli(f"resume={run}", cwd=tmp_path)
+        if sig == signal.SIGINT
+        else run_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=tmp_path)
+    )
     assert rerun.returncode == 0, rerun.stderr
-    resumed, reference = json.loads((run / "metrics.json").read_text()), json.loads((unbroken / "metrics.json").read_text())
+    resumed, reference = (
+        json.loads((run / "metrics.json").read_text()),
+        json.loads((unbroken / "metrics.json").read_text()),
+    )
     assert {k: resumed[k] for k in FIGURES} == {k: reference[k] for k in FIGURES}  # digit for digit
     assert resumed["status"] == "completed"
     got, want = scalars(run), scalars(unbroken)

@@ -12,14 +12,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
 from helpers import (
-    SMALL, epochs_completed, make_job, mount_tmpfs, run_cli, run_in_new_folder, scalars, snapshot, start_cli, start_patched, unmount,
+    epochs_completed,
+    make_job,
+    mount_tmpfs,
+    run_cli,
+    run_in_new_folder,
+    scalars,
+    snapshot,
+    start_cli,
+    start_patched,
+    unmount,
 )
+
 from lenet_exp import run_folder
 from lenet_exp.run_folder import FolderRefused, claim_new_folder, live_status, locked
-from lenet_exp.summarize import collect, main as summarize_main
 from lenet_exp.signals import Interrupted, StopSignals
+from lenet_exp.summarize import collect
+from lenet_exp.summarize import main as summarize_main
 
 QUICK = ["device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256", "trainer.epochs=2"]
 LONGER = ["device=cpu", "data.download=false", "data.limit_train=20000", "data.limit_test=500", "trainer.epochs=3"]
@@ -151,7 +161,16 @@ def test_a_read_only_folder_is_refused_before_anything_starts(tmp_path):
 @pytest.fixture(scope="module")
 def small_sweep(tmp_path_factory, fashion_mnist):
     cwd = tmp_path_factory.mktemp("sweep")
-    args = ["-m", "device=cpu", "data.download=false", "data.limit_train=512", "data.limit_test=256", "trainer.epochs=1", "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep"]
+    args = [
+        "-m",
+        "device=cpu",
+        "data.download=false",
+        "data.limit_train=512",
+        "data.limit_test=256",
+        "trainer.epochs=1",
+        "optimizer.lr=0.1,0.3",
+        "hydra.sweep.dir=sweep",
+    ]
     proc = run_cli(*args, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return cwd, args
@@ -173,7 +192,11 @@ def test_a_sweep_folder_refuses_a_sweep_of_other_settings_untouched(small_sweep,
     before = snapshot(cwd / "sweep")
     proc = run_cli(*[a for a in args if a.split("=")[0] not in keys], *extra, cwd=cwd)
     line = one_line_error(proc)
-    assert message in line and "rerun it as it was (device=cpu data.download=false" in line and "trainer.epochs=1 optimizer.lr=0.1,0.3)" in line
+    assert (
+        message in line
+        and "rerun it as it was (device=cpu data.download=false" in line
+        and "trainer.epochs=1 optimizer.lr=0.1,0.3)" in line
+    )
     assert snapshot(cwd / "sweep") == before  # multirun.yaml and every job's .hydra/ included
 
 
@@ -218,7 +241,9 @@ def test_a_full_disk_ends_failed_in_one_line(tmp_path, fashion_mnist):
         metrics = json.loads((disk / "run" / "metrics.json").read_text())
         assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
         assert "run failed: OSError" in (disk / "run" / "train.log").read_text()
-        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # space again: the same command starts over
+        subprocess.run(
+            ["mount", "-o", "remount,size=4m", str(disk)], check=True
+        )  # space again: the same command starts over
         again = run_cli(*QUICK, "hydra.run.dir=disk/run", cwd=tmp_path)
         assert again.returncode == 0 and "left no checkpoint (status failed): starting over" in again.stdout
     finally:
@@ -271,7 +296,9 @@ def test_trained_weights_without_last_pt_are_never_retrained_over(done_run, tmp_
     shutil.copytree(done_run, copy)
     (copy / "checkpoints" / "last.pt").unlink()
     metrics = copy / "metrics.json"
-    metrics.unlink() if damage.endswith("removed") else metrics.write_text('{"status": "comp' if damage.endswith("garbled") else "[1, 2]")
+    metrics.unlink() if damage.endswith("removed") else metrics.write_text(
+        '{"status": "comp' if damage.endswith("garbled") else "[1, 2]"
+    )
     before = snapshot(copy)
     line = one_line_error(run_cli(f"resume={copy}", cwd=tmp_path))
     assert "move the folder away (or choose a new output folder) to start over" in line
@@ -354,8 +381,15 @@ def bad_value_runs(tmp_path_factory):
     (cwd / "x${y}" / ".hydra" / "overrides.yaml").write_text("[]")
     with ThreadPoolExecutor(2) as pool:
         own_folder = lambda arg: "dir=" in arg or arg.startswith("resume=")  # noqa: E731
-        procs = pool.map(lambda io: run_cli(*([] if io[1].startswith("resume=") else QUICK), *io[1].split(),
-                                            *([] if own_folder(io[1]) else [f"hydra.run.dir=run{io[0]}"]), cwd=cwd), enumerate(BAD_VALUES))
+        procs = pool.map(
+            lambda io: run_cli(
+                *([] if io[1].startswith("resume=") else QUICK),
+                *io[1].split(),
+                *([] if own_folder(io[1]) else [f"hydra.run.dir=run{io[0]}"]),
+                cwd=cwd,
+            ),
+            enumerate(BAD_VALUES),
+        )
         return cwd, dict(zip(BAD_VALUES, procs))
 
 
@@ -363,7 +397,11 @@ def bad_value_runs(tmp_path_factory):
 def test_values_that_cannot_work_are_refused_before_anything_is_written(bad_value_runs, override):
     cwd, procs = bad_value_runs
     assert BAD_VALUES[override] in one_line_error(procs[override])
-    assert sorted(p.name for p in cwd.iterdir()) == ["a_file", "dangling", "x${y}"]  # no run folder, no empty outputs/ or multirun/
+    assert sorted(p.name for p in cwd.iterdir()) == [
+        "a_file",
+        "dangling",
+        "x${y}",
+    ]  # no run folder, no empty outputs/ or multirun/
 
 
 def test_a_model_that_cannot_be_built_is_refused_and_leaves_no_folder(tmp_path):
@@ -425,7 +463,9 @@ SLOW_CHECK = (
 
 def test_ctrl_c_during_a_sweep_jobs_checks_stops_the_sweep_and_fails_nothing(tmp_path):
     """The stop is no error: no `except Exception` on the way (the checks have several) may record it as one."""
-    proc = start_patched(SLOW_CHECK, "--multirun", *QUICK, "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    proc = start_patched(
+        SLOW_CHECK, "--multirun", *QUICK, "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep", cwd=tmp_path
+    )
     while "checking" not in proc.stdout.readline():
         assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
@@ -461,26 +501,60 @@ def test_resume_takes_a_folder_with_commas_equals_and_non_ascii(tmp_path, fashio
 
 
 def test_summary_marks_unreadable_jobs_and_ranks_completed_first(tmp_path):
-    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], {"status": "completed", "test_acc": 0.7, "epochs_completed": 2})
-    make_job(tmp_path, "1_optimizer.lr=0.2", ["optimizer.lr=0.2"], {"status": "interrupted", "test_acc": 0.9, "epochs_completed": 1})
+    make_job(
+        tmp_path,
+        "0_optimizer.lr=0.1",
+        ["optimizer.lr=0.1"],
+        {"status": "completed", "test_acc": 0.7, "epochs_completed": 2},
+    )
+    make_job(
+        tmp_path,
+        "1_optimizer.lr=0.2",
+        ["optimizer.lr=0.2"],
+        {"status": "interrupted", "test_acc": 0.9, "epochs_completed": 1},
+    )
     make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], '{"status": "compl')
     make_job(tmp_path, "3_optimizer.lr=0.4", "[unclosed", {"status": "completed", "test_acc": 0.8})
-    make_job(tmp_path, "4_optimizer.lr=0.5", ["optimizer.lr=0.5"], {"status": "running", "test_acc": 0.95, "epochs_completed": 1})
+    make_job(
+        tmp_path,
+        "4_optimizer.lr=0.5",
+        ["optimizer.lr=0.5"],
+        {"status": "running", "test_acc": 0.95, "epochs_completed": 1},
+    )
     rows = collect(tmp_path).rows
-    assert [(r["job"], r["status"]) for r in rows] == [(0, "completed"), (4, "interrupted"), (1, "interrupted"), (2, "unreadable"), (3, "unreadable")]
+    assert [(r["job"], r["status"]) for r in rows] == [
+        (0, "completed"),
+        (4, "interrupted"),
+        (1, "interrupted"),
+        (2, "unreadable"),
+        (3, "unreadable"),
+    ]
     assert rows[3]["error"].startswith("metrics.json: ") and rows[4]["error"].startswith(".hydra/overrides.yaml: ")
     assert summarize_main([str(tmp_path)]) == 0
     md = (tmp_path / "summary.md").read_text()
-    assert "Best: job 0, test acc 0.7000" in md and "| unreadable |" in md and (tmp_path / "summary.png").stat().st_size > 0
+    assert (
+        "Best: job 0, test acc 0.7000" in md
+        and "| unreadable |" in md
+        and (tmp_path / "summary.png").stat().st_size > 0
+    )
 
 
 def test_a_refused_job_without_files_of_its_own_still_has_its_row(tmp_path):
     make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], {"status": "completed", "test_acc": 0.7})
     (tmp_path / "1_optimizer.lr=0.3").mkdir()  # another process held it before anything was written
-    note = {"run_dir": "1_optimizer.lr=0.3", "reason": "in use by process 7", "overrides": ["optimizer.lr=0.3"], "metrics_mtime": None}
+    note = {
+        "run_dir": "1_optimizer.lr=0.3",
+        "reason": "in use by process 7",
+        "overrides": ["optimizer.lr=0.3"],
+        "metrics_mtime": None,
+    }
     (tmp_path / ".refused").write_text(json.dumps(note) + "\n")
     rows = {r["job"]: r for r in collect(tmp_path).rows}
-    assert rows[1]["status"] == "refused" and rows[1]["error"] == "in use by process 7" and rows[1]["overrides"] == {"optimizer.lr": "0.3"}
+    assert (
+        rows[1]["status"] == "refused"
+        and rows[1]["error"] == "in use by process 7"
+        and rows[1]["overrides"] == {"optimizer.lr": "0.3"}
+    )
 
 
 def test_a_pipe_for_metrics_json_is_unreadable_not_waited_on(tmp_path):
@@ -491,9 +565,24 @@ def test_a_pipe_for_metrics_json_is_unreadable_not_waited_on(tmp_path):
 
 
 def test_summary_survives_damaged_sweep_files(tmp_path):
-    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], {"status": "completed", "test_acc": 0.7, "history": {"test_acc": [0.7]}})
-    make_job(tmp_path, "1_optimizer.lr=0.2", ["optimizer.lr=0.2"], {"status": "completed", "test_acc": 0.8, "examples_per_sec": "fast"})
-    make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], {"status": "completed", "test_acc": 0.9, "history": {"test_acc": 5}})
+    make_job(
+        tmp_path,
+        "0_optimizer.lr=0.1",
+        ["optimizer.lr=0.1"],
+        {"status": "completed", "test_acc": 0.7, "history": {"test_acc": [0.7]}},
+    )
+    make_job(
+        tmp_path,
+        "1_optimizer.lr=0.2",
+        ["optimizer.lr=0.2"],
+        {"status": "completed", "test_acc": 0.8, "examples_per_sec": "fast"},
+    )
+    make_job(
+        tmp_path,
+        "2_optimizer.lr=0.3",
+        ["optimizer.lr=0.3"],
+        {"status": "completed", "test_acc": 0.9, "history": {"test_acc": 5}},
+    )
     make_job(tmp_path, "3_optimizer.lr=0.4", ["optimizer.lr=0.4"], None)
     with open(tmp_path / "3_optimizer.lr=0.4" / "metrics.json", "wb") as f:
         f.truncate(17 << 20)  # far larger than any metrics.json: not read whole
@@ -504,7 +593,10 @@ def test_summary_survives_damaged_sweep_files(tmp_path):
     assert "examples_per_sec is 'fast'" in rows[1]["error"] and "larger than 16 MB" in rows[3]["error"]
 
 
-@pytest.mark.parametrize("arg,message", [("nowhere", "Error: nowhere: no such folder"), ("a_file", "Error: a_file: is a file, not a sweep folder")])
+@pytest.mark.parametrize(
+    "arg,message",
+    [("nowhere", "Error: nowhere: no such folder"), ("a_file", "Error: a_file: is a file, not a sweep folder")],
+)
 def test_summarize_names_a_missing_folder_in_one_line(tmp_path, arg, message):
     (tmp_path / "a_file").write_text("x")
     proc = run_cli(arg, module="lenet_exp.summarize", cwd=tmp_path)

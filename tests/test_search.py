@@ -13,15 +13,26 @@ import types
 import urllib.request
 
 import pytest
-
 from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
-from hydra_plugins.lenet_exp_halving._impl import Job, RungIncomplete, SearchRecord, keep_count, rung_epochs, search, settings_of
+
+from hydra_plugins.lenet_exp_halving._impl import (
+    Job,
+    RungIncomplete,
+    SearchRecord,
+    keep_count,
+    rung_epochs,
+    search,
+    settings_of,
+)
 from lenet_exp import run_files
 from lenet_exp.summarize import by_setting
 from lenet_exp.summary_table import setting_lines
 
 
-@pytest.mark.parametrize("args,rungs", [((1, 3, 10), [1, 3, 9, 10]), ((1, 3, 9), [1, 3, 9]), ((2, 2, 5), [2, 4, 5]), ((1, 3, 1), [1]), ((4, 3, 4), [4])])
+@pytest.mark.parametrize(
+    "args,rungs",
+    [((1, 3, 10), [1, 3, 9, 10]), ((1, 3, 9), [1, 3, 9]), ((2, 2, 5), [2, 4, 5]), ((1, 3, 1), [1]), ((4, 3, 4), [4])],
+)
 def test_rungs_grow_by_eta_and_end_at_max_epochs(args, rungs):
     assert rung_epochs(*args) == rungs
 
@@ -36,14 +47,25 @@ class StandIn:
         self.calls.append((sorted(j.num for j in jobs), epochs))
         for job in jobs:
             curve = self.curves[job.num]
-            metrics = {"status": "failed", "epochs_completed": 0, "history": {"test_acc": []}} if curve is None else {
-                "status": "completed", "epochs_completed": epochs, "history": {"test_acc": curve[:epochs]}}
+            metrics = (
+                {"status": "failed", "epochs_completed": 0, "history": {"test_acc": []}}
+                if curve is None
+                else {"status": "completed", "epochs_completed": epochs, "history": {"test_acc": curve[:epochs]}}
+            )
             job.folder.mkdir(parents=True, exist_ok=True)
             run_files.write_metrics(job.folder, metrics)
 
 
 def grid(tmp_path, n: int, seeds: int = 1) -> list[Job]:
-    return [Job(i * seeds + s, [f"optimizer.lr={i}", *([f"seed={s}"] if seeds > 1 else [])], tmp_path / f"{i * seeds + s}_job") for i in range(n) for s in range(seeds)]
+    return [
+        Job(
+            i * seeds + s,
+            [f"optimizer.lr={i}", *([f"seed={s}"] if seeds > 1 else [])],
+            tmp_path / f"{i * seeds + s}_job",
+        )
+        for i in range(n)
+        for s in range(seeds)
+    ]
 
 
 def statuses(jobs: list[Job]) -> dict[int, tuple]:
@@ -88,7 +110,9 @@ class Refusing(StandIn):
 def test_a_job_without_a_figure_for_its_rung_stops_the_search_before_any_choice(tmp_path, damage):
     jobs = grid(tmp_path, 4)
     curves = {0: [0.3, 0.3, 0.3], 1: [0.5, 0.5, 0.5], 2: [0.6, 0.6, 0.6], 3: [0.4, 0.4, 0.4]}
-    with pytest.raises(RungIncomplete, match="job 2 has no test accuracy for it"):  # rung 1 keeps jobs 1 and 2; job 2 refuses rung 2
+    with pytest.raises(
+        RungIncomplete, match="job 2 has no test accuracy for it"
+    ):  # rung 1 keeps jobs 1 and 2; job 2 refuses rung 2
         search(settings_of(jobs), [1, 3], 2, Refusing(curves, refused=2, at=3, damage=damage))
     assert statuses(jobs)[1] == ("completed", 3)  # its rival is not ranked against a missing figure, nor pruned
 
@@ -123,9 +147,16 @@ def test_a_rerun_trains_nothing_done_and_makes_the_same_choices(tmp_path):
     jobs = grid(tmp_path, 9)
     curves = {j.num: [0.05 * j.num + 0.01 * e for e in range(9)] for j in jobs}
     first = [s[0].num for s in search(settings_of(jobs), [1, 3, 9], 3, StandIn(curves))]
-    (jobs[8].folder / "metrics.json").write_text(json.dumps({**jobs[8].metrics(), "status": "interrupted", "epochs_completed": 5}))
+    (jobs[8].folder / "metrics.json").write_text(
+        json.dumps({**jobs[8].metrics(), "status": "interrupted", "epochs_completed": 5})
+    )
     again = StandIn(curves)
-    assert [s[0].num for s in search(settings_of(jobs), [1, 3, 9], 3, again, SearchRecord(tmp_path, 3, [1, 3, 9], jobs, time.monotonic()))] == first
+    assert [
+        s[0].num
+        for s in search(
+            settings_of(jobs), [1, 3, 9], 3, again, SearchRecord(tmp_path, 3, [1, 3, 9], jobs, time.monotonic())
+        )
+    ] == first
     assert again.calls == [([8], 9)]  # only the job stopped mid-rung trains again
     record = json.loads((tmp_path / "halving.json").read_text())
     assert record["finished"] and [r["kept"] for r in record["rung_choices"]] == [3, 1, 1]
@@ -139,8 +170,18 @@ def test_the_issues_grid_costs_a_third_of_its_full_price(tmp_path):
     assert sum(j.metrics()["epochs_completed"] for j in jobs) == 76 and keep_count(30, 3) == 10
 
 
-SEARCH = ["-m", "hparams_search=halving", "device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256",
-          "trainer.epochs=3", "optimizer.lr=0.1,0.3,0.9", "activation=sigmoid,tanh", "hydra.sweep.dir=search"]
+SEARCH = [
+    "-m",
+    "hparams_search=halving",
+    "device=cpu",
+    "data.download=false",
+    "data.limit_train=1024",
+    "data.limit_test=256",
+    "trainer.epochs=3",
+    "optimizer.lr=0.1,0.3,0.9",
+    "activation=sigmoid,tanh",
+    "hydra.sweep.dir=search",
+]
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +206,9 @@ def test_a_real_halving_search(halving_search):
         steps = [s for s, _ in scalars(sweep / r["run_dir"])["train/loss"]]
         assert steps == list(range(1, 4 * int(r["epochs_completed"]) + 1)), j  # 4 steps an epoch, a point each
     md = (sweep / "summary.md").read_text()
-    assert "Successive halving: 6 settings (6 jobs), rungs at 1, 3 epochs" in md and "Work: 10 epochs trained of 18" in md
+    assert (
+        "Successive halving: 6 settings (6 jobs), rungs at 1, 3 epochs" in md and "Work: 10 epochs trained of 18" in md
+    )
     assert "Best of the last rung: job" in md and "trainer.epochs=3" in md
 
 
@@ -194,7 +237,9 @@ def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_
     rerun = run_cli(*SEARCH, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "Launching 6 jobs" not in rerun.stdout  # the finished rung is not redone
-    choices = lambda folder: [r["ranked_jobs"] for r in json.loads((folder / "halving.json").read_text())["rung_choices"]]  # noqa: E731
+    choices = lambda folder: [
+        r["ranked_jobs"] for r in json.loads((folder / "halving.json").read_text())["rung_choices"]
+    ]  # noqa: E731
     assert choices(sweep)[-2:] == choices(unbroken)
     figures = lambda folder: sorted((r["job"], r["status"], r["test_acc"]) for r in read_csv(folder / "summary.csv"))  # noqa: E731
     assert figures(sweep) == figures(unbroken)
@@ -202,23 +247,42 @@ def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_
 
 @pytest.mark.slow
 def test_seeds_are_summarised_per_setting(tmp_path, fashion_mnist):
-    args = ["-m", "device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256", "trainer.epochs=1",
-            "activation=tanh", "optimizer.lr=0.1,0.3", "seed=0,1", "hydra.sweep.dir=sweep"]
+    args = [
+        "-m",
+        "device=cpu",
+        "data.download=false",
+        "data.limit_train=1024",
+        "data.limit_test=256",
+        "trainer.epochs=1",
+        "activation=tanh",
+        "optimizer.lr=0.1,0.3",
+        "seed=0,1",
+        "hydra.sweep.dir=sweep",
+    ]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     jobs = read_csv(tmp_path / "sweep" / "summary.csv")
     settings = read_csv(tmp_path / "sweep" / "summary_by_setting.csv")
-    assert [list(s)[:6] for s in settings][0] == ["optimizer.lr", "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
+    assert [list(s)[:6] for s in settings][0] == [
+        "optimizer.lr",
+        "n",
+        "test_acc_mean",
+        "test_acc_std",
+        "best_test_acc_mean",
+        "statuses",
+    ]
     for s in settings:
         accs = [float(j["test_acc"]) for j in jobs if j["optimizer.lr"] == s["optimizer.lr"]]
         assert s["n"] == "2" and float(s["test_acc_mean"]) == pytest.approx(sum(accs) / 2)
-        assert float(s["test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+        assert float(s["test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     assert float(settings[0]["test_acc_mean"]) >= float(settings[1]["test_acc_mean"])
     md = (tmp_path / "sweep" / "summary.md").read_text()
     assert md.index("## By setting") < md.index("## Jobs")
     rerun = next(line.strip() for line in md.splitlines() if line.strip().startswith("python -m lenet_exp --multirun"))
     threads = json.loads(next((tmp_path / "sweep").glob("0_*/metrics.json")).read_text())["cpu_threads"]
-    assert rerun.endswith(f"activation=tanh optimizer.lr={settings[0]['optimizer.lr']} seed=0,1 device.threads={threads}")
+    assert rerun.endswith(
+        f"activation=tanh optimizer.lr={settings[0]['optimizer.lr']} seed=0,1 device.threads={threads}"
+    )
     assert "data.limit_train=1024" in rerun  # the same figures: the same slice and the same thread count
 
 
@@ -227,14 +291,28 @@ def seed_rows(accs: dict[str, list[float]]) -> list[dict]:
     rows, job = [], 0
     for lr, values in accs.items():
         for seed, acc in enumerate(values):
-            rows.append({"job": job, "overrides": {"optimizer.lr": lr, "seed": str(seed)}, "status": "completed", "test_acc": acc,
-                         "best_test_acc": acc, "not_learning": False, "cpu_threads": 2})
+            rows.append(
+                {
+                    "job": job,
+                    "overrides": {"optimizer.lr": lr, "seed": str(seed)},
+                    "status": "completed",
+                    "test_acc": acc,
+                    "best_test_acc": acc,
+                    "not_learning": False,
+                    "cpu_threads": 2,
+                }
+            )
             job += 1
     return rows
 
 
-@pytest.mark.parametrize("accs, clear", [({"0.3": [0.87, 0.88, 0.875], "0.1": [0.84, 0.85, 0.845]}, True),
-                                         ({"0.1": [0.45, 0.63, 0.55], "0.3": [0.44, 0.64, 0.55]}, False)])
+@pytest.mark.parametrize(
+    "accs, clear",
+    [
+        ({"0.3": [0.87, 0.88, 0.875], "0.1": [0.84, 0.85, 0.845]}, True),
+        ({"0.1": [0.45, 0.63, 0.55], "0.3": [0.44, 0.64, 0.55]}, False),
+    ],
+)
 def test_a_lead_within_the_spread_over_seeds_is_not_called_clear(accs, clear):
     keys = ["optimizer.lr", "seed"]
     summary = types.SimpleNamespace(keys=keys, settings=by_setting(seed_rows(accs), keys))
@@ -254,11 +332,17 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
     """Through TensorBoard's own HTTP API: the swept keys differ and sort first; the metrics are the runs' scalars."""
     sweep, _ = halving_search
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port), "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment", data=b'{"experimentName": ""}',
-                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
+            data=b'{"experimentName": ""}',
+            headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
+        )
         deadline = time.time() + 60
         while True:
             try:
@@ -273,6 +357,12 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
         server.terminate()
         server.wait(30)
     infos = [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]]
-    assert sorted(infos[:3]) == [("activation", True), ("optimizer.lr", True), ("trainer.epochs", True)]  # pruned jobs stopped earlier
+    assert sorted(infos[:3]) == [
+        ("activation", True),
+        ("optimizer.lr", True),
+        ("trainer.epochs", True),
+    ]  # pruned jobs stopped earlier
     assert not any(differs for _, differs in infos[3:])
-    assert {"train/loss", "train/acc", "test/acc", "test/best_acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"train/loss", "train/acc", "test/acc", "test/best_acc"} <= {
+        m["name"]["tag"] for m in experiment["metricInfos"]
+    }

@@ -3,18 +3,24 @@
 import random
 
 import pytest
-
 from helpers import make_job
+
 from lenet_exp.summarize import collect
-from lenet_exp.summary_table import to_csv, to_markdown
 from lenet_exp.summary_plot import figure, label_boxes, overlaps
+from lenet_exp.summary_table import to_csv, to_markdown
 
 LRS = ["0.01", "0.03", "0.1", "0.3", "0.9"]
 
 
 def job_metrics(history: list[float], status: str = "completed", chance: float = 0.1) -> dict:
-    return {"status": status, "epochs_completed": len(history), "test_acc": history[-1] if history and status != "diverged" else None,
-            "best_test_acc": max(history, default=None), "chance_test_acc": chance, "history": {"test_acc": history}}
+    return {
+        "status": status,
+        "epochs_completed": len(history),
+        "test_acc": history[-1] if history and status != "diverged" else None,
+        "best_test_acc": max(history, default=None),
+        "chance_test_acc": chance,
+        "history": {"test_acc": history},
+    }
 
 
 def grid_sweep(root, epochs: int):
@@ -24,7 +30,12 @@ def grid_sweep(root, epochs: int):
         for act in ("sigmoid", "relu"):
             stuck = (act == "relu" and lr == "0.9") or (act == "sigmoid" and lr in ("0.01", "0.03"))
             history = [0.1] * epochs if stuck else [0.5 + 0.04 * e + rnd.random() * 0.05 for e in range(epochs)]
-            make_job(root, f"{n}_activation={act},optimizer.lr={lr}", [f"optimizer.lr={lr}", f"activation={act}"], job_metrics(history))
+            make_job(
+                root,
+                f"{n}_activation={act},optimizer.lr={lr}",
+                [f"optimizer.lr={lr}", f"activation={act}"],
+                job_metrics(history),
+            )
             n += 1
     return collect(root)
 
@@ -51,7 +62,9 @@ def test_grid_plot_axes_ticks_and_legends(tmp_path, epochs):
             assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
     curves = curve_axes(fig)
     assert curves.get_xlim() == (0.5, epochs + 0.5)
-    assert [t for t in curves.get_xticks() if curves.get_xlim()[0] <= t <= curves.get_xlim()[1]] == list(range(1, epochs + 1))
+    assert [t for t in curves.get_xticks() if curves.get_xlim()[0] <= t <= curves.get_xlim()[1]] == list(
+        range(1, epochs + 1)
+    )
 
 
 def test_coinciding_curves_say_so_and_chance_is_marked(tmp_path):
@@ -68,7 +81,12 @@ def test_many_irregular_values_get_readable_ticks(tmp_path):
     rnd = random.Random(3)
     for n in range(20):
         lr = 10 ** rnd.uniform(-3, 0)
-        make_job(tmp_path, f"{n}_x", [f"optimizer.lr={lr}", f"activation={rnd.choice(['relu', 'tanh'])}"], job_metrics([0.3 + rnd.random() * 0.5]))
+        make_job(
+            tmp_path,
+            f"{n}_x",
+            [f"optimizer.lr={lr}", f"activation={rnd.choice(['relu', 'tanh'])}"],
+            job_metrics([0.3 + rnd.random() * 0.5]),
+        )
     summary = collect(tmp_path)
     summary.keys = ["optimizer.lr", "activation"]
     ax = value_axes(figure(summary))[0]
@@ -102,6 +120,11 @@ def test_summary_says_when_the_best_is_tied(tmp_path):
 def test_failed_and_diverged_jobs_are_drawn_without_a_figure(tmp_path):
     make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], job_metrics([0.5, 0.6]))
     make_job(tmp_path, "1_optimizer.lr=100", ["optimizer.lr=100"], job_metrics([0.1], status="diverged"))
-    make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], {**job_metrics([]), "status": "failed", "error": "data error"})
+    make_job(
+        tmp_path,
+        "2_optimizer.lr=0.3",
+        ["optimizer.lr=0.3"],
+        {**job_metrics([]), "status": "failed", "error": "data error"},
+    )
     labels = value_axes(figure(collect(tmp_path)))[0].get_legend_handles_labels()[1]
     assert "failed or diverged (no final acc)" in labels and "best" in labels

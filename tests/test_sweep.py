@@ -7,7 +7,6 @@ import time
 
 import pytest
 import yaml
-
 from helpers import SYSTEM_FASHION_MNIST, epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,9 @@ def hparams_of(run_dir) -> dict:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, fashion_mnist):
     cwd = tmp_path_factory.mktemp("grid")
-    proc = run_cli("--multirun", *SWEEP, "optimizer.lr=0.1,0.5", "activation=sigmoid,relu", "hydra.sweep.dir=sweep", cwd=cwd)
+    proc = run_cli(
+        "--multirun", *SWEEP, "optimizer.lr=0.1,0.5", "activation=sigmoid,relu", "hydra.sweep.dir=sweep", cwd=cwd
+    )
     assert proc.returncode == 0, proc.stderr
     return cwd / "sweep", proc
 
@@ -59,7 +60,16 @@ def test_summary_csv_rows_best_first_match_the_jobs(grid):
     sweep, _ = grid
     rows = read_summary(sweep)
     assert list(rows[0])[:3] == ["job", "optimizer.lr", "activation"]
-    assert {"status", "test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec", "run_dir"} <= set(rows[0])
+    assert {
+        "status",
+        "test_acc",
+        "best_test_acc",
+        "train_loss",
+        "train_acc",
+        "epochs_completed",
+        "examples_per_sec",
+        "run_dir",
+    } <= set(rows[0])
     assert sorted(r["job"] for r in rows) == ["0", "1", "2", "3"]
     accs = [float(r["test_acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)
@@ -95,20 +105,33 @@ def test_diverged_and_failed_jobs_are_recorded_and_hide_nothing(tmp_path, fashio
     damaged.mkdir(parents=True)
     for f in SYSTEM_FASHION_MNIST.glob("*.gz"):
         (damaged / f.name).write_bytes(f.read_bytes()[: 5000 if f.name.startswith("t10k-labels") else None])
-    proc = run_cli("-m", *SWEEP, "activation=relu", "optimizer.lr=0.1,100", "data.root=data,damaged", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    proc = run_cli(
+        "-m",
+        *SWEEP,
+        "activation=relu",
+        "optimizer.lr=0.1,100",
+        "data.root=data,damaged",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1 and "2 of 4 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
     rows = {(r["optimizer.lr"], r["data.root"]): r for r in read_summary(tmp_path / "sweep")}
     assert rows["0.1", "data"]["status"] == "completed" and float(rows["0.1", "data"]["test_acc"]) > 0
     assert rows["100", "data"]["status"] == "diverged" and "non-finite" in rows["100", "data"]["error"]
     assert int(rows["100", "data"]["epochs_completed"]) < 2  # stopped early
     for lr in ("0.1", "100"):
-        assert rows[lr, "damaged"]["status"] == "failed" and "t10k-labels-idx1-ubyte.gz: cannot read" in rows[lr, "damaged"]["error"]
+        assert (
+            rows[lr, "damaged"]["status"] == "failed"
+            and "t10k-labels-idx1-ubyte.gz: cannot read" in rows[lr, "damaged"]["error"]
+        )
     assert [r["optimizer.lr"] for r in read_summary(tmp_path / "sweep")][0] == "0.1"
 
 
 def test_a_bad_value_anywhere_in_a_sweep_is_refused_before_it_starts(tmp_path):
     proc = run_cli("-m", *SWEEP, "optimizer.lr=0.1,0.3,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr == "Error: optimizer.lr=-1 is not allowed: expected a finite number > 0\n"
+    assert (
+        proc.returncode == 2 and proc.stderr == "Error: optimizer.lr=-1 is not allowed: expected a finite number > 0\n"
+    )
     assert not (tmp_path / "sweep").exists()
 
 
@@ -129,7 +152,13 @@ def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion
 
     statuses = {r["optimizer.lr"]: r["status"] for r in read_summary(sweep)}  # each job refreshes the summary
     assert statuses == {"0.1": "completed", "0.2": "completed", "0.3": "interrupted"}
-    finished = {p: (p.stat().st_mtime_ns, p.read_bytes()) for job in ("0_*", "1_*") for d in sweep.glob(job) for p in d.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    finished = {
+        p: (p.stat().st_mtime_ns, p.read_bytes())
+        for job in ("0_*", "1_*")
+        for d in sweep.glob(job)
+        for p in d.rglob("*")
+        if p.is_file() and ".hydra" not in p.parts
+    }
 
     rerun = run_cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
@@ -144,8 +173,14 @@ def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion
 
 def test_joblib_launcher_runs_jobs_in_parallel(tmp_path, fashion_mnist):
     proc = run_cli(
-        "-m", *SWEEP, "activation=relu", "optimizer.lr=0.1,100", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
-        "hydra.sweep.dir=sweep", cwd=tmp_path,
+        "-m",
+        *SWEEP,
+        "activation=relu",
+        "optimizer.lr=0.1,100",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
@@ -155,8 +190,14 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path, fashion_mnist):
 
 def test_submitit_local_launcher(tmp_path, fashion_mnist):
     proc = run_cli(
-        "-m", *SWEEP, "trainer.epochs=1", "device.threads=1", "optimizer.lr=0.1,0.3", "hydra/launcher=submitit_local",
-        "hydra.sweep.dir=sweep", cwd=tmp_path,
+        "-m",
+        *SWEEP,
+        "trainer.epochs=1",
+        "device.threads=1",
+        "optimizer.lr=0.1,0.3",
+        "hydra/launcher=submitit_local",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(tmp_path / "sweep")
@@ -165,7 +206,15 @@ def test_submitit_local_launcher(tmp_path, fashion_mnist):
 
 
 def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
-    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    proc = run_cli(
+        "-m",
+        *SWEEP,
+        "trainer.epochs=1",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     sweep = tmp_path / "sweep"
     rows = read_summary(sweep)
@@ -174,14 +223,31 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
     assert result["best_value"] == pytest.approx(max(done))
-    again = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    again = run_cli(
+        "-m",
+        *SWEEP,
+        "trainer.epochs=1",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0 and again.stdout.count("not retraining") == 3  # a seeded search draws the same trials
 
 
 def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
     """A job without a final accuracy returns 0.0, not NaN, which the Optuna sweeper cannot take."""
-    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=interval(100,200)", "hydra.sweeper.params.activation=relu",
-                   "hydra.sweep.dir=sweep", cwd=tmp_path)
+    proc = run_cli(
+        "-m",
+        *SWEEP,
+        "trainer.epochs=1",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "optimizer.lr=interval(100,200)",
+        "hydra.sweeper.params.activation=relu",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(tmp_path / "sweep")
     assert len(rows) == 2 and "diverged" in {r["status"] for r in rows}
@@ -190,8 +256,15 @@ def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
 
 
 def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_mnist):
-    args = ["-m", *KILL_SWEEP, "data.limit_train=20480", "optimizer.lr=0.1,0.3",
-            "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sweep"]
+    args = [
+        "-m",
+        *KILL_SWEEP,
+        "data.limit_train=20480",
+        "optimizer.lr=0.1,0.3",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweep.dir=sweep",
+    ]
     sweep = tmp_path / "sweep"
     proc = start_cli(*args, cwd=tmp_path)
     deadline = time.time() + 180
@@ -204,7 +277,9 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
     files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file()}
     time.sleep(2)
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing trains on
-    assert {json.loads((job / "metrics.json").read_text())["status"] for job in sweep.glob("*_optimizer.lr=*")} == {"interrupted"}
+    assert {json.loads((job / "metrics.json").read_text())["status"] for job in sweep.glob("*_optimizer.lr=*")} == {
+        "interrupted"
+    }
     rerun = run_cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]

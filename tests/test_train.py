@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import run_cli, run_in_new_folder, scalars, tensorboard_plugins
+
 from lenet_exp.model import LeNet
 from lenet_exp.train import epoch_order, log_steps, train
 
@@ -50,7 +50,9 @@ def test_tensorboard_curves_have_the_expected_points(textbook_run):
     assert curves["test/acc"][-1][1] == pytest.approx(m["test_acc"])
     assert curves["train/loss"][-1][1] == pytest.approx(m["train_loss"])
     assert {"train/lr", "train/examples_per_sec", "test/best_acc"} <= set(curves)
-    assert [v for _, v in curves["train/examples_per_sec"]] == pytest.approx(m["examples_per_sec_by_epoch"])  # each epoch's own
+    assert [v for _, v in curves["train/examples_per_sec"]] == pytest.approx(
+        m["examples_per_sec_by_epoch"]
+    )  # each epoch's own
     plugins = tensorboard_plugins(run)
     assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(plugins["hparams"])
     assert "_hparams_/experiment" not in plugins["hparams"]  # TensorBoard computes the experiment from all runs
@@ -117,7 +119,12 @@ def test_help_lists_groups_and_console_script_matches(tmp_path):
 
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
-    for line in ("activation: gelu, leaky_relu, relu, sigmoid, tanh", "optimizer: adam, sgd", "data: fashion_mnist, mnist", "device: auto, cpu, cuda"):
+    for line in (
+        "activation: gelu, leaky_relu, relu, sigmoid, tanh",
+        "optimizer: adam, sgd",
+        "data: fashion_mnist, mnist",
+        "device: auto, cpu, cuda",
+    ):
         assert line in proc.stdout
     script = shutil.which("lenet-exp")
     assert script, "pip install -e . puts the lenet-exp console script on PATH"

@@ -42,7 +42,9 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
 
     groups = groups_of([_fusion_key(cfg) for cfg in configs], launcher.max_models)
     sizes = ", ".join(str(len(g)) for g in groups)
-    log.info(f"Fused launcher: {len(configs)} job{'s' * (len(configs) != 1)} in {len(groups)} group{'s' * (len(groups) != 1)} of {sizes}")
+    log.info(
+        f"Fused launcher: {len(configs)} job{'s' * (len(configs) != 1)} in {len(groups)} group{'s' * (len(groups) != 1)} of {sizes}"
+    )
     returns: list[JobReturn | None] = [None] * len(configs)
     for group in groups:
         if len(group) == 1:
@@ -65,8 +67,13 @@ def _fusion_key(cfg: DictConfig):
 def run_alone(launcher, cfg: DictConfig) -> JobReturn:
     """One job as Hydra's basic launcher runs it: its own run_job, in this process."""
     log.info(f"\t#{cfg.hydra.job.num} : {' '.join(filter_overrides(cfg.hydra.overrides.task))}")
-    ret = run_job(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=cfg,
-                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    ret = run_job(
+        hydra_context=launcher.hydra_context,
+        task_function=launcher.task_function,
+        config=cfg,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     return ret
 
@@ -102,7 +109,13 @@ def _job(cfg: DictConfig):
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
     hparams = hparams_of(task_cfg, list(cfg.hydra.overrides.task), dict(cfg.hydra.runtime.choices))
-    return GroupJob(task_cfg, Path(os.path.abspath(run_dir)), hparams, copy.deepcopy(HydraConfig.instance().cfg), job_logger(cfg.hydra.job.num, run_dir))
+    return GroupJob(
+        task_cfg,
+        Path(os.path.abspath(run_dir)),
+        hparams,
+        copy.deepcopy(HydraConfig.instance().cfg),
+        job_logger(cfg.hydra.job.num, run_dir),
+    )
 
 
 def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
@@ -122,7 +135,10 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     try:
         results = train_group(jobs)
     except Interrupted as e:
-        print(f"Interrupted by {e}: {e.note or 'every job of the group saved its checkpoint; rerun the same command to continue'}.", file=sys.stderr)
+        print(
+            f"Interrupted by {e}: {e.note or 'every job of the group saved its checkpoint; rerun the same command to continue'}.",
+            file=sys.stderr,
+        )
         write_summary(sweep_dir)
         raise SystemExit(128 + e.signum) from None
     returns = []
@@ -136,8 +152,15 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
             if isinstance(result, FolderRefused):
                 note_refusal(sweep_dir, job.run_dir, str(result), list(cfg.hydra.overrides.task))
             value = NO_ACCURACY
-        ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=job.cfg, hydra_cfg=job.hydra_cfg, working_dir=os.getcwd(),
-                        task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED, _return_value=value)
+        ret = JobReturn(
+            overrides=list(cfg.hydra.overrides.task),
+            cfg=job.cfg,
+            hydra_cfg=job.hydra_cfg,
+            working_dir=os.getcwd(),
+            task_name=str(cfg.hydra.job.name),
+            status=JobStatus.COMPLETED,
+            _return_value=value,
+        )
         launcher.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
         returns.append(ret)
         for handler in job.log.handlers:

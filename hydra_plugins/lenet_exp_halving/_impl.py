@@ -62,7 +62,11 @@ class Job:
         history = metrics.get("history") if isinstance(metrics, dict) else None
         accs = history.get("test_acc") if isinstance(history, dict) else None
         epochs = metrics.get("epochs_completed") if isinstance(metrics, dict) else None
-        if not isinstance(accs, list) or not all(a is None or isinstance(a, (int, float)) for a in accs) or not isinstance(epochs, int):
+        if (
+            not isinstance(accs, list)
+            or not all(a is None or isinstance(a, (int, float)) for a in accs)
+            or not isinstance(epochs, int)
+        ):
             return {}
         return metrics
 
@@ -76,10 +80,15 @@ def check_rung(alive: list[list[Job]], epochs: int, k: int) -> None:
     for job in (job for setting in alive for job in setting):
         metrics = job.metrics()
         if score(metrics, epochs) is None and metrics.get("status") not in ("failed", "diverged"):
-            state = f"status {metrics['status']}, {metrics['epochs_completed']} epochs" if metrics else "no readable metrics.json"
+            state = (
+                f"status {metrics['status']}, {metrics['epochs_completed']} epochs"
+                if metrics
+                else "no readable metrics.json"
+            )
             raise RungIncomplete(
                 f"halving stopped before choosing at rung {k + 1} ({epochs} epochs): job {job.num} has no test accuracy for it "
-                f"({state}, in {job.folder}); nothing was pruned. Fix that job's folder and rerun the same command")
+                f"({state}, in {job.folder}); nothing was pruned. Fix that job's folder and rerun the same command"
+            )
 
 
 def jobs_of_grid(grid: list[list[str]], sweep_dir: Path, swept: list[str]) -> list[Job]:
@@ -139,7 +148,14 @@ class SearchRecord:
         self.path, self.started = sweep_dir / STATE, started
         earlier = run_files.read_json(self.path) or {}
         self.previous_seconds = float(earlier.get("wall_seconds") or 0.0)
-        self.state = {"eta": eta, "rungs": rungs, "jobs": len(jobs), "settings": len(settings_of(jobs)), "rung_choices": [], "finished": False}
+        self.state = {
+            "eta": eta,
+            "rungs": rungs,
+            "jobs": len(jobs),
+            "settings": len(settings_of(jobs)),
+            "rung_choices": [],
+            "finished": False,
+        }
 
     def rung(self, epochs: int, ranked: list[int], kept: int, scores: dict) -> None:
         self.state["rung_choices"].append({"epochs": epochs, "ranked_jobs": ranked, "kept": kept, "scores": scores})
@@ -154,7 +170,13 @@ class SearchRecord:
         run_files.write_json(self.path, {**self.state, "wall_seconds": seconds})
 
 
-def search(settings: list[list[Job]], rungs: list[int], eta: int, train: Callable[[list[Job], int], None], record: SearchRecord | None = None) -> list[list[Job]]:
+def search(
+    settings: list[list[Job]],
+    rungs: list[int],
+    eta: int,
+    train: Callable[[list[Job], int], None],
+    record: SearchRecord | None = None,
+) -> list[list[Job]]:
     """Run the rungs: train the live settings' jobs that are behind, rank the settings, keep the best, prune the rest.
 
     `train(jobs, epochs)` brings each job to `epochs` epochs (continuing from its checkpoint); all else is read
@@ -171,16 +193,23 @@ def search(settings: list[list[Job]], rungs: list[int], eta: int, train: Callabl
         check_rung(alive, epochs, k)
         scores = [setting_score([job.metrics() for job in setting], epochs) for setting in alive]
         if not last and all(s is None for s in scores):
-            raise RungIncomplete(f"halving stopped at rung {k + 1} ({epochs} epochs): no setting ended with a test accuracy "
-                                 "(every job failed or diverged); see the summary, fix the cause and rerun the same command")
+            raise RungIncomplete(
+                f"halving stopped at rung {k + 1} ({epochs} epochs): no setting ended with a test accuracy "
+                "(every job failed or diverged); see the summary, fix the cause and rerun the same command"
+            )
         order = rank(scores, [setting[0].num for setting in alive])
         kept = len(alive) if last else keep_count(len(alive), eta)
         if record:
-            record.rung(epochs, [alive[i][0].num for i in order], kept, {str(alive[i][0].num): scores[i] for i in order})
+            record.rung(
+                epochs, [alive[i][0].num for i in order], kept, {str(alive[i][0].num): scores[i] for i in order}
+            )
         for place, i in enumerate(order[kept:], start=kept + 1):
             shown = "no accuracy" if scores[i] is None else f"test acc {scores[i]:.4f}"
             for job in alive[i]:
-                prune(job, f"after rung {k + 1} of {len(rungs)} ({epochs} epoch{'s' * (epochs != 1)}): {shown}, ranked {place} of {len(alive)}")
+                prune(
+                    job,
+                    f"after rung {k + 1} of {len(rungs)} ({epochs} epoch{'s' * (epochs != 1)}): {shown}, ranked {place} of {len(alive)}",
+                )
         alive = [alive[i] for i in order[:kept]]
     if record:
         record.finish()
