@@ -24,160 +24,26 @@ signal.signal(
 import logging
 import os
 import socket
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 import yaml
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from lenet_exp import run_folder, sweep
 from lenet_exp.config import CONFIG_PATH, ConfigError, check_folder_path, check_overrides, is_hydra_override, quoted
-from lenet_exp.data import DataError
-from lenet_exp.logger import hparams_of
-from lenet_exp.run_files import CheckpointError
-from lenet_exp.summarize import write_summary
-from lenet_exp.sweep import note_refusal
+from lenet_exp.task import LAUNCHER_PID, task
+from lenet_exp.words import one_line
 
-log = logging.getLogger("lenet_exp")
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
-NO_ACCURACY = 0.0  # what a job without a final test accuracy (failed, diverged, refused) returns: sweepers rank it last
-LAUNCHER_PID = "LENET_EXP_LAUNCHER_PID"  # host:pid of the sweep's own process, seen by jobs that run in other processes
-NO_RUN_FLAGS = (
-    "-h",
-    "--help",
-    "--hydra-help",
-    "--version",
-    "-c",
-    "--cfg",
-    "-i",
-    "--info",
-    "-sc",
-    "--shell-completion",
-    "-p",
-    "--package",
-    "--resolve",
+# Hydra's flags that only print (no run), and those that take a value
+NO_RUN_FLAGS = tuple(
+    "-h --help --hydra-help --version -c --cfg -i --info -sc --shell-completion -p --package --resolve".split()
 )
-VALUE_FLAGS = (
-    "-c",
-    "--cfg",
-    "-p",
-    "--package",
-    "-cp",
-    "--config-path",
-    "-cn",
-    "--config-name",
-    "-cd",
-    "--config-dir",
-    "--experimental-rerun",
+VALUE_FLAGS = tuple(
+    "-c --cfg -p --package -cp --config-path -cn --config-name -cd --config-dir --experimental-rerun".split()
 )
 
-
-def environment_errors() -> tuple:
-    """Errors of the machine, not of the code: a full or read-only disk, no permission, no memory."""
-    import torch
-
-    return (OSError, MemoryError, torch.OutOfMemoryError)
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """torch's CPU allocator reports a failed allocation as a RuntimeError, not a MemoryError."""
-    return isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error))
-
-
-def one_line(error: BaseException) -> str:
-    """The error in one line; a file error as `<file>: <reason>`."""
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        return f"{error.filename}: {error.strerror}"
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-@contextmanager
-def signals_held():
-    """Hold SIGINT/SIGTERM for the block, which must not be cut short: torch's import (it swallows a
-    KeyboardInterrupt and carries on half-imported) or a summary being written. Yields the list of signals that came."""
-    came: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield came
-        return
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield came
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def stop(signum: int, note: str, in_worker: bool) -> None:
-    """End the process for a signal: one line, exit 128+signal (a worker process ends at once, as its sweep has)."""
-    print(f"Interrupted by {signal.Signals(signum).name}: {note}.", file=sys.stderr)
-    if in_worker:  # an idle worker would outlive the stopped sweep
-        logging.shutdown()
-        os._exit(128 + signum)
-    raise SystemExit(128 + signum)
-
-
-def task(cfg: DictConfig) -> float:
-    """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
-    hc = HydraConfig.get()
-    run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
-    host, _, pid = os.environ.get(LAUNCHER_PID, "").partition(":")
-    launcher = int(pid) if pid.isdigit() and host == socket.gethostname() else 0
-    in_worker = (
-        multirun and bool(launcher) and os.getpid() != launcher
-    )  # joblib, submitit_local: stop when the sweep dies
-    with signals_held() as came:
-        from lenet_exp.train import Interrupted, train  # torch loads here, once the command line has passed its checks
-    if came:
-        run_folder.remove_empty(run_dir, up_to=run_dir)  # the folder Hydra made for the job, if still empty
-        stop(came[0], "before training started; nothing was written", in_worker)
-    hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
-    try:
-        metrics = train(
-            cfg, run_dir, hparams, launcher if in_worker else None, HydraConfig.instance().cfg, keep_refusals=multirun
-        )
-        return NO_ACCURACY if metrics["test_acc"] is None else metrics["test_acc"]
-    except Interrupted as e:
-        if in_worker:
-            write_summary(Path(hc.sweep.dir))
-        stop(e.signum, e.note or f"checkpoint saved in {run_dir}; rerun the same command to continue", in_worker)
-    except run_folder.FolderRefused as e:
-        print(f"Error: {e}", file=sys.stderr)
-        if not multirun:
-            raise SystemExit(2) from None
-        note_refusal(Path(hc.sweep.dir), run_dir, str(e), list(hc.overrides.task))
-        return NO_ACCURACY
-    except Exception as e:
-        if isinstance(e, (*USER_ERRORS, *environment_errors())) or out_of_memory(e):
-            print(f"Error: {one_line(e)}", file=sys.stderr)
-            if not multirun:
-                raise SystemExit(2 if isinstance(e, USER_ERRORS) else 1) from None
-        elif not multirun:
-            raise  # a bug: the traceback helps; metrics.json already says failed
-        else:
-            log.exception("job failed")
-        return NO_ACCURACY
-    finally:
-        if multirun:
-            with signals_held() as came:
-                try:
-                    write_summary(Path(hc.sweep.dir))
-                except OSError as e:  # a full disk: the jobs' own records stand; the summary waits for a rerun
-                    print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
-            if came:
-                stop(
-                    came[0],
-                    f"the summary in {hc.sweep.dir} is up to date; rerun the same command to continue",
-                    in_worker,
-                )
-
-
-task.trains_lenet = True  # the fused launcher knows this task: it may train its jobs together as one model
 hydra_task = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(task)
 
 
@@ -214,7 +80,7 @@ def expand_resume(argv: list[str]) -> list[str]:
 
 
 def split_flags(args: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """Hydra's flags (with their values), the overrides, and the flags that must come last, wherever the user typed each.
+    """Hydra's flags (with their values), the overrides, and the flags that must come last, wherever they were typed.
 
     `--info` without a value goes after the overrides, where Hydra's parser cannot take an override for its value.
     """

@@ -42,6 +42,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def train_steps(trainee, data: Split, seeds: list[int], steps: int | None, s: Settings, stop, epoch: int = 0) -> None:
+    """`steps` steps of the training loop (None: one whole pass) on the head of `data`, a shuffle per seed's model."""
+    n = len(data) if steps is None else steps * s.data.batch_size
+    part = Split(data.images[:n], data.labels[:n])
+    orders = torch.stack([epoch_order(len(part), seed, epoch, data.images.device) for seed in seeds])  # (G, N)
+    for _ in train_epoch(trainee, part, orders, [Progress() for _ in seeds], [True] * len(seeds), s, stop):
+        pass
+
+
 def write_torchvision_layout(root: Path, spec: DatasetSpec, train: Split, test: Split) -> None:
     """The raw IDX files torchvision's data set class reads, from tensors already loaded and checked."""
     raw = root / spec.folder / "raw"
@@ -120,14 +129,9 @@ class LenetExp:
         self.epoch = 0
 
     def _epoch(self, trainee: Solo, steps: int | None) -> None:
-        n = len(self.train_set) if steps is None else steps * self.s.data.batch_size
-        data = Split(self.train_set.images[:n], self.train_set.labels[:n])
-        order = epoch_order(len(data), 0, self.epoch, self.device).unsqueeze(0)  # (1, N): one member
-        self.epoch += 1
         with StopSignals() as stop:
-            train_epoch(
-                trainee, data, order, [_Member()], self.s, stop, on_log=lambda: None, on_diverged=lambda m: None
-            )
+            train_steps(trainee, self.train_set, [0], steps, self.s, stop, self.epoch)
+        self.epoch += 1
         if stop.signum is not None:  # Ctrl-C or SIGTERM ends the benchmark, as in the textbook loop
             raise Interrupted(stop.signum)
 
@@ -147,13 +151,6 @@ class LenetExp:
 
     def test_acc(self, trainee: Solo) -> float:
         return trainee.evaluate(self.test_set)[0]
-
-
-class _Member:
-    """What train_epoch reads of a member: where it stands, and that it still trains."""
-
-    def __init__(self) -> None:
-        self.p, self.active = Progress(), True
 
 
 def lenet_exp_parts(cfg, settings: Settings, device: torch.device) -> tuple[Solo]:
@@ -226,7 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep",
         type=_typed(int, INT_GE_1),
         metavar="K",
-        help="instead: K settings trained one after another, in parallel workers and fused; aggregate examples/sec of each",
+        help="instead: K settings one after another, in parallel workers and fused; the aggregate examples/sec of each",
     )
     parser.add_argument(
         "--jobs",
@@ -242,7 +239,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]
     if args.sweep and pipeline_only:
         parser.error(
-            f"{pipeline_only[0]} is for the pipeline comparison; --sweep measures each arrangement once (drop {pipeline_only[0]})"
+            f"{pipeline_only[0]} is for the pipeline comparison; --sweep measures each arrangement once (drop "
+            f"{pipeline_only[0]})"
         )
     if not args.sweep and args.jobs is not None:
         parser.error("--jobs is for --sweep K (the parallel arrangement's worker processes)")
@@ -304,9 +302,7 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
         ttas = {}
         if args.target_acc > 0:
             for name, p in pipelines.items():
-                say(
-                    f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs) ..."
-                )
+                say(f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs)")
                 ttas[name] = time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -314,8 +310,8 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
     given = f", overrides: {' '.join(args.overrides)}" if args.overrides else ""
     runs = f"{args.repeats} alternation{'s' if args.repeats != 1 else ''}"
     print(
-        f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {runs} on {device} ({name}), "
-        f"torch {torch.__version__}, {options}{given}"
+        f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {runs} on {device} "
+        f"({name}), torch {torch.__version__}, {options}{given}"
     )
     tta_header = f"{f'time to {args.target_acc} test acc':>28}" if ttas else ""
     print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header}")

@@ -4,16 +4,18 @@ with its activation, the optimizer, and one trial step on a copy that must work 
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from lenet_exp.config import NO_CUDA, ConfigError, Settings, did_you_mean
 from lenet_exp.data import DATASETS, DatasetSpec
+from lenet_exp.schema import BOOL, NO_CUDA, NUMBER, ConfigError, Settings, check_value, hint
+from lenet_exp.words import one_line
 
 
 def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -35,8 +37,8 @@ def _instantiate(cfg: DictConfig, group: str, make):
     except (InstantiationException, TypeError, ValueError) as e:
         cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
         unknown = re.search(r"unexpected keyword argument '([^']+)'", str(cause))
-        hint = did_you_mean(f"{group}.{unknown.group(1)}", [f"{group}.{k}" for k in cfg[group]]) if unknown else ""
-        raise ConfigError(f"{group}: " + " ".join(str(cause).split()) + (f".{hint}" if hint else "")) from None
+        close = hint(f"{group}.{unknown.group(1)}", [f"{group}.{k}" for k in cfg[group]]) if unknown else ""
+        raise ConfigError(f"{group}: {one_line(cause)}" + (f".{close}" if close else "")) from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,17 +65,18 @@ def setup_device(s: Settings) -> torch.device:
 
 def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: str, device: torch.device) -> None:
     """One training step on two blank images of the data set, on a copy: the model must take them and give a logit
-    per class, and the optimizer must be able to take a step with its settings."""
+    per class, and the optimizer must be able to take a step with its settings (torch judges their values)."""
     x = torch.zeros(2, spec.channels, spec.image_size, spec.image_size, device=device)
     size = f"{spec.channels}x{spec.image_size}x{spec.image_size}"
     trial = copy.deepcopy(model)
     try:
         out = trial(x)
     except Exception as e:
-        raise ConfigError(f"model cannot take {name} images ({size}): {_short(e)}") from None
+        raise ConfigError(f"model cannot take {name} images ({size}): {one_line(e, 300)}") from None
     if out.dim() != 2 or out.shape[1] < spec.classes:
         raise ConfigError(
-            f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} logits (model.num_classes)"
+            f"model gives outputs of shape {tuple(out.shape[1:])} per image; {name} needs at least {spec.classes} "
+            "logits (model.num_classes)"
         )
     check_optimizer_types(cfg)
     try:
@@ -83,44 +86,28 @@ def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: 
             nn.functional.cross_entropy(trial(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
             optimizer.step()
     except Exception as e:
-        raise ConfigError(f"optimizer cannot take a step with these settings: {_short(e)}") from None
+        raise ConfigError(f"optimizer cannot take a step with these settings: {one_line(e, 300)}") from None
 
 
 def check_optimizer_types(cfg: DictConfig) -> None:
-    """Each optimizer setting of the type its class's default has (a flag a bool, a rate a number), even where this
-    run would never read it (dampening without momentum): a value of the wrong type is a mistake either way."""
-    import inspect
-
-    from hydra.utils import get_class
-
+    """A setting the optimizer's schema leaves to its class (`+optimizer.dampening=...`) of the type of the class's
+    default, even where this run never reads it: torch would not refuse it then."""
     try:
-        defaults = {k: p.default for k, p in inspect.signature(get_class(cfg.optimizer._target_)).parameters.items()}
+        signature = inspect.signature(get_class(cfg.optimizer._target_)).parameters
     except Exception:
         return  # not a class we can read: the trial step decides
     for key, value in OmegaConf.to_container(cfg.optimizer, resolve=True).items():
-        default = defaults.get(key, inspect.Parameter.empty)
-        if key.startswith("_") or default in (None, inspect.Parameter.empty):
-            continue
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected true or false")
-        if (
-            isinstance(default, (int, float))
-            and not isinstance(default, bool)
-            and (isinstance(value, bool) or not isinstance(value, (int, float)))
-        ):
-            raise ConfigError(f"optimizer.{key}={value!r} is not allowed: expected a number")
+        default = signature[key].default if key in signature else None
+        if isinstance(default, (bool, int, float)):
+            check_value(f"optimizer.{key}", value, BOOL if isinstance(default, bool) else NUMBER)
 
 
 def check_buildable(cfg: DictConfig) -> None:
-    """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every model it varies."""
+    """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every
+    model it varies."""
     s = Settings.from_cfg(cfg)
     model, _ = build(cfg, s, torch.device("cpu"))
     check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, torch.device("cpu"))
-
-
-def _short(error: Exception | str) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
 
 
 def set_determinism(deterministic: bool) -> None:

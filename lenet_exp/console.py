@@ -25,7 +25,8 @@ class EpochBar:
 
     def __init__(self, enabled: bool, examples_per_epoch: int) -> None:
         width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no size gets 100 columns
-        # smoothing=0: the rate shown is the epoch's own average, as its log line reports; delay: drawn once an epoch starts
+        # smoothing=0: the rate shown is the epoch's own average, as its log line reports;
+        # delay: drawn once an epoch starts
         self.bar = tqdm(
             total=examples_per_epoch, unit=" ex", disable=not enabled, leave=False, ncols=width, smoothing=0, delay=1e-3
         )

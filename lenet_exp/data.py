@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lenet_exp.words import one_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -87,31 +89,31 @@ class Split:
         return len(self.labels)
 
     def head(self, limit: int | None) -> Split:
-        return (
-            self
-            if limit is None or limit >= len(self)
-            else Split(self.images[:limit], self.labels[:limit], f"{self.source}, first {limit}")
-        )
+        if limit is None or limit >= len(self):
+            return self
+        return Split(self.images[:limit], self.labels[:limit], f"{self.source}, first {limit}")
 
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device), self.source)
 
 
-def read_idx_bytes(path: Path) -> bytes:
-    """The uncompressed bytes of a raw or gzipped IDX file."""
+def load_idx(path: Path, kind: str, md5: str | None = None) -> torch.Tensor:
+    """Read, check and return one IDX file (`kind` is 'images' or 'labels'), raw or .gz: magic, 28x28 images or 0-9
+    labels, size, and the checksum when one is given."""
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+        data = path.read_bytes()
+        data = gzip.decompress(data) if path.suffix == ".gz" else data
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise DataError(f"{path}: cannot read ({e}); the file is truncated or corrupt, delete it and rerun") from None
-
-
-def parse_idx(data: bytes, path: Path, kind: str) -> torch.Tensor:
-    """Check an IDX payload (magic, 28x28 images or 0-9 labels, size) and return it as a uint8 tensor."""
+    if md5 is not None and (digest := hashlib.md5(data).hexdigest()) != md5:
+        raise DataError(
+            f"{path}: checksum mismatch (md5 {digest}, expected {md5}); "
+            "the file is corrupt or not the official release, delete it and rerun"
+        )
     magic, ndim = (IMAGE_MAGIC, 3) if kind == "images" else (LABEL_MAGIC, 1)
     header = 4 + 4 * ndim
-    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
-        found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if len(data) < header or found != magic:
         raise DataError(f"{path}: not an IDX {kind} file (magic {found}, expected {magic}); replace the file")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     if kind == "images" and dims[1:] != [28, 28]:
@@ -130,27 +132,9 @@ def parse_idx(data: bytes, path: Path, kind: str) -> torch.Tensor:
     return tensor
 
 
-def load_idx(path: Path, kind: str, md5: str | None = None) -> torch.Tensor:
-    """Read, check and return one IDX file (`kind` is 'images' or 'labels'), raw or .gz."""
-    data = read_idx_bytes(path)
-    if md5 is not None and hashlib.md5(data).hexdigest() != md5:
-        raise DataError(
-            f"{path}: checksum mismatch (md5 {hashlib.md5(data).hexdigest()}, expected {md5}); "
-            "the file is corrupt or not the official release, delete it and rerun"
-        )
-    return parse_idx(data, path, kind)
-
-
 def _file(folder: Path, name: str) -> Path | None:
     """The raw or gzipped copy of an IDX file in a folder, raw first."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _complete(folder: Path, spec: DatasetSpec) -> bool:
-    return all(_file(folder, name) for name in spec.md5)
+    return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
 
 
 def load_split(folder: Path, spec: DatasetSpec, split: str) -> Split:
@@ -170,9 +154,7 @@ def load_split(folder: Path, spec: DatasetSpec, split: str) -> Split:
 
 def _download(spec: DatasetSpec, raw_dir: Path) -> None:
     """Fetch the files with torchvision into a scratch folder, check them, then move them into place.
-
-    A download broken midway leaves nothing behind: the scratch folder goes, and so do the folders made for it.
-    """
+    A download broken midway leaves nothing behind: the scratch folder goes, and so do the folders made for it."""
     made = [d for d in (raw_dir, *raw_dir.parents) if not d.exists()]  # innermost first
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +163,6 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
             f"data.root: cannot make {raw_dir} for the download ({e.strerror}); give a folder you can write to"
         ) from None
     scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=raw_dir.parent))
-    done = False
     try:
         spec.torchvision_class()(root=str(scratch), train=True, download=True)
         fetched = scratch / spec.folder / "raw"
@@ -189,19 +170,17 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
             load_split(fetched, spec, split)  # refuse anything that fails the checks
         for name in spec.md5:
             (fetched / name).replace(raw_dir / name)
-        done = True
     except DataError:
         raise
     except Exception as e:  # network and mirror errors come in many types
-        reason = " ".join(str(e).split())[:400]
         package = f" (or install the system package {spec.system_package})" if spec.system_package else ""
         raise DataError(
-            f"download of {spec.folder} into {raw_dir} failed: {reason}; check the network, "
+            f"download of {spec.folder} into {raw_dir} failed: {one_line(e)[:400]}; check the network, "
             f"or put the files in data.root{package} and set data.download=false"
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        for folder in made if not done else ():
+        for folder in made:  # innermost first, so a landed download (raw_dir holds its files) keeps them all
             try:
                 folder.rmdir()  # only while empty
             except OSError:
@@ -213,7 +192,7 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Sp
     spec = DATASETS[name]
     raw_dir = Path(root) / spec.folder / "raw"
     tried = [raw_dir, *map(Path, spec.system_dirs)]
-    folder = next((f for f in tried if _complete(f, spec)), None)
+    folder = next((f for f in tried if all(_file(f, name) for name in spec.md5)), None)
     if folder is None and download:
         _download(spec, raw_dir)
         folder = raw_dir

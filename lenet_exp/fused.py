@@ -16,9 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -26,12 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
-from lenet_exp import run_folder
 from lenet_exp.config import LENET
 from lenet_exp.model import LeNet, full_precision
 from lenet_exp.run_folder import all_settings
-from lenet_exp.signals import Interrupted, StopSignals
-from lenet_exp.train import Member, Solo, failures_recorded, fit, load_data_for, mixed_precision, start
+from lenet_exp.train import mixed_precision
 
 log = logging.getLogger("lenet_exp")
 CPU_NOTE = (
@@ -187,7 +182,7 @@ class FusedOptimizer:
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            per = lambda t: self._per_model(t, p)  # noqa: E731
+            per = lambda t, p=p: self._per_model(t, p)
             grad = p.grad + per(self.wd) * p
             if self.kind == "torch.optim.SGD":
                 buf = self.state[i].get("momentum_buffer")
@@ -242,7 +237,7 @@ class FusedOptimizer:
 def step_loss(
     logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each model's mean cross-entropy (G,), the sum to backpropagate (inactive models left out), and correct counts (G,)."""
+    """Each model's mean cross-entropy (G,), the sum to backpropagate (inactive ones left out), correct counts (G,)."""
     G, B = labels.shape
     losses = F.cross_entropy(logits.reshape(G * B, -1), labels.reshape(-1), reduction="none").view(G, B).mean(dim=1)
     total = torch.where(active, losses, torch.zeros_like(losses)).sum()
@@ -250,7 +245,7 @@ def step_loss(
 
 
 def model_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 (G, B, 28, 28), model g's batch in row g -> float (B, G, 28, 28) in [0, 1]: channel group g is model g's."""
+    """uint8 (G, B, 28, 28), model g's batch in row g -> float (B, G, 28, 28) in [0, 1]: channel group g is model g."""
     x = images.transpose(0, 1).float().div_(255)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
@@ -278,7 +273,7 @@ class FusedTrainee:
     def step(
         self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (G, B, 28, 28) uint8, labels (G, B): one step of every model; summed losses (G,) and correct counts (G,)."""
+        """images (G, B, 28, 28) uint8, labels (G, B): a step of each model; summed losses (G,), correct counts (G,)."""
         x = model_input(images, self.s.device.channels_last)  # (B, G, 28, 28)
         with mixed_precision(self.s, x):
             logits = self.model(x)  # (G, B, 10)
@@ -306,7 +301,7 @@ class FusedTrainee:
         return self.model.model_state(g)
 
     def states(self, g: int) -> tuple[dict, dict]:
-        """Model g's weights and optimizer state exactly as its run alone would save them (single-run resume takes them)."""
+        """Model g's weights and optimizer state exactly as its run alone would save them (a run alone resumes them)."""
         run = self.runs[g]
         run.model.load_state_dict(self.model.model_state(g))
         optimizer = instantiate(run.cfg.optimizer)(run.model.parameters())
@@ -351,61 +346,13 @@ def groups_of(keys: list[tuple | None], max_models: int) -> list[list[int]]:
     return sorted(groups, key=lambda g: g[0])
 
 
-@dataclass
-class GroupJob:
-    """One job of a fused group, as the launcher composed it."""
-
-    cfg: DictConfig  # the task's config
-    run_dir: Path
-    hparams: dict
-    hydra_cfg: DictConfig  # the job's full config, hydra node included, for its .hydra record
-    log: logging.Logger
-
-
-def train_group(jobs: list[GroupJob], parent_pid: int | None = None) -> list[dict | BaseException]:
-    """Train jobs that share a fusion key together, each in its own locked folder: the same checks, records and files
-    as a run alone. Jobs standing at different points (resumed from different checkpoints) train in separate groups.
-
-    Returns, per job, its metrics.json figures or the error it ended with; a signal stops the whole group (Interrupted).
-    """
-    results: list[dict | BaseException | None] = [None] * len(jobs)
-    with ExitStack() as held, StopSignals(parent_pid) as stop:
-        runs = {}
-        for i, job in enumerate(jobs):
-            try:
-                held.enter_context(run_folder.locked(job.run_dir))
-                run = start(job.cfg, job.run_dir, job.hydra_cfg, stop, keep_refusals=True, load_data=False)
-            except Exception as e:  # refused or failed before training: that job alone
-                results[i] = e
-                continue
-            if isinstance(run, dict):
-                results[i] = run
-            else:
-                runs[i] = run
-        points: dict[tuple, list[int]] = {}
-        for i, run in runs.items():  # one fused model per fusion key and progress; a job no other can join trains alone
-            key = fusion_key(run.cfg)
-            points.setdefault((key, run.p.epoch, run.p.step, run.p.global_step) if key else ("alone", i), []).append(i)
-        data = None
-        if any(len(idxs) > 1 and runs[idxs[0]].device.type == "cpu" for idxs in points.values()):
-            note_cpu()
-        for idxs in points.values():
-            members = [
-                Member(runs[i], jobs[i].run_dir, jobs[i].hparams, log=jobs[i].log, show_shapes=False) for i in idxs
-            ]
-            try:
-                with failures_recorded(members):
-                    data = data or load_data_for(runs[idxs[0]].s, runs[idxs[0]].device)
-                    trainee = (
-                        Solo(runs[idxs[0]].model, runs[idxs[0]].optimizer, runs[idxs[0]].s)
-                        if len(idxs) == 1
-                        else FusedTrainee([runs[i] for i in idxs])
-                    )
-                    for i, figures in zip(idxs, fit(members, trainee, *data, stop)):
-                        results[i] = figures
-            except Interrupted:
-                raise
-            except Exception as e:
-                for i in idxs:
-                    results[i] = e
-    return results
+def fused_groups(runs: dict) -> list[list[int]]:
+    """The runs (index -> Run) that train as one fused model: one group per fusion key and progress point (jobs
+    resumed from different checkpoints train apart); a run no other can join trains alone."""
+    points: dict[tuple, list[int]] = {}
+    for i, run in runs.items():
+        key = fusion_key(run.cfg)
+        points.setdefault((key, run.p.epoch, run.p.step, run.p.global_step) if key else ("alone", i), []).append(i)
+    if any(len(idxs) > 1 and runs[idxs[0]].device.type == "cpu" for idxs in points.values()):
+        note_cpu()
+    return list(points.values())

@@ -7,6 +7,7 @@ each sweep job as one run named after its folder.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,23 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
-NOT_HPARAMS = (
-    "trainer.progress",
-    "data.root",
-    "data.download",
-    "hparams_search",
-)  # how a run is shown or fed, not what it learns
+# how a run is shown or fed, not what it learns
+NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")
+# a run's status as its HParams session ends: the rest failed
+SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
 
 
 class RunLogger:
     """Writes one run's events; `resume_step` drops any point at or after it left by an earlier try."""
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
-        self.run_dir, self._session = run_dir, []
-        from torch.utils.tensorboard import (
-            SummaryWriter,
-        )  # here, not at the top: the command line answers without torch
+        # here, not at the top: the command line answers without torch
+        from torch.utils.tensorboard import SummaryWriter
 
+        self.run_dir, self._session = run_dir, []
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -64,20 +62,16 @@ class RunLogger:
         self._write_session()
 
     def session_end(self, status: str, quietly: bool = False) -> None:
-        """Close the run's session: completed or diverged runs as success, interrupted as unknown (it may go on), the rest as failed."""
+        """Close the run's session: completed or diverged runs as success, interrupted as unknown (it may go on), the
+        rest as failed; `quietly` as in close."""
         from tensorboard.plugins.hparams import api_pb2, metadata
         from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
 
-        code = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}.get(
-            status, "STATUS_FAILURE"
-        )
-        try:
+        code = SESSION_STATUS.get(status, "STATUS_FAILURE")
+        with suppress(OSError) if quietly else nullcontext():
             info = SessionEndInfo(status=api_pb2.Status.Value(code), end_time_secs=time.time())
             self._session = [*self._session[:1], _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)]
             self._write_session()
-        except OSError:
-            if not quietly:
-                raise
 
     def _write_session(self) -> None:
         """The session in an event file of its own, replacing the last try's: TensorBoard keeps the first session
@@ -97,11 +91,8 @@ class RunLogger:
 
     def close(self, quietly: bool = False) -> None:
         """Flush and close; `quietly` after an error, when a second one (a full disk) would only hide the first."""
-        try:
+        with suppress(OSError) if quietly else nullcontext():
             self.writer.close()
-        except OSError:
-            if not quietly:
-                raise
 
 
 def _hparams_summary(tag: str, **data):

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from lenet_exp.config import lenet_image_sizes, shrink_message
+from lenet_exp.schema import lenet_image_sizes, shrink_message
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 INITS = ("xavier_uniform", "kaiming_uniform", "default")

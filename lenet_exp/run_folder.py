@@ -1,28 +1,38 @@
-"""One folder, one run: the lock a run holds while it writes, the checks made before anything is written, the record.
+"""One folder, one run: the object that owns a run folder's lock, checks, record, metrics.json and checkpoints.
 
-A run folder keeps one run's true record: `.hydra/` (its settings, written here once the checks pass),
-metrics.json (status and figures), checkpoints/last.pt (the state to continue from), TensorBoard events
-and train.log. A command takes the folder's lock, then checks that the folder's record belongs to the run
-it was asked for, and writes nothing before both pass, so a refused command leaves every file as it was.
-The lock is an flock on the folder itself: the OS releases it when the process dies, however it dies.
+A run folder keeps one run's true record: `.hydra/` (its settings, written once the checks pass), metrics.json
+(status and figures), checkpoints/last.pt (the state to continue from), best.pt and final.pt (weights),
+TensorBoard events and train.log. A command takes the folder's lock (an flock the OS releases however the
+process dies), checks that the record belongs to the run it was asked for, and writes nothing before both
+pass. Every file is written whole (a temporary file, fsync, rename), so a kill leaves the old file or the new.
 """
 
 from __future__ import annotations
 
 import fcntl
+import io
+import json
+import math
 import os
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp import run_files
 from lenet_exp.config import ConfigError
+from lenet_exp.words import one_line
 
 RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in this folder was asked to do
+METRICS = "metrics.json"  # status and figures, rewritten every epoch
+LAST = "checkpoints/last.pt"  # full training state for resuming, rewritten every epoch and on interrupt
+BEST = "checkpoints/best.pt"  # model weights of the epoch with the best test accuracy
+FINAL = "checkpoints/final.pt"  # model weights at the end of a completed run
+RUN_FILES = (RECORD, METRICS, "checkpoints", "train.log")  # with events.out.tfevents.*: all a run writes
+MAX_RECORD_BYTES = 16 << 20  # a metrics.json is a few kB; anything near this is not one
 # Keys that may change between an interrupted try and its resumption: none of them changes the figures.
 # (Not device.threads: on the CPU the thread count changes the order of floating-point sums, and so the figures.)
 RESUMABLE_CHANGES = (
@@ -34,11 +44,154 @@ RESUMABLE_CHANGES = (
     "device.eval_batch_size",
 )
 FINAL_STATUSES = ("completed", "diverged")  # a rerun with the same epochs does not train these again
+CHANCE_MARGIN = 0.02  # best test acc within this of always guessing the most common test class: not learning
 _held: dict[str, int] = {}  # folders this process has locked: resolved path -> open descriptor
 
 
 class FolderRefused(ConfigError):
     """This folder's record belongs to another run, or another process writes there: nothing was written."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint exists but cannot be used; the message names the file and the remedy."""
+
+
+class DamagedRecord(ValueError):
+    """A metrics.json that is there but is not a run's record; the message says what is wrong with it."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run files are for everyone to read
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # name the file the write was for
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity become null, so the files stay standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
+
+
+def load_json(path: Path) -> dict | None:
+    """A small JSON object from a regular file; None when there is none; DamagedRecord when it is not one."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if not path.is_file():  # a folder, a pipe, a broken link: never opened, so never waited on
+        raise DamagedRecord(f"{path.name}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+        if len(data) > MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {MAX_RECORD_BYTES >> 20} MB")
+        obj = json.loads(data)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DamagedRecord(f"{path.name}: {one_line(e, 160)}") from None
+    if not isinstance(obj, dict):
+        raise DamagedRecord(f"{path.name}: not a JSON object")
+    return obj
+
+
+def read_json(path: Path) -> dict | None:
+    """A small JSON object from a file, or None when there is none, it is unreadable or not an object."""
+    try:
+        return load_json(path)
+    except DamagedRecord:
+        return None
+
+
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _count(v: Any) -> bool:
+    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+
+
+def _history(v: Any) -> bool:
+    return v is None or (isinstance(v, dict) and all(isinstance(h, list) and all(map(_number, h)) for h in v.values()))
+
+
+FIELD_TYPES = {  # what a run writes in metrics.json, and so what every reader may rely on
+    "status": lambda v: isinstance(v, str),
+    "epochs_completed": _count,
+    "steps_completed": _count,
+    **{k: _number for k in ("test_acc", "best_test_acc", "train_loss", "train_acc", "examples_per_sec")},
+    "chance_test_acc": _number,
+    "cpu_threads": _count,
+    "error": lambda v: v is None or isinstance(v, str),
+    "note": lambda v: v is None or isinstance(v, str),
+    "history": _history,
+}
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """The run's metrics.json with every field of the type a run writes; None when there is none.
+    DamagedRecord when it is there but is not a run's record."""
+    metrics = load_json(Path(run_dir) / METRICS)
+    for field, ok in FIELD_TYPES.items():
+        if metrics is not None and not ok(metrics.get(field)):
+            raise DamagedRecord(f"{METRICS}: {field} is {metrics.get(field)!r:.40}, not what a run writes there")
+    return metrics
+
+
+def not_learning(metrics: dict) -> bool:
+    """The run's best test accuracy stays at chance: it learned nothing, whatever its status says."""
+    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")
+    return (
+        _number(best) and _number(chance) and best is not None and chance is not None and best <= chance + CHANCE_MARGIN
+    )
+
+
+def save_checkpoint(path: Path, obj: Any) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a training-state checkpoint, refusing a damaged one with a clear message."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no code runs
+        if not isinstance(state, dict) or not {"model", "optimizer", "rng", "progress", "settings"} <= state.keys():
+            raise ValueError("not a lenet_exp training state")
+        progress = state["progress"]
+        if not isinstance(progress, dict) or not all(
+            isinstance(progress.get(k), int) for k in ("epoch", "step", "global_step")
+        ):
+            raise ValueError("no readable progress in it")
+    except Exception as e:
+        reason = one_line((str(e).strip() or type(e).__name__).splitlines()[0], 160)
+        raise CheckpointError(
+            f"{path}: cannot resume from this checkpoint, it is damaged ({reason}); "
+            "put back an intact copy to continue, or move the run folder away (or choose a new output folder) "
+            "to start over"
+        ) from None
+    return state
 
 
 def first_missing(path: Path) -> Path | None:
@@ -50,17 +203,27 @@ def first_missing(path: Path) -> Path | None:
 
 
 def remove_empty(folder: Path, up_to: Path | None) -> None:
-    """Remove `folder` and its parents up to `up_to` while they are empty: what a refused command made and left unused."""
+    """Remove `folder` and its parents up to `up_to` while they are empty and no process holds them: what a refused
+    command made, unused (a folder another process has locked meanwhile is its folder now)."""
     if up_to is None:
         return
     folder, up_to = Path(os.path.abspath(folder)), Path(os.path.abspath(up_to))
     while True:
         try:
-            folder.rmdir()  # only an empty folder goes
+            fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            pass  # already gone (the run's own cleanup): on to its parent
+            fd = None  # already gone (the run's own cleanup): on to its parent
         except OSError:
             return
+        if fd is not None:
+            try:
+                if not _try_lock(fd, fcntl.LOCK_EX, patience=0):
+                    return
+                folder.rmdir()  # only an empty folder goes, and only under its lock
+            except OSError:
+                return
+            finally:
+                os.close(fd)
         if folder == up_to or folder == folder.parent:
             return
         folder = folder.parent
@@ -107,10 +270,8 @@ def _holder(folder: Path) -> str:
         for line in Path("/proc/locks").read_text().splitlines():
             fields = line.split()
             if "->" not in fields and len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
-                pid = fields[4]
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                cmd = cmd if len(cmd) <= 160 else cmd[:160].rsplit(" ", 1)[0] + " ..."
-                return f"process {pid}" + (f" ({cmd})" if cmd else "")
+                cmd = Path(f"/proc/{fields[4]}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return f"process {fields[4]}" + (f" ({one_line(cmd, 160)})" if cmd.strip() else "")
     except (OSError, ValueError):
         pass
     return "another process"
@@ -129,32 +290,45 @@ def _try_lock(fd: int, mode: int, patience: float) -> bool:
             time.sleep(0.05)
 
 
+def _lock(folder: Path, patience: float) -> int | None:
+    """A descriptor holding the folder's exclusive lock (the folder made if missing), or None when another process
+    holds it. A folder removed or replaced while this one waited is locked afresh, so the lock is on the folder."""
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+        if not _try_lock(fd, fcntl.LOCK_EX, patience):
+            os.close(fd)
+            return None
+        try:
+            if os.path.samestat(os.stat(folder), os.fstat(fd)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 @contextmanager
 def locked(folder: Path):
     """Hold the folder's exclusive lock for the block; refuse at once when another process holds it.
 
-    A folder this block made or found empty is removed again when the block fails, so a refused
-    command leaves no empty run folder behind.
+    A folder found empty is removed again, under the lock, when the block fails, so a refused command leaves no
+    empty run folder behind.
     """
     key = str(folder.resolve())
     if key in _held:  # this process holds it already (a run inside a sweep that locked it)
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    fd = _lock(folder, patience=1.0)
+    if fd is None:
+        raise FolderRefused(f"{folder} is in use by {_holder(folder)}; wait for it to end, or choose another folder")
     was_empty = not any(folder.iterdir())
-    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    _held[key] = fd
     try:
-        if not _try_lock(fd, fcntl.LOCK_EX, patience=1.0):
-            raise FolderRefused(
-                f"{folder} is in use by {_holder(folder)}; wait for it to end, or choose another folder"
-            )
-        _held[key] = fd
-        try:
-            yield
-        except BaseException:
-            if was_empty and not any(folder.iterdir()):
-                folder.rmdir()
-            raise
+        yield
+    except BaseException:
+        if was_empty and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
     finally:
         _held.pop(key, None)
         os.close(fd)  # releases the lock
@@ -202,23 +376,6 @@ def first_difference(then: dict, now: dict) -> str | None:
     return f"{k}={then.get(k, '<unset>')!r} there, {now.get(k, '<unset>')!r} now"
 
 
-def saved_settings(run_dir: Path) -> dict | None:
-    """The settings of the run recorded in `.hydra/config.yaml`, or None when there is no record."""
-    path = run_dir / RECORD / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        saved = OmegaConf.load(path)
-        try:
-            return settings_of(OmegaConf.to_container(saved, resolve=True))
-        except Exception:  # an interpolation into the hydra node, which config.yaml does not hold
-            return settings_of(OmegaConf.to_container(saved, resolve=False))
-    except Exception as e:
-        raise FolderRefused(
-            f"{path}: unreadable ({' '.join(str(e).split())[:200]}); move the folder away or choose another"
-        ) from None
-
-
 @dataclass
 class Plan:
     """What to do in a run folder: start afresh, continue from `state`, or nothing (`done` holds its figures)."""
@@ -228,132 +385,161 @@ class Plan:
     note: str = ""  # one line for the log: how this try starts
 
 
-def _record(run_dir: Path) -> dict:
-    """metrics.json as a dict ({} when there is none); refused when it is there but is no run's record."""
-    path = run_dir / run_files.METRICS
-    if not path.exists() and not path.is_symlink():
-        return {}
-    metrics = run_files.read_metrics(run_dir)
-    counts = (
-        [metrics.get(k) or 0 for k in ("epochs_completed", "steps_completed")] if isinstance(metrics, dict) else [None]
-    )
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        raise FolderRefused(
-            f"{path} is unreadable or not a run's record, so what this folder holds cannot be told; put back an intact copy, "
-            "or move the folder away (or choose a new output folder) to start over"
-        )
-    return metrics
+START_OVER = "move the folder away (or choose a new output folder) to start over"
 
 
-def _trained_without_record(run_dir: Path) -> str | None:
-    """With no metrics.json to tell, traces of training: saved weights, or curves. (With one, it tells: a run that
-    failed before its first checkpoint, a full disk say, may have left best.pt and still starts over.)"""
-    if (run_dir / run_files.METRICS).exists():
-        return None
-    for name in (run_files.BEST, run_files.FINAL):
-        if (run_dir / name).exists():
-            return name
-    if any(p.stat().st_size for p in run_dir.glob("events.out.tfevents.*")):
-        return "TensorBoard curves"
-    return None
+class RunFolder:
+    """A run's folder and every file of it: one owner for its lock, plan, record, metrics.json and checkpoints."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
 
-def plan_run(run_dir: Path, settings: dict, epochs: int) -> Plan:
-    """Decide from the folder's record how this run starts; refuse (FolderRefused) when the record is not this run's.
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
 
-    Refused: other settings; fewer epochs than already trained; a record of training with no last.pt to continue from.
-    """
-    metrics = _record(run_dir)
-    last = run_dir / run_files.LAST
-    state = run_files.load_checkpoint(last) if last.exists() else None
-    trained = (
-        state is not None
-        or metrics.get("epochs_completed")
-        or metrics.get("steps_completed")
-        or _trained_without_record(run_dir)
-    )
-    if not trained:
-        _check_holds_only_a_run(run_dir)
-        note = (
-            f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over"
-            if metrics
-            else ""
-        )
-        return Plan(note=note)
-    for then in (saved_settings(run_dir), state and state.get("settings")):
-        if then is not None and (diff := first_difference(then, settings)):
+    def locked(self):
+        return locked(self.path)
+
+    def in_use(self) -> bool:
+        return in_use(self.path)
+
+    def metrics(self) -> dict | None:
+        """metrics.json, typed (see read_metrics); None when there is none."""
+        return read_metrics(self.path)
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.path / METRICS, metrics)
+
+    def live_metrics(self) -> dict | None:
+        """metrics.json as it stands; a `running` that no process backs shows as `interrupted` (it was killed)."""
+        metrics = self.metrics()
+        if metrics and metrics.get("status") == "running" and not self.in_use():
+            error = metrics.get("error") or "the process ended without a word (killed?); rerun to continue"
+            return {**metrics, "status": "interrupted", "error": error}
+        return metrics
+
+    def record_end(self, error: str, status: str = "failed") -> None:
+        """Mark the run failed (or interrupted) with a one-line reason, keeping its figures so far; if even that fails
+        (a full disk), the lock's release tells the summary."""
+        try:
+            try:
+                metrics = self.metrics() or {"epochs_completed": 0, "steps_completed": 0}
+            except DamagedRecord:
+                metrics = {"epochs_completed": 0, "steps_completed": 0}
+            self.write_metrics({**metrics, "status": status, "error": one_line(error)[:500]})
+        except OSError:
+            pass
+
+    def save(self, name: str, obj: Any) -> None:
+        """A checkpoint (LAST, BEST or FINAL), written whole."""
+        save_checkpoint(self.path / name, obj)
+
+    def has_curves(self) -> bool:
+        return any(self.path.glob("events.out.tfevents.*"))
+
+    def write_record(self, cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
+        """`.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml` as Hydra writes them, once the checks have passed."""
+        record = self.path / RECORD
+        atomic_write(record / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+        if hydra_cfg is not None:
+            atomic_write(record / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg).encode())
+            atomic_write(record / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task).encode())
+        elif not (record / "overrides.yaml").exists():
+            atomic_write(record / "overrides.yaml", b"[]\n")
+
+    def saved_settings(self) -> dict | None:
+        """The settings recorded in `.hydra/config.yaml`, or None when there is no record."""
+        path = self.path / RECORD / "config.yaml"
+        if not path.is_file():
+            return None
+        try:
+            saved = OmegaConf.load(path)
+            try:
+                return settings_of(OmegaConf.to_container(saved, resolve=True))
+            except Exception:  # an interpolation into the hydra node, which config.yaml does not hold
+                return settings_of(OmegaConf.to_container(saved, resolve=False))
+        except Exception as e:
             raise FolderRefused(
-                f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, or choose a new output folder"
+                f"{path}: unreadable ({one_line(e, 200)}); move the folder away or choose another"
+            ) from None
+
+    def _record(self) -> dict:
+        """metrics.json ({} when there is none); refused when it is there but is no run's record."""
+        try:
+            return self.metrics() or {}
+        except DamagedRecord:
+            raise FolderRefused(
+                f"{self.path / METRICS} is unreadable or not a run's record, so what this folder holds cannot be told; "
+                f"put back an intact copy, or {START_OVER}"
+            ) from None
+
+    def _trained_without_record(self) -> str | None:
+        """With no metrics.json to tell, traces of training: saved weights, or curves. (With one, it tells: a run that
+        failed before its first checkpoint, a full disk say, may have left best.pt and still starts over.)"""
+        if (self.path / METRICS).exists():
+            return None
+        for name in (BEST, FINAL):
+            if (self.path / name).exists():
+                return name
+        if any(p.stat().st_size for p in self.path.glob("events.out.tfevents.*")):
+            return "TensorBoard curves"
+        return None
+
+    def _check_holds_only_a_run(self) -> None:
+        """Refuse a folder that holds something other than a run (a sweep, a project, someone's files)."""
+        if (self.path / "multirun.yaml").exists():
+            raise FolderRefused(
+                f"{self.path} holds a sweep, not a single run; resume one of its job folders, "
+                "or choose a new output folder"
             )
-    progress = (state or {}).get("progress") or {}
-    done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
-    into = done_epochs + (1 if progress.get("step") else 0)  # an epoch begun counts: its steps are in the curves
-    status = metrics.get("status")
-    if status in FINAL_STATUSES and (status == "diverged" or done_epochs == epochs):
-        return Plan(done=metrics)
-    if into > epochs:
-        trained = f"trained into epoch {into}" if progress.get("step") else f"trained {done_epochs} epochs"
-        raise FolderRefused(
-            f"{run_dir} has {trained} already; trainer.epochs={epochs} asks for fewer. "
-            f"Give trainer.epochs={into} or more to continue it, or choose a new output folder"
+        others = sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in RUN_FILES and not p.name.startswith("events.out.tfevents.")
         )
-    if state is None:
-        what = (
-            f"a run trained for {done_epochs} epochs (status {status})"
-            if metrics
-            else f"a trained run ({_trained_without_record(run_dir)})"
-        )
-        raise FolderRefused(
-            f"{run_dir} holds {what} but no {run_files.LAST} to continue from; "
-            "restore that file to continue, or move the folder away (or choose a new output folder) to start over"
-        )
-    step = f", step {progress['step']}" if progress.get("step") else ""
-    return Plan(
-        state=state,
-        note=f"resuming in {run_dir} from epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})",
-    )
+        if others:
+            listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise FolderRefused(f"{self.path} holds other files ({listed}), not a run; choose an empty or new folder")
 
+    def plan(self, settings: dict, epochs: int) -> Plan:
+        """Decide from the record how this run starts; refuse (FolderRefused) when the record is not this run's.
 
-RUN_FILES = (RECORD, run_files.METRICS, "checkpoints", "train.log")
-
-
-def _check_holds_only_a_run(run_dir: Path) -> None:
-    """Refuse a folder that holds something other than a run (a sweep, a project, someone's files)."""
-    if (run_dir / "multirun.yaml").exists():
-        raise FolderRefused(
-            f"{run_dir} holds a sweep, not a single run; resume one of its job folders, or choose a new output folder"
-        )
-    others = sorted(
-        p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith("events.out.tfevents.")
-    )
-    if others:
-        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise FolderRefused(f"{run_dir} holds other files ({listed}), not a run; choose an empty or new folder")
-
-
-def write_record(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
-    """`.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml` as Hydra writes them, once the checks have passed."""
-    record = run_dir / RECORD
-    run_files.atomic_write(record / "config.yaml", OmegaConf.to_yaml(cfg).encode())
-    if hydra_cfg is not None:
-        run_files.atomic_write(record / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg).encode())
-        run_files.atomic_write(record / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task).encode())
-    elif not (record / "overrides.yaml").exists():
-        run_files.atomic_write(record / "overrides.yaml", b"[]\n")
-
-
-def record_failure(run_dir: Path, error: str, status: str = "failed") -> None:
-    """Mark the run in metrics.json as failed (or interrupted) with a one-line reason, keeping its figures so far."""
-    metrics = run_files.read_metrics(run_dir) or {"epochs_completed": 0, "steps_completed": 0}
-    run_files.write_metrics(run_dir, {**metrics, "status": status, "error": " ".join(error.split())[:500]})
-
-
-def live_status(run_dir: Path, metrics: dict) -> dict:
-    """metrics.json as it stands, with a `running` no process backs shown as `interrupted` (the process was killed)."""
-    if metrics.get("status") == "running" and not in_use(run_dir):
-        return {
-            **metrics,
-            "status": "interrupted",
-            "error": metrics.get("error") or "the process ended without a word (killed?); rerun to continue",
-        }
-    return metrics
+        Refused: other settings; fewer epochs than trained; a record of training with no last.pt to continue from.
+        """
+        metrics, run_dir = self._record(), self.path
+        state = load_checkpoint(run_dir / LAST) if (run_dir / LAST).exists() else None
+        steps = metrics.get("epochs_completed") or metrics.get("steps_completed")
+        if state is None and not steps and not self._trained_without_record():
+            self._check_holds_only_a_run()
+            note = f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over"
+            return Plan(note=note if metrics else "")
+        for then in (self.saved_settings(), state and state.get("settings")):
+            if then is not None and (diff := first_difference(then, settings)):
+                raise FolderRefused(
+                    f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, "
+                    "or choose a new output folder"
+                )
+        progress = (state or {}).get("progress") or {}
+        done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
+        into = done_epochs + (1 if progress.get("step") else 0)  # an epoch begun counts: its steps are in the curves
+        status = metrics.get("status")
+        if status in FINAL_STATUSES and (status == "diverged" or done_epochs == epochs):
+            return Plan(done=metrics)
+        if into > epochs:
+            trained = f"trained into epoch {into}" if progress.get("step") else f"trained {done_epochs} epochs"
+            raise FolderRefused(
+                f"{run_dir} has {trained} already; trainer.epochs={epochs} asks for fewer. "
+                f"Give trainer.epochs={into} or more to continue it, or choose a new output folder"
+            )
+        if state is None:
+            what = (
+                f"a run trained for {done_epochs} epochs (status {status})"
+                if metrics
+                else f"a trained run ({self._trained_without_record()})"
+            )
+            raise FolderRefused(
+                f"{run_dir} holds {what} but no {LAST} to continue from; restore that file to continue, or {START_OVER}"
+            )
+        step = f", step {progress['step']}" if progress.get("step") else ""
+        at = f"epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})"
+        return Plan(state=state, note=f"resuming in {run_dir} from {at}")

@@ -22,13 +22,9 @@ class Interrupted(BaseException):
 
 
 class StopSignals:
-    """SIGINT/SIGTERM: before training, stop at once (nothing is written yet); while training, raise a flag
-    the loop checks between steps, so a checkpoint can be saved; a second signal stops at once, but never
-    in the middle of writing files.
-
-    With `parent_pid` (a sweep job in another process than its sweep's), the sweep's death raises the flag too,
-    so a killed parallel sweep leaves no orphan jobs training on.
-    """
+    """SIGINT/SIGTERM: before training, stop at once (nothing is written yet); while training, raise a flag the loop
+    checks between steps, so a checkpoint can be saved; a second signal stops at once, but never mid-write. With
+    `parent_pid` (a job in another process than its sweep's), the sweep's death raises the flag too: no orphans."""
 
     def __init__(self, parent_pid: int | None = None) -> None:
         self.signum: int | None = None
@@ -46,9 +42,8 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self._writing or (
-            self.training and self.signum is None
-        ):  # never cut a write short; the loop checks the flag
+        # never cut a write short; while training, the loop checks the flag
+        if self._writing or (self.training and self.signum is None):
             self.signum = self.signum or signum
             return
         raise Interrupted(signum, saved=False)  # before training, or a second signal: stop now
@@ -64,10 +59,8 @@ class StopSignals:
 
     def _watch_parent(self) -> None:
         while not self._done.wait(0.5):
-            try:
-                os.kill(
-                    self._parent, 0
-                )  # the sweep process, whether it is this job's parent (joblib) or not (submitit)
+            try:  # the sweep process, whether it is this job's parent (a local pool) or not (a cluster launcher)
+                os.kill(self._parent, 0)
             except ProcessLookupError:
                 self.signum = self.signum or signal.SIGTERM
                 return

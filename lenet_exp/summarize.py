@@ -26,13 +26,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.run_files import MAX_METRICS_BYTES, METRICS, atomic_write, not_learning, read_json
-from lenet_exp.run_folder import live_status
+from lenet_exp.run_folder import METRICS, RunFolder, atomic_write, not_learning, read_json
 from lenet_exp.summary_plot import to_png
 from lenet_exp.summary_table import METRIC_COLUMNS, job_order, settings_csv, to_csv, to_markdown
-from lenet_exp.sweep import IGNORED, REFUSED, swept_keys
-
-HALVING = "halving.json"  # a halving search's own record: its rungs, choices and wall time
+from lenet_exp.sweep import HALVING, IGNORED, REFUSED, swept_keys
 
 
 def _is_job(folder: Path) -> bool:
@@ -52,49 +49,8 @@ def _overrides(job_dir: Path) -> dict:
 
 
 def _metrics(job_dir: Path) -> dict:
-    """metrics.json as it stands (a `running` that no process backs shows as interrupted); ValueError when unreadable."""
-    path = job_dir / METRICS
-    if not path.exists() and not path.is_symlink():
-        return {"status": "not started", "epochs_completed": 0}
-    if not path.is_file():  # a folder, a pipe, a broken link: never opened, so never waited on
-        raise ValueError(f"{METRICS}: not a regular file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_METRICS_BYTES + 1)
-        if len(data) > MAX_METRICS_BYTES:
-            raise ValueError(f"larger than {MAX_METRICS_BYTES >> 20} MB")
-        metrics = json.loads(data)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{METRICS}: {' '.join(str(e).split())[:160]}") from None
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{METRICS}: not a JSON object")
-    for field, ok in FIELD_TYPES.items():
-        if not ok(metrics.get(field)):
-            raise ValueError(f"{METRICS}: {field} is {metrics.get(field)!r:.40}, not what a run writes there")
-    return live_status(job_dir, metrics)
-
-
-def _number(v) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-FIELD_TYPES = {  # what summaries read from a metrics.json, and what a run writes there
-    "status": lambda v: isinstance(v, str),
-    "epochs_completed": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-    **{
-        k: _number
-        for k in ("test_acc", "best_test_acc", "train_loss", "train_acc", "examples_per_sec", "chance_test_acc")
-    },
-    "error": lambda v: v is None or isinstance(v, str),
-    "history": lambda v: (
-        v is None
-        or (
-            isinstance(v, dict)
-            and isinstance(v.get("test_acc", []), list)
-            and all(_number(x) for x in v.get("test_acc", []))
-        )
-    ),
-}
+    """metrics.json as it stands (a `running` no process backs shows as interrupted); ValueError when unreadable."""
+    return RunFolder(job_dir).live_metrics() or {"status": "not started", "epochs_completed": 0}
 
 
 def read_job(job_dir: Path) -> dict:
@@ -115,33 +71,28 @@ def read_job(job_dir: Path) -> dict:
             "not_learning": False,
             "note": "",
         }
-    history = metrics.get("history") if isinstance(metrics.get("history"), dict) else {}
     lazy = not_learning(metrics)
-    notes = [
-        metrics.get("note") if metrics.get("status") == "pruned" and isinstance(metrics.get("note"), str) else "",
-        "not learning (at chance)" if lazy else "",
-    ]
-    threads = metrics.get("cpu_threads")
+    notes = [metrics.get("note") if metrics["status"] == "pruned" else "", "not learning (at chance)" if lazy else ""]
     return {
         **row,
         **{c: metrics.get(c) for c in METRIC_COLUMNS},
         "error": metrics.get("error") or "",
-        "history": history.get("test_acc") or [],
+        "history": (metrics.get("history") or {}).get("test_acc") or [],
         "chance": metrics.get("chance_test_acc"),
         "not_learning": lazy,
         "note": "; ".join(n for n in notes if n),
-        "cpu_threads": threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
+        "cpu_threads": metrics.get("cpu_threads"),
     }
 
 
 def rank(row: dict) -> tuple:
     """Sort key, best first: completed jobs before any other, then by test accuracy, then by job number."""
-    acc = row["test_acc"] if isinstance(row["test_acc"], (int, float)) else None
+    acc = row["test_acc"]
     return (row["status"] != "completed", acc is None, -(acc or 0.0), job_order(row))
 
 
 def refusals(sweep_dir: Path) -> dict[str, dict]:
-    """Jobs this sweep's command was refused by their folders (in use, other settings) and left as they were: run_dir -> note.
+    """Jobs this sweep's command was refused by their folders (in use, other settings), as run_dir -> note.
 
     A note no longer applies once the job's metrics.json has changed since (its other process finished it, say).
     """
@@ -218,7 +169,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
         groups.setdefault(tuple((k, r["overrides"].get(k)) for k in keys if k != "seed"), []).append(r)
     settings = []
     for values, members in groups.items():
-        # a pruned setting's mean is at its last rung (the plot shows it apart); only completed settings rank as complete
+        # a pruned setting's mean is at its last rung (the plot shows it apart); only completed ones rank as complete
         accs = [m["test_acc"] for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
         bests = [m["best_test_acc"] for m in members if m["best_test_acc"] is not None]
         counts = {s: len(list(g)) for s, g in groupby(sorted(str(m["status"]) for m in members))}
@@ -274,7 +225,7 @@ def _sweeper_params(sweep_dir: Path, rows: list[dict]):
 
 
 def write_summary(sweep_dir: Path) -> list[dict]:
-    """Rebuild summary.csv, summary.md and summary.png (and summary_by_setting.csv) in a sweep folder; returns the rows, best first."""
+    """Rebuild summary.csv, summary.md, summary.png (and summary_by_setting.csv) in a sweep folder; rows best first."""
     summary = collect(sweep_dir)
     if not summary.rows:
         return summary.rows

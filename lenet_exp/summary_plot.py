@@ -11,30 +11,27 @@ from __future__ import annotations
 import io
 from itertools import groupby
 
+from lenet_exp.summary_table import job_order, parsed, short
+
 MARKERS = "os^DvP<>Xph*"
 LINES = ["-", "--", "-.", ":"]
 BEST, NOT_LEARNING, FAILED = "gold", "0.55", "tab:red"
-
-
-def _value(text):
-    import yaml
-
-    try:
-        return yaml.safe_load(text) if isinstance(text, str) else text
-    except yaml.YAMLError:
-        return text
-
-
-def _short(value) -> str:
-    v = _value(value)
-    return f"{v:.4g}" if isinstance(v, float) else str(value)
+CHANCE = {"color": NOT_LEARNING, "linestyle": ":", "linewidth": 1}  # the chance line, in every panel
+BESIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False}  # a legend beside the data
 
 
 def _setting(item: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={_short(item['overrides'].get(k, ''))}" for k in keys)
+    return ", ".join(f"{k}={short(item['overrides'].get(k, ''))}" for k in keys)
 
 
-def _is_number(v) -> bool:
+def _style(i: int, line: bool = True) -> dict:
+    """The i-th curve's marker and line, so that neighbours differ in both; `line` false: markers only."""
+    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)] if line else "none"}
+
+
+def _number_at(item: dict, key: str) -> bool:
+    """Whether the item's value of `key` is a number (not a bool)."""
+    v = parsed(item["overrides"].get(key))
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -45,20 +42,21 @@ def figure(summary):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = summary.rows
-    keys = [k for k in summary.keys if k != "seed"] if summary.settings is not None else summary.keys
+    rows, seeds = summary.rows, summary.settings is not None
+    keys = [k for k in summary.keys if k != "seed"] if seeds else summary.keys
     points = _points(summary)
     scored = [pt for pt in points if pt["acc"] is not None]
-    numeric = [k for k in keys if scored and all(_is_number(_value(pt["overrides"].get(k))) for pt in scored)]
+    numeric = [k for k in keys if scored and all(_number_at(pt, k) for pt in scored)]
     categorical = [k for k in keys if k not in numeric]
+    chance = max((r["chance"] for r in rows if r.get("chance") is not None), default=None)
     panels = max(len(numeric), 1) + 1
     fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), squeeze=False, layout="constrained")
     axes = list(axes[0])
     for ax, key in zip(axes, numeric):
-        _value_panel(ax, points, key, numeric, categorical, _chance(rows), seeds=summary.settings is not None)
+        _value_panel(ax, points, key, numeric, categorical, chance, seeds)
     if not numeric:
-        _bar_panel(axes[0], rows, summary.keys)
-    _curve_panel(axes[-1], rows, summary.keys)
+        _bar_panel(axes[0], rows, summary.keys, chance)
+    _curve_panel(axes[-1], rows, summary.keys, chance)
     fig.canvas.draw()  # lay out, then thin any tick labels that still touch
     for ax in axes:
         thin_tick_labels(ax)
@@ -76,7 +74,7 @@ def to_png(summary) -> bytes:
 
 
 def _points(summary) -> list[dict]:
-    """What the value panels draw, best first: one point per job, or per setting (mean and spread) when seeds are swept."""
+    """What the value panels draw, best first: a point per job, or per setting (mean and spread) with seeds swept."""
     if summary.settings is not None:
         return [
             {
@@ -102,86 +100,46 @@ def _points(summary) -> list[dict]:
     ]
 
 
-def _chance(rows: list[dict]) -> float | None:
-    levels = [r["chance"] for r in rows if r.get("chance") is not None]
-    return max(levels) if levels else None
-
-
 def _value_panel(
     ax, points: list[dict], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool
 ) -> None:
     """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid; seeds as a
     mean with its spread; jobs a halving search stopped early apart, as their figures are from fewer epochs."""
-    x = lambda pt: _value(pt["overrides"][key])  # noqa: E731
-    finished = [pt for pt in points if pt["acc"] is not None and not pt["pruned"]]
+    x = lambda pt: parsed(pt["overrides"][key])
+    label = lambda pt: _setting(pt, categorical) or ("mean test acc over seeds" if seeds else "final test acc")
+    scored = [pt for pt in points if pt["acc"] is not None]
+    finished = [pt for pt in scored if not pt["pruned"]]
     grid = all(len({pt["overrides"].get(k) for pt in finished}) == 1 for k in numeric if k != key)
-    label = lambda pt: _setting(pt, categorical) or ("mean test acc over seeds" if seeds else "final test acc")  # noqa: E731
     for i, (name, group) in enumerate(groupby(sorted(finished, key=label), key=label)):
         group = sorted(group, key=x)
-        style = {
-            "marker": MARKERS[i % len(MARKERS)],
-            "linestyle": LINES[i % len(LINES)] if grid else "none",
-            "label": name,
-        }
+        xs, ys = [x(pt) for pt in group], [pt["acc"] for pt in group]
         if seeds:
-            ax.errorbar(
-                [x(pt) for pt in group],
-                [pt["acc"] for pt in group],
-                yerr=[pt["err"] or 0.0 for pt in group],
-                capsize=3,
-                **style,
-            )
+            ax.errorbar(xs, ys, yerr=[pt["err"] or 0.0 for pt in group], capsize=3, label=name, **_style(i, grid))
         else:
-            ax.plot([x(pt) for pt in group], [pt["acc"] for pt in group], **style)
-    stopped = [pt for pt in points if pt["pruned"] and pt["acc"] is not None]
-    if stopped:
-        ax.scatter(
-            [x(pt) for pt in stopped],
-            [pt["acc"] for pt in stopped],
-            marker="o",
-            s=40,
-            facecolors="none",
-            edgecolors=NOT_LEARNING,
-            zorder=3,
-            label="pruned (stopped early; acc at its last rung)",
-        )
-    lazy = [pt for pt in points if pt["lazy"] and pt["acc"] is not None]
-    if lazy:
-        ax.scatter(
-            [x(pt) for pt in lazy],
-            [pt["acc"] for pt in lazy],
-            marker="x",
-            s=70,
-            color=NOT_LEARNING,
-            zorder=4,
-            label="not learning (at chance)",
-        )
-    broken = [pt for pt in points if pt["acc"] is None and _is_number(_value(pt["overrides"].get(key)))]
-    if broken:  # no figure to place them by: along the bottom edge, where their values are
-        ax.scatter(
-            [x(pt) for pt in broken],
-            [0.03] * len(broken),
-            transform=ax.get_xaxis_transform(),
-            marker="v",
-            s=60,
-            color=FAILED,
-            zorder=4,
-            clip_on=False,
-            label="failed or diverged (no final acc)",
-        )
+            ax.plot(xs, ys, label=name, **_style(i, grid))
+
+    def mark(pts: list[dict], label: str, ys: list | None = None, **style) -> None:
+        if pts:
+            ax.scatter([x(pt) for pt in pts], ys or [pt["acc"] for pt in pts], label=label, **style)
+
+    pruned, lazy = [pt for pt in scored if pt["pruned"]], [pt for pt in scored if pt["lazy"]]
+    hollow = {"marker": "o", "s": 40, "facecolors": "none", "edgecolors": NOT_LEARNING, "zorder": 3}
+    mark(pruned, "pruned (stopped early; acc at its last rung)", **hollow)
+    mark(lazy, "not learning (at chance)", marker="x", s=70, color=NOT_LEARNING, zorder=4)
+    broken = [pt for pt in points if pt["acc"] is None and _number_at(pt, key)]
+    # no figure to place them by: along the bottom edge, where their values are
+    edge = {"transform": ax.get_xaxis_transform(), "clip_on": False, "marker": "v", "s": 60, "color": FAILED}
+    mark(broken, "failed or diverged (no final acc)", [0.03] * len(broken), zorder=4, **edge)
     best = next((pt for pt in finished if pt["done"] and not pt["lazy"]), None)
     if best:
         ax.scatter([x(best)], [best["acc"]], marker="*", s=320, color=BEST, edgecolor="black", zorder=5, label="best")
     if chance is not None:
-        ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1, label="chance")
-    _value_axis(ax, sorted({x(pt) for pt in points if _is_number(_value(pt["overrides"].get(key)))}))
-    ax.set(
-        xlabel=key,
-        ylabel="mean final test acc (bars: spread over seeds)" if seeds else "final test acc",
-        title=f"test acc vs {key}",
-    )
+        ax.axhline(chance, label="chance", **CHANCE)
+    _value_axis(ax, sorted({x(pt) for pt in points if _number_at(pt, key)}))
+    ylabel = "mean final test acc (bars: spread over seeds)" if seeds else "final test acc"
+    ax.set(xlabel=key, ylabel=ylabel, title=f"test acc vs {key}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(fontsize=7, **BESIDE)
 
 
 def _value_axis(ax, values: list) -> None:
@@ -190,16 +148,13 @@ def _value_axis(ax, values: list) -> None:
 
     if not values:
         return
-    if min(values) > 0 and max(values) / min(values) > 10:
+    low, high = min(values), max(values)  # every value on the axis: jobs drawn along the edge widen no limits
+    if low > 0 and high / low > 10:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     if len(values) <= 8:  # a grid: a tick at each swept value
         ax.xaxis.set_major_locator(ticker.FixedLocator(values))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    low, high = (
-        min(values),
-        max(values),
-    )  # every value on the axis: jobs drawn along the edge widen no limits themselves
     if ax.get_xscale() == "log":
         ax.set_xlim(low / 1.4, high * 1.4)
     else:
@@ -207,55 +162,41 @@ def _value_axis(ax, values: list) -> None:
         ax.set_xlim(low - pad, high + pad)
 
 
-def _bar_panel(ax, rows: list[dict], keys: list[str]) -> None:
+def _bar_panel(ax, rows: list[dict], keys: list[str], chance: float | None) -> None:
     """No swept number: one bar per job, best on top; not-learning jobs grey, jobs without a figure listed at zero."""
     shown = rows[::-1]
     names = [f"{r['job']}: {_setting(r, keys)}" if keys else str(r["job"]) for r in shown]
     colors = [NOT_LEARNING if r.get("not_learning") else FAILED if r["test_acc"] is None else "tab:blue" for r in shown]
     ax.barh(names, [r["test_acc"] or 0.0 for r in shown], color=colors)
-    if (chance := _chance(rows)) is not None:
-        ax.axvline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1)
+    if chance is not None:
+        ax.axvline(chance, **CHANCE)
     ax.set(xlabel="final test acc (grey: not learning, red: no figure)", title="test acc per job (best on top)")
     ax.tick_params(axis="y", labelsize=7)
 
 
-def _curve_panel(ax, rows: list[dict], keys: list[str]) -> None:
+def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None) -> None:
     """Every job's test accuracy per epoch; a curve that coincides with an earlier one says so in the legend."""
     from matplotlib import ticker
 
-    jobs = sorted(
-        (r for r in rows if r["history"]),
-        key=lambda r: (isinstance(r["job"], str), r["job"] if isinstance(r["job"], int) else 0, str(r["job"])),
-    )
+    jobs = sorted((r for r in rows if r["history"]), key=job_order)
     seen: dict[tuple, object] = {}
     for i, r in enumerate(jobs):
         curve = tuple(r["history"])
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
         tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))
-        ax.plot(
-            range(1, len(curve) + 1),
-            curve,
-            marker=MARKERS[i % len(MARKERS)],
-            markersize=5,
-            linestyle=LINES[i % len(LINES)],
-            linewidth=1.3,
-            alpha=0.85,
-            label=f"{r['job']}: {_setting(r, keys)}{tag}{note}",
-        )
+        label = f"{r['job']}: {_setting(r, keys)}{tag}{note}"
+        ax.plot(range(1, len(curve) + 1), curve, markersize=5, linewidth=1.3, alpha=0.85, label=label, **_style(i))
     longest = max((len(r["history"]) for r in jobs), default=1)
     ax.set_xlim(0.5, longest + 0.5)  # one epoch too: a tick at 1, not at 0.945 and 1.05
-    ax.xaxis.set_major_locator(
-        ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True)
-    )
-    if (chance := _chance(rows)) is not None:
-        ax.axhline(chance, color=NOT_LEARNING, linestyle=":", linewidth=1)
+    ticks = ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True)
+    ax.xaxis.set_major_locator(ticks)
+    if chance is not None:
+        ax.axhline(chance, **CHANCE)
     ax.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
     ax.grid(alpha=0.3)
     if jobs:
-        ax.legend(
-            fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1 if len(jobs) <= 24 else 2
-        )
+        ax.legend(fontsize=6, ncol=1 if len(jobs) <= 24 else 2, **BESIDE)
 
 
 def label_boxes(ax, axis: str = "x") -> list:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-from itertools import groupby
+from collections import Counter
 
 import yaml
 
-from lenet_exp.run_files import CHANCE_MARGIN
+from lenet_exp.run_folder import CHANCE_MARGIN
+from lenet_exp.words import plural
 
 METRIC_COLUMNS = [
     "status",
@@ -24,41 +25,53 @@ METRIC_COLUMNS = [
     "examples_per_sec",
 ]
 SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
+AS_TYPED = {"True": "true", "False": "false"}  # True/False as a sweep writes them, as a user types them
 
 
-def _value(text):
+def parsed(text):
+    """An override's text as the value it stands for (`0.1` a float, `true` a bool); text that is no YAML as it is."""
     try:
         return yaml.safe_load(text) if isinstance(text, str) else text
     except yaml.YAMLError:
         return text
 
 
+def short(text) -> str:
+    """An override as a summary shows it: a float to four digits, anything else as written."""
+    v = parsed(text)
+    return f"{v:.4g}" if isinstance(v, float) else str(text)
+
+
 def job_order(row: dict) -> tuple:
     return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
 
 
-def to_csv(summary) -> str:
-    extra = ["rung"] if summary.search else []
+def _csv(header: list, rows) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", *summary.keys, *METRIC_COLUMNS, *extra, "note", "run_dir", "error"])
-    for r in summary.rows:
-        cells = [r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in METRIC_COLUMNS)]
-        writer.writerow([*cells, *(r.get(c) for c in extra), r["note"], r["run_dir"], r["error"]])
+    writer.writerows([header, *rows])
     return out.getvalue()
+
+
+def to_csv(summary) -> str:
+    extra = ["rung"] if summary.search else []
+    rows = (
+        [r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in METRIC_COLUMNS)]
+        + [*(r.get(c) for c in extra), r["note"], r["run_dir"], r["error"]]
+        for r in summary.rows
+    )
+    return _csv(["job", *summary.keys, *METRIC_COLUMNS, *extra, "note", "run_dir", "error"], rows)
+
+
+def _setting_cells(g: dict, keys: list[str]) -> list:
+    return [*(g["values"].get(k, "") for k in keys), *(g[c] for c in SETTING_COLUMNS)]
 
 
 def settings_csv(summary) -> str:
     """One row per setting (its swept keys without seed), ranked by mean test accuracy over its seeds."""
     keys = [k for k in summary.keys if k != "seed"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*keys, *SETTING_COLUMNS, "jobs"])
-    for g in summary.settings:
-        writer.writerow(
-            [*(g["values"].get(k, "") for k in keys), *(g[c] for c in SETTING_COLUMNS), " ".join(map(str, g["jobs"]))]
-        )
-    return out.getvalue()
+    rows = ([*_setting_cells(g, keys), " ".join(map(str, g["jobs"]))] for g in summary.settings)
+    return _csv([*keys, *SETTING_COLUMNS, "jobs"], rows)
 
 
 def _fmt(column: str, value) -> str:
@@ -69,24 +82,22 @@ def _fmt(column: str, value) -> str:
         return f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:.4f}"
-    parsed = _value(value) if isinstance(value, str) else value
-    return (f"{parsed:.4g}" if isinstance(parsed, float) else str(value)).replace(
-        "|", "\\|"
-    )  # a | would split the cell
+    return short(value).replace("|", "\\|")  # a | would split the cell
 
 
-def rerun_command(row: dict) -> str:
-    """The command that trains the job again to the same figures: on the CPU with the thread count it had (a parallel
-    sweep's workers have fewer threads than a run alone, and the count changes the order of floating-point sums)."""
-    args = [f"{k}={_bool_text(v)}" for k, v in row["overrides"].items()]
+def _table(header: list[str], rows) -> list[str]:
+    """A markdown table, each cell formatted for its column."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |" for cells in rows]
+
+
+def _rerun_args(row: dict, *more: str) -> str:
+    """The overrides that train a job (or a setting) again to the same figures: on the CPU with the thread count it had
+    (a parallel sweep's workers have fewer threads than a run alone, and the count changes the order of float sums)."""
+    args = [f"{k}={AS_TYPED.get(v, v)}" for k, v in row["overrides"].items()] + list(more)
     if row.get("cpu_threads") and "device.threads" not in row["overrides"]:
         args.append(f"device.threads={row['cpu_threads']}")
-    return "python -m lenet_exp " + " ".join(args)
-
-
-def _bool_text(value: str) -> str:
-    """True/False as a sweep writes them, true/false as a user types them."""
-    return {"True": "true", "False": "false"}.get(value, value)
+    return " ".join(args)
 
 
 def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
@@ -95,9 +106,9 @@ def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
     learned = [r for r in completed if not r["not_learning"]]
     if completed and not learned:
         return [
-            f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} of guessing "
-            "the most common class), so there is no best setting to rerun. Train longer or on more examples, or try other "
-            "learning rates (sigmoid needs large ones, relu smaller) or activations.",
+            f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} "
+            "of guessing the most common class), so there is no best setting to rerun. Train longer or on more "
+            "examples, or try other learning rates (sigmoid needs large ones, relu smaller) or activations.",
             "",
         ]
     if not learned:
@@ -107,16 +118,19 @@ def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
     where = " of the last rung" if halving else ""
     if len(tied) > 1:
         jobs = ", ".join(str(r["job"]) for r in sorted(tied, key=job_order))
-        head = f"Best{where}: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best. Rerun job {best['job']} with:"
+        head = (
+            f"Best{where}: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best. "
+            f"Rerun job {best['job']} with:"
+        )
     else:
         head = f"Best{where}: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:"
-    return [head, "", f"    {rerun_command(best)}", ""]
+    return [head, "", f"    python -m lenet_exp {_rerun_args(best)}", ""]
 
 
 def rungs_text(rungs: list[int]) -> str:
     """`rungs at 1, 3, 9 epochs`, or `one rung of 1 epoch` where the grid has room for no halving."""
     if len(rungs) == 1:
-        return f"one rung of {rungs[0]} epoch{'s' if rungs[0] != 1 else ''}"
+        return f"one rung of {plural(rungs[0], 'epoch')}"
     return f"rungs at {', '.join(map(str, rungs))} epochs"
 
 
@@ -129,8 +143,8 @@ def search_lines(summary) -> list[str]:
     state = "" if s.get("finished") else " (not finished: rerun the same command to continue)"
     return [
         f"Successive halving{state}: {s['settings']} settings ({s['jobs']} jobs), {rungs_text(s['rungs'])}, "
-        f"keeping the best 1/{s['eta']} after each. Work: {trained} epoch{'s' * (trained != 1)} trained of {full} for the full grid "
-        f"({100 * trained / full:.0f}%); wall time {minutes} min {seconds} s.",
+        f"keeping the best 1/{s['eta']} after each. Work: {plural(trained, 'epoch')} trained of {full} for the full "
+        f"grid ({100 * trained / full:.0f}%); wall time {minutes} min {seconds} s.",
         "",
     ]
 
@@ -142,76 +156,48 @@ def _setting_name(setting: dict, keys: list[str]) -> str:
 def setting_lines(summary) -> list[str]:
     """With seeds swept: the best setting by mean (and its lead over the next), then every setting's row."""
     keys = [k for k in summary.keys if k != "seed"]
-    settings, lines = summary.settings, ["## By setting (mean over seeds)", ""]
-    learned = [g for g in settings if g["complete"] and not g["not_learning"]]
+    lines = ["## By setting (mean over seeds)", ""]
+    learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
     if learned:
-        best, seeds = learned[0], ",".join(str(s) for s in learned[0]["seeds"])
+        best = learned[0]
         spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
         lead = ""
         if len(learned) > 1:
-            gap, spread_of = (
-                best["test_acc_mean"] - learned[1]["test_acc_mean"],
-                [g["test_acc_std"] or 0.0 for g in learned[:2]],
-            )
+            gap = best["test_acc_mean"] - learned[1]["test_acc_mean"]
             lead = f", {gap:.4f} above the next setting"
-            if gap <= max(spread_of):  # within the seeds' own spread: more seeds, not this ranking, can tell them apart
+            if gap <= max(g["test_acc_std"] or 0.0 for g in learned[:2]):
+                # within the seeds' own spread: more seeds, not this ranking, can tell them apart
                 lead += (
                     f" ({_setting_name(learned[1], keys)}), less than the spread over seeds: neither is clearly better"
                 )
-        args = " ".join(f"{k}={_bool_text(v)}" for k, v in best["overrides"].items()) + f" seed={seeds}"
-        if (
-            best.get("cpu_threads") and "device.threads" not in best["overrides"]
-        ):  # as rerun_command, for the same figures
-            args += f" device.threads={best['cpu_threads']}"
-        name = _setting_name(best, keys)
+        seeds = ",".join(map(str, best["seeds"]))
         lines += [
-            f"Best setting: {name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {best['n']} seeds{lead}. Rerun it with:",
+            f"Best setting: {_setting_name(best, keys)}: mean test acc {best['test_acc_mean']:.4f}{spread} "
+            f"over {best['n']} seeds{lead}. Rerun it with:",
             "",
-            f"    python -m lenet_exp --multirun {args}",
+            f"    python -m lenet_exp --multirun {_rerun_args(best, f'seed={seeds}')}",
             "",
         ]
-    header = [*keys, "n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for g in settings:
-        cells = [
-            *(g["values"].get(k, "") for k in keys),
-            g["n"],
-            g["test_acc_mean"],
-            g["test_acc_std"],
-            g["best_test_acc_mean"],
-            g["statuses"],
-        ]
-        lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
+    lines += _table([*keys, *SETTING_COLUMNS], (_setting_cells(g, keys) for g in summary.settings))
     return [*lines, "", "## Jobs", ""]
 
 
 def to_markdown(summary) -> str:
     rows, keys = summary.rows, summary.keys
     extra = ["rung"] if summary.search else []
-    header = ["job", *keys, *METRIC_COLUMNS, *extra]
-    lines = [f"# Sweep summary: {summary.sweep_dir}", ""]
-    counts = {s: len(list(g)) for s, g in groupby(sorted(str(r["status"]) for r in rows))}
-    lines += [
-        f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
-        "",
-    ]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(str(r["status"]) for r in rows).items()))
+    lines = [f"# Sweep summary: {summary.sweep_dir}", "", f"{plural(len(rows), 'job')}: {counts}", ""]
     if summary.search:
         lines += search_lines(summary)
     if summary.settings is not None:
         lines += setting_lines(summary)
     lines += best_lines(rows, halving=bool(summary.search))
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rungs = len(summary.search["rungs"]) if summary.search else 0
+    table = []
     for r in rows:
         status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
-        reached = [f"{r['rung']} of {rungs}"] if extra else []
-        cells = [
-            r["job"],
-            *(r["overrides"].get(k, "") for k in keys),
-            status,
-            *(r[c] for c in METRIC_COLUMNS[1:]),
-            *reached,
-        ]
-        lines.append("| " + " | ".join(_fmt(col, c) for col, c in zip(header, cells)) + " |")
+        figures = [status, *(r[c] for c in METRIC_COLUMNS[1:]), *([f"{r['rung']} of {rungs}"] if extra else [])]
+        table.append([r["job"], *(r["overrides"].get(k, "") for k in keys), *figures])
+    lines += _table(["job", *keys, *METRIC_COLUMNS, *extra], table)
     errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + (["", "Errors:", *errors] if errors else [])) + "\n"

@@ -17,11 +17,21 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.config import ConfigError
-from lenet_exp.run_files import read_json, write_json
-from lenet_exp.run_folder import RESUMABLE_CHANGES, FolderRefused, first_difference, settings_of
+from lenet_exp.run_folder import (
+    METRICS,
+    RESUMABLE_CHANGES,
+    DamagedRecord,
+    FolderRefused,
+    RunFolder,
+    first_difference,
+    read_json,
+    settings_of,
+    write_json,
+)
 
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
 SWEEP_RECORD = "sweep.json"  # what makes the folder's sweep the same sweep, written before the first job
+HALVING = "halving.json"  # a halving search's own record: its rungs, choices and wall time
 REFUSED = ".refused"  # jobs refused by their folders in the last run of the sweep command, one JSON line each
 SWEEP_FILES = (
     "multirun.yaml",
@@ -32,7 +42,7 @@ SWEEP_FILES = (
     "summary_by_setting.csv",
     REFUSED,
     "optimization_results.yaml",
-    "halving.json",
+    HALVING,
 )
 # Sweeper keys that do not change what any job trains: a rerun may change them.
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
@@ -111,7 +121,8 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
     ):
         if not subdir or ".." in Path(subdir).parts or subdir.startswith("/"):
             raise ConfigError(
-                f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute path, not empty)"
+                f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute "
+                "path, not empty)"
             )
         if not any(part in subdir for part in ("hydra.job.num", "hydra.job.id", "lenet_exp.job_dirname")):
             raise ConfigError(
@@ -120,55 +131,42 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
 
 
 def check_plugin_settings(cfg: DictConfig) -> None:
-    """The launcher's and the Optuna sweeper's own keys, checked before Hydra hands them to the plugins."""
-    launcher, sweeper = cfg.hydra.launcher, cfg.hydra.sweeper
-    target = str(launcher.get("_target_", ""))
-    if "Joblib" in target and (not _is_int(launcher.get("n_jobs")) or launcher.n_jobs == 0):
-        raise ConfigError(
-            f"hydra.launcher.n_jobs={launcher.get('n_jobs')!r} is not allowed: expected a non-zero integer (-1: one per CPU core)"
-        )
-    if "FusedLauncher" in target and (not _is_int(launcher.get("max_models")) or launcher.max_models < 1):
-        raise ConfigError(
-            f"hydra.launcher.max_models={launcher.get('max_models')!r} is not allowed: expected an integer >= 1 (1: every job alone)"
-        )
-    if "Submitit" in target and (not _is_number(launcher.get("timeout_min")) or launcher.timeout_min <= 0):
-        raise ConfigError(
-            f"hydra.launcher.timeout_min={launcher.get('timeout_min')!r} is not allowed: expected minutes > 0"
-        )
-    if "SlurmLauncher" in target and not shutil.which("sbatch"):
-        raise ConfigError(
-            "hydra/launcher=slurm needs SLURM, and sbatch is not found here; use hydra/launcher=parallel (or submitit_local) on this machine"
-        )
-    if "Optuna" in str(sweeper.get("_target_", "")):
-        if not _is_int(sweeper.get("n_trials")) or sweeper.n_trials < 1:
-            raise ConfigError(
-                f"hydra.sweeper.n_trials={sweeper.get('n_trials')!r} is not allowed: expected an integer >= 1"
-            )
-        if not _is_int(sweeper.get("n_jobs")) or sweeper.n_jobs < 1:
-            raise ConfigError(
-                f"hydra.sweeper.n_jobs={sweeper.get('n_jobs')!r} is not allowed: expected an integer >= 1"
-            )
-        if str(sweeper.get("direction")) not in ("maximize", "minimize", "Direction.maximize", "Direction.minimize"):
-            raise ConfigError(
-                f"hydra.sweeper.direction={sweeper.get('direction')!r} is not allowed: expected maximize (the task returns test accuracy)"
-            )
-        storage = sweeper.get("storage")
-        if storage is not None and not re.match(r"^[a-z][a-z0-9+]*://", str(storage)):
-            raise ConfigError(
-                f"hydra.sweeper.storage={storage!r} is not allowed: expected null (in memory) or a database URL such as sqlite:///optuna.db"
-            )
+    """The launcher's and the sweeper's own keys, checked before Hydra hands them to the plugins: lenet_exp's own
+    plugins by the rules of their config classes, the others' few keys lenet_exp relies on by the rules here."""
+    from lenet_exp.schema import INT_GE_1, check_node, check_value, is_int, is_number
 
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    others = {  # part of a plugin's class path, lower case -> its key -> rule
+        "joblib": {"n_jobs": (lambda v: is_int(v) and v != 0, "a non-zero integer (-1: one per CPU core)")},
+        "submitit": {"timeout_min": (lambda v: is_number(v) and v > 0, "minutes > 0")},
+        "optuna": {
+            "n_trials": INT_GE_1,
+            "n_jobs": INT_GE_1,
+            "direction": (
+                lambda v: str(v).removeprefix("Direction.") in ("maximize", "minimize"),
+                "maximize (the task returns test accuracy)",
+            ),
+            "storage": (
+                lambda v: v is None or re.match(r"^[a-z][a-z0-9+]*://", str(v)) is not None,
+                "null (in memory) or a database URL such as sqlite:///optuna.db",
+            ),
+        },
+    }
+    for part in ("launcher", "sweeper"):
+        node, prefix = cfg.hydra[part], f"hydra.{part}."
+        target = str(node.get("_target_", ""))
+        check_node(node, prefix)
+        for key, rule in next((rules for name, rules in others.items() if name in target.lower()), {}).items():
+            check_value(f"{prefix}{key}", node.get(key), rule)
+        if "SlurmLauncher" in target and not shutil.which("sbatch"):
+            raise ConfigError(
+                "hydra/launcher=slurm needs SLURM, and sbatch is not found here; use hydra/launcher=parallel "
+                "(or submitit_local) on this machine"
+            )
 
 
 def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: list[str]) -> None:
-    """hparams_search=halving: its keys in range, a sweep to halve, epochs it sets itself, folders it names itself."""
+    """hparams_search=halving: a grid to halve, a last rung no shorter than the first, epochs and folders it sets
+    itself. (Its keys' own rules are in its config class, checked with the other plugins' settings.)"""
     if not multirun:
         raise ConfigError("hparams_search=halving searches over a sweep: add --multirun and the values to search")
     for o in overrides:
@@ -178,34 +176,17 @@ def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: 
                 "interval(...) is a search space for hparams_search=optuna"
             )
     sweeper = cfg.hydra.sweeper
-    rules = {
-        "hydra.sweeper.eta": (
-            sweeper.eta,
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
-            "an integer >= 2",
-        ),
-        "hydra.sweeper.min_epochs": (
-            sweeper.min_epochs,
-            lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-            "an integer >= 1",
-        ),
-        "hydra.sweeper.max_epochs": (
-            sweeper.max_epochs,
-            lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= sweeper.min_epochs),
-            "null (trainer.epochs) or an integer >= hydra.sweeper.min_epochs",
-        ),
-    }
-    for key, (value, ok, allowed) in rules.items():
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
-    if (sweeper.max_epochs or cfg.trainer.epochs) < sweeper.min_epochs:
+    key = "trainer.epochs" if sweeper.max_epochs is None else "hydra.sweeper.max_epochs"
+    if (epochs := OmegaConf.select(cfg, key)) < sweeper.min_epochs:
         raise ConfigError(
-            f"trainer.epochs={cfg.trainer.epochs} is below hydra.sweeper.min_epochs={sweeper.min_epochs}: the last rung must train at least as long as the first"
+            f"{key}={epochs} is below hydra.sweeper.min_epochs={sweeper.min_epochs}: "
+            "the last rung must train at least as long as the first"
         )
     for arg in swept:
         if key_of(arg) == "trainer.epochs":
             raise ConfigError(
-                f"{arg}: halving sets each rung's epochs itself; give hydra.sweeper.min_epochs and max_epochs (or trainer.epochs) instead"
+                f"{arg}: halving sets each rung's epochs itself; give hydra.sweeper.min_epochs and max_epochs "
+                "(or trainer.epochs) instead"
             )
     if any(a.lstrip("+").startswith("hydra.sweep.subdir=") for a in overrides):
         raise ConfigError(
@@ -275,18 +256,23 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
     )
     if strangers:
         raise FolderRefused(
-            f"{sweep_dir} holds things no sweep writes there ({', '.join(strangers[:3])}); move them away, or choose a new hydra.sweep.dir"
+            f"{sweep_dir} holds things no sweep writes there ({', '.join(strangers[:3])}); move them away, or choose "
+            "a new hydra.sweep.dir"
         )
     now = sweep_identity(overrides, cfg)
     given = then.get("overrides") or []
-    refuse = f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it as it was ({' '.join(given)}), or choose a new hydra.sweep.dir"
+    refuse = (
+        f"{sweep_dir} holds a sweep of other settings ({{}}); rerun it as it was ({' '.join(given)}), "
+        "or choose a new hydra.sweep.dir"
+    )
     swept = set(then.get("swept") or []) | set(now["swept"])
     if diff := _override_difference(_by_key(given, swept), _by_key(overrides, swept)):
         raise FolderRefused(refuse.format(diff))
     if _swept_order(given) != _swept_order(overrides):
         raise FolderRefused(
             refuse.format(
-                f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs differently"
+                f"the swept keys in another order ({', '.join(_swept_order(overrides))}), which numbers the jobs "
+                "differently"
             )
         )
     if diff := first_difference(then.get("sweeper") or {}, now["sweeper"]):
@@ -336,9 +322,11 @@ def _swept_order(overrides: list[str]) -> list[str]:
 
 
 def _epochs_trained(job_dir: Path) -> int:
-    """Epochs a job folder has trained, from its metrics.json (0 when it has none or it is no regular file)."""
-    epochs = (read_json(job_dir / "metrics.json") or {}).get("epochs_completed")
-    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
+    """Epochs a job folder has trained, from its metrics.json (0 when it has none or it is not a run's record)."""
+    try:
+        return (RunFolder(job_dir).metrics() or {}).get("epochs_completed") or 0
+    except DamagedRecord:
+        return 0
 
 
 def _without(d: dict, keys: tuple) -> dict:
@@ -355,8 +343,8 @@ def _task_part(cfg: DictConfig) -> dict:
 
 
 def note_refusal(sweep_dir: Path, run_dir: Path, reason: str, overrides: list[str]) -> None:
-    """A job refused by its folder writes nothing there; the sweep folder keeps the reason, for its summary and exit status."""
-    metrics = run_dir / "metrics.json"
+    """A job refused by its folder writes nothing there; the sweep folder keeps why, for summary and exit status."""
+    metrics = run_dir / METRICS
     line = {
         "run_dir": run_dir.name,
         "reason": reason,

@@ -20,14 +20,14 @@ import time
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp import run_folder
+from lenet_exp.bench import WARMUP, sync, train_steps
 from lenet_exp.build import build
 from lenet_exp.config import Settings
 from lenet_exp.data import Split
+from lenet_exp.run_folder import Plan
 from lenet_exp.signals import StopSignals
-from lenet_exp.train import Progress, Run, Solo, epoch_order, plural, train_epoch
-
-WARMUP = 5  # steps before the clock starts (allocator, kernel selection, worker start-up)
+from lenet_exp.train import Progress, Run, Solo
+from lenet_exp.words import plural
 
 
 def settings_of_sweep(cfg: DictConfig, k: int) -> list[DictConfig]:
@@ -41,42 +41,20 @@ def settings_of_sweep(cfg: DictConfig, k: int) -> list[DictConfig]:
     return configs
 
 
-class _Member:
-    def __init__(self) -> None:
-        self.p, self.active = Progress(), True
-
-
 def _steps(trainee, data: Split, seeds: list[int], steps: int, s: Settings, device: torch.device) -> float:
     """Train `steps` steps after WARMUP ones (whole passes over the data as needed); returns the timed seconds."""
-    bs = s.data.batch_size
-    per_epoch = len(data) // bs
+    per_epoch = len(data) // s.data.batch_size
     done, start, epoch = 0, 0.0, 0
     with StopSignals() as stop:
         while done < steps + WARMUP:
             chunk = min(steps + WARMUP - done, per_epoch) if done >= WARMUP else WARMUP
-            part = Split(data.images[: chunk * bs], data.labels[: chunk * bs])
-            orders = torch.stack([epoch_order(len(part), seed, epoch, device) for seed in seeds])
-            train_epoch(
-                trainee,
-                part,
-                orders,
-                [_Member() for _ in seeds],
-                s,
-                stop,
-                on_log=lambda: None,
-                on_diverged=lambda m: None,
-            )
+            train_steps(trainee, data, seeds, chunk, s, stop, epoch)
             epoch, done = epoch + 1, done + chunk
             if done == WARMUP:
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def sequential(configs: list[DictConfig], data: Split, steps: int, device: torch.device) -> float:
@@ -96,7 +74,7 @@ def fused(configs: list[DictConfig], data: Split, steps: int, device: torch.devi
     for c in configs:
         s = Settings.from_cfg(c)
         model, optimizer = build(c, s, device)
-        runs.append(Run(c, s, device, model, optimizer, Progress(), None, None, run_folder.Plan()))
+        runs.append(Run(c, s, device, model, optimizer, Progress(), None, None, Plan()))
     seconds = _steps(FusedTrainee(runs), data, [c.seed for c in configs], steps, runs[0].s, device)
     return len(configs) * steps * configs[0].data.batch_size / seconds
 
@@ -176,7 +154,8 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
     arrangements = [
         ("sequential", lambda: sequential(configs, data, steps, device)),
         (
-            f"parallel ({plural(min(jobs, k), 'worker')} x {plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
+            f"parallel ({plural(min(jobs, k), 'worker')} x "
+            f"{plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
             lambda: parallel(configs, data, steps, device, jobs),
         ),
     ]
@@ -190,7 +169,8 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
         say(f"{name}: {figures[name]:,.0f} examples/sec")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(
-        f"{k} settings x {steps} timed steps, batch {cfg.data.batch_size}, on {device} ({where}), torch {torch.__version__}"
+        f"{k} settings x {steps} timed steps, batch {cfg.data.batch_size}, on {device} ({where}), torch "
+        f"{torch.__version__}"
     )
     print(f"{'arrangement':<36}{'examples/sec (aggregate)':>26}{'vs sequential':>16}")
     base = figures["sequential"]

@@ -1,21 +1,24 @@
-"""One training run with the textbook's semantics, fed from data resident on the device, and the loop that trains it.
+"""Training: one path for a run alone and for a fused group of runs, and the loop that trains them.
 
-`train(cfg, run_dir)` locks the run folder, checks everything and loads the data (`prepare`, which
-writes nothing), then trains, evaluating once an epoch, and writes everything into `run_dir`
-(`fit`): TensorBoard events, metrics.json and checkpoints. It continues from `checkpoints/last.pt`
-when an earlier try left one; any error after training starts leaves metrics.json `failed`.
+`train_group(jobs)` locks each job's folder, checks everything and loads the data (`prepare`, which writes
+nothing), writes each job's record, then trains (`fit`): evaluating once an epoch, writing TensorBoard events,
+metrics.json and checkpoints into each job's folder. A run alone is a group of one (`train(cfg, run_dir)`).
+A job continues from `checkpoints/last.pt` when an earlier try left one; any error after training starts
+leaves its metrics.json `failed` (or `interrupted`, for a signal).
 
-One loop serves one model and many: `fit` trains a list of members (runs) through a trainee that takes
-their steps, `Solo` for a run alone (the step as the textbook takes it), or a fused group of G models
-(lenet_exp.fused), each member keeping its own curves, checkpoints and metrics.json.
+The loop takes its steps through a trainee: `Solo` for one model (the step as the textbook takes it), or a
+fused model of G runs (lenet_exp.fused); each run keeps its own curves, checkpoints and metrics.json.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,13 +27,25 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lenet_exp import logger as tb
-from lenet_exp import run_files, run_folder
 from lenet_exp.build import build, check_trainable, cpu_weights, setup_device
 from lenet_exp.config import ConfigError, Settings, check_config
 from lenet_exp.console import EpochBar, wants_bar
 from lenet_exp.data import DATASETS, DataError, Split, load_dataset, to_input
 from lenet_exp.model import shape_table
+from lenet_exp.run_folder import (
+    BEST,
+    FINAL,
+    LAST,
+    CheckpointError,
+    FolderRefused,
+    Plan,
+    RunFolder,
+    locked,
+    not_learning,
+    settings_of,
+)
 from lenet_exp.signals import Interrupted, StopSignals
+from lenet_exp.words import one_line, plural
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +88,7 @@ class Progress:
 
     @property
     def steady_speed(self) -> float | None:
-        """Examples/sec of the epochs after the first, whose time holds one-time costs (CUDA start, autotuning, compile)."""
+        """Examples/sec of the epochs after the first, whose time holds one-time costs (CUDA start, autotuning)."""
         speeds = [v for v in self.speeds[1:] if v]
         return len(speeds) / sum(1 / v for v in speeds) if speeds else None  # equal epochs: total examples / total time
 
@@ -84,7 +99,7 @@ def mixed_precision(s: Settings, x: torch.Tensor) -> torch.autocast:
 
 
 def log_steps(num_batches: int, points: int) -> set[int]:
-    """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last one included."""
+    """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last included."""
     points = min(points, num_batches)  # at most one point a step
     return {math.ceil(num_batches * (k + 1) / points) for k in range(points)}
 
@@ -99,7 +114,7 @@ class Solo:
     def step(
         self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (1, B, 28, 28) uint8, labels (1, B): one step; the batch's summed loss and correct count, on the device."""
+        """images (1, B, 28, 28) uint8, labels (1, B): one step; the summed loss and correct count (on device)."""
         x, y = to_input(images[0], self.s.device.channels_last), labels[0]  # (B, 1, 28, 28), (B,)
         with mixed_precision(self.s, x):
             logits = self.net(x)  # (B, 10)
@@ -123,56 +138,51 @@ def train_epoch(
     trainee,
     data: Split,
     orders: torch.Tensor,
-    members: list,
+    progress: list[Progress],
+    active: list[bool],
     s: Settings,
-    stop: StopSignals,
-    on_log,
-    on_diverged,
-    on_step=None,
-) -> str:
-    """Train the members from their step to the end of the epoch: 'done', 'stopped' (a signal came) or 'diverged' (all did).
+    stop,
+    bar=None,
+) -> Iterator[None]:
+    """Train the active models from their step to the end of the epoch, or until a signal comes; yields at each log
+    point, once `progress` holds the running figures (the caller may then clear a model's `active` flag).
 
-    `orders` (G, N): each member's own shuffle. Loss and correct counts stay on the device and are read back only
-    at the log points: then `on_log()`, and `on_diverged(member)` for a member whose loss is no longer finite.
+    `orders` (G, N): each model's own shuffle. Loss and correct counts stay on the device until a log point.
     """
-    bs, p = s.data.batch_size, members[0].p
+    bs, first = s.data.batch_size, progress[active.index(True)]
     num_batches = math.ceil(len(data) / bs)
     points = log_steps(num_batches, s.trainer.log_points)
     device = data.images.device
-    loss_sums = torch.tensor([m.p.loss_sum for m in members], device=device)  # (G,), no sync per step
-    corrects = torch.tensor([m.p.correct for m in members], device=device)
-    stepping = [m.active for m in members]
-    active = torch.tensor(stepping, device=device)  # (G,) which models take steps
-    for step in range(p.step, num_batches):
+    loss_sums = torch.tensor([p.loss_sum for p in progress], device=device)  # (G,), no sync per step
+    corrects = torch.tensor([p.correct for p in progress], device=device)
+    stepping = list(active)
+    mask = torch.tensor(stepping, device=device)  # (G,) which models take steps
+    for step in range(first.step, num_batches):
         if stop.signum is not None:
             break
         idx = orders[:, step * bs : (step + 1) * bs]  # (G, B)
-        losses, correct = trainee.step(data.images[idx], data.labels[idx], active)
+        losses, correct = trainee.step(data.images[idx], data.labels[idx], mask)
         loss_sums += losses
         corrects += correct
-        for m in members:
-            if m.active:
-                m.p.step, m.p.global_step, m.p.seen = step + 1, m.p.global_step + 1, m.p.seen + idx.shape[1]
-        if on_step:
-            on_step(idx.shape[1])
+        for p in (p for p, on in zip(progress, stepping) if on):
+            p.step, p.global_step, p.seen = step + 1, p.global_step + 1, p.seen + idx.shape[1]
+        if bar:
+            bar.advance(idx.shape[1])
         if step + 1 in points:
-            for m, loss_sum, n_correct in zip(
-                members, loss_sums.tolist(), corrects.tolist()
-            ):  # the only syncs of the epoch
-                if m.active:
-                    m.p.loss_sum, m.p.correct = loss_sum, int(n_correct)
-            on_log()
-            for g, m in enumerate(members):
-                if m.active and not math.isfinite(m.p.loss_sum):
-                    on_diverged(m)
-                if stepping[g] and not m.active:  # diverged, or failed alone in a fused group
-                    stepping[g] = active[g] = False
-            if not any(m.active for m in members):
-                return "diverged"
-    for m, loss_sum, n_correct in zip(members, loss_sums.tolist(), corrects.tolist()):
-        if m.active:
-            m.p.loss_sum, m.p.correct = loss_sum, int(n_correct)
-    return "done" if p.step == num_batches else "stopped"
+            _read_back(progress, stepping, loss_sums, corrects)  # the only syncs of the epoch
+            yield
+            if active != stepping:  # a model diverged or failed alone: it takes no more steps
+                stepping = list(active)
+                if not any(stepping):
+                    return
+                mask = torch.tensor(stepping, device=device)
+    _read_back(progress, stepping, loss_sums, corrects)
+
+
+def _read_back(progress: list[Progress], stepping: list[bool], loss_sums: torch.Tensor, corrects: torch.Tensor) -> None:
+    for p, on, loss_sum, n_correct in zip(progress, stepping, loss_sums.tolist(), corrects.tolist()):
+        if on:
+            p.loss_sum, p.correct = loss_sum, int(n_correct)
 
 
 @torch.inference_mode()
@@ -219,6 +229,18 @@ def metrics_of(p: Progress, status: str, device: torch.device, chance: float | N
 
 
 @dataclass
+class Job:
+    """One run to train: its config, folder and HParams; a sweep's job also its full Hydra config and its own log."""
+
+    cfg: DictConfig  # the task's config
+    run_dir: Path
+    hparams: dict
+    hydra_cfg: DictConfig | None = None  # the job's full config, hydra node included, for its .hydra record
+    log: logging.Logger = log
+    in_sweep: bool = False  # a sweep job: its config or data error is recorded failed; no layer table on the console
+
+
+@dataclass
 class Run:
     """Everything a run needs, checked and loaded, before anything is written."""
 
@@ -228,22 +250,21 @@ class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     p: Progress
-    train_set: Split | None
-    test_set: Split | None
-    plan: run_folder.Plan
+    train_set: Split
+    test_set: Split
+    plan: Plan
 
 
-def prepare(cfg: DictConfig, run_dir: Path, load_data: bool = True) -> Run | dict:
+def prepare(cfg: DictConfig, folder: RunFolder) -> Run | dict:
     """Check the config, the model against the data and the folder's record, then load the data; write nothing.
 
     Returns the metrics of a finished run asked for again instead of a Run. Refusals raise ConfigError.
-    Without `load_data` (a fused group loads its data once for all) the Run comes without it.
     """
     s = check_config(cfg)
     device = setup_device(s)
     model, optimizer = build(cfg, s, device)
     check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, device)
-    plan = run_folder.plan_run(run_dir, run_folder.settings_of(cfg), s.trainer.epochs)
+    plan = folder.plan(settings_of(cfg), s.trainer.epochs)
     if plan.done:
         return plan.done
     p = Progress()
@@ -253,335 +274,278 @@ def prepare(cfg: DictConfig, run_dir: Path, load_data: bool = True) -> Run | dic
             optimizer.load_state_dict(plan.state["optimizer"])
             torch.set_rng_state(plan.state["rng"])
             p = Progress(**plan.state["progress"])
-            before = plan.state.get("cpu_threads")
-            if device.type == "cpu" and before and before != torch.get_num_threads():
-                plan.note += (
-                    f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order of "
-                    "floating-point sums differs, so the figures will not match an unbroken run digit for digit"
-                )
         except Exception as e:
-            raise run_files.CheckpointError(
-                f"{run_dir / run_files.LAST}: cannot resume from this checkpoint, it does not fit this run ({_short(e)[:160]}); "
-                "put back the run's own copy to continue, or move the run folder away (or choose a new output folder) to start over"
+            raise CheckpointError(
+                f"{folder / LAST}: cannot resume from this checkpoint, it does not fit this run ({one_line(e, 160)}); "
+                "put back the run's own copy to continue, or move the run folder away (or choose a new output folder) "
+                "to start over"
             ) from None
-    train_set = test_set = None
-    if load_data:
-        train_set, test_set = load_data_for(s, device)
-    return Run(cfg, s, device, model, optimizer, p, train_set, test_set, plan)
+        before = plan.state.get("cpu_threads")
+        if device.type == "cpu" and before and before != torch.get_num_threads():
+            plan.note += (
+                f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order "
+                "of floating-point sums differs, so the figures will not match an unbroken run digit for digit"
+            )
+    return Run(cfg, s, device, model, optimizer, p, *load_data_for(s, device), plan)
 
 
 def load_data_for(s: Settings, device: torch.device) -> tuple[Split, Split]:
-    """The run's train and test examples, checked, sliced and on its device."""
-    train_set, test_set = load_dataset(s.data.name, s.data.root, s.data.download)
-    return train_set.head(s.data.limit_train).to(device), test_set.head(s.data.limit_test).to(device)
+    """The run's train and test examples, checked, sliced and on its device; loaded once per process."""
+    d = s.data
+    return _load_data(d.name, d.root, d.download, d.limit_train, d.limit_test, device)
 
 
-@dataclass
-class Member:
-    """One run in the training loop: its folder, settings, figures and files (a run alone, or one of a fused group)."""
-
-    run: Run
-    run_dir: Path
-    hparams: dict
-    log: logging.Logger = log
-    show_shapes: bool = True  # the layer shape table on the console (a sweep's jobs share one model)
-    logger: tb.RunLogger | None = None
-    chance: float | None = None
-    active: bool = True
-    done: dict | None = None  # metrics.json's figures once it has finished
-    error: Exception | None = None  # why it failed, where a fused group's member failed alone
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def p(self) -> Progress:
-        return self.run.p
-
-    def record(self, status: str) -> dict:
-        return metrics_of(self.p, status, self.run.device, self.chance)
-
-    def open(self, train_set: Split, test_set: Split) -> None:
-        """Start the try: curves (purging what an earlier try left past its checkpoint), the console's story, metrics.json running."""
-        p, s, run_dir = self.p, self.run.s, self.run_dir
-        old_curves = any(run_dir.glob("events.out.tfevents.*"))
-        self.logger = tb.RunLogger(
-            run_dir, resume_step=p.global_step + 1 if p.global_step else (0 if old_curves else None)
-        )
-        if self.run.plan.note:
-            self.log.info("%s", self.run.plan.note[0].upper() + self.run.plan.note[1:])
-        if p.global_step == 0:
-            lines = shape_table(self.run.model, self.run.model.input_shape)
-            if self.show_shapes:
-                self.log.info("Layer output shapes:\n%s", "\n".join(lines))
-            self.logger.text("model/shapes", lines)
-        self.logger.session_start(self.hparams)
-        self.log.info("Data: %s; %s (files checked)", train_set.source, test_set.source)
-        self.log.info(
-            "Training on %s (%s): %d train / %d test examples, %s, into %s",
-            self.run.device,
-            plural(torch.get_num_threads(), "CPU thread"),
-            len(train_set),
-            len(test_set),
-            plural(s.trainer.epochs, "epoch"),
-            run_dir,
-        )
-        self.chance = test_set.labels.bincount().max().item() / len(test_set)
-        run_files.write_metrics(run_dir, self.record("running"))  # a running sweep's summary shows it
-
-    def log_point(self) -> None:
-        self.logger.scalars(
-            self.p.global_step,
-            {tb.TRAIN_LOSS: self.p.loss_sum / self.p.seen, tb.TRAIN_ACC: self.p.correct / self.p.seen},
-        )
-
-    def checkpoint(self, trainee, g: int) -> None:
-        model_state, optimizer_state = trainee.states(g)
-        state = {
-            "model": model_state,
-            "optimizer": optimizer_state,
-            "rng": torch.get_rng_state(),
-            "progress": asdict(self.p),
-            "settings": run_folder.settings_of(self.run.cfg),
-            "cpu_threads": torch.get_num_threads(),
-        }
-        run_files.save_checkpoint(self.run_dir / run_files.LAST, state)
-
-    def end_epoch(self, test_acc: float, trainee, g: int, stop: StopSignals) -> None:
-        """The epoch's figures: history, curves, the log line; then best weights, the resume state and metrics.json."""
-        p = self.p
-        is_best = p.end_epoch(test_acc)
-        speed = p.speeds[-1]  # this epoch's own
-        lr = self.run.optimizer.param_groups[0]["lr"]
-        self.logger.scalars(
-            p.global_step, {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed}
-        )
-        self.log.info(
-            "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec",
-            p.epoch,
-            self.run.s.trainer.epochs,
-            *(p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc")),
-            speed,
-        )
-        with stop.writing():
-            self.logger.flush()  # the curves on disk reach as far as the checkpoint
-            if is_best:
-                run_files.save_checkpoint(self.run_dir / run_files.BEST, trainee.weights(g))
-            self.checkpoint(trainee, g)
-            run_files.write_metrics(self.run_dir, self.record("running"))
-
-    def interrupt(self, signum: int, trainee, g: int, stop: StopSignals) -> None:
-        """Stopped by a signal: where it stood, in last.pt, and why, in metrics.json."""
-        why = f"stopped by {signal.Signals(signum).name} in epoch {self.p.epoch + 1} at step {self.p.step}; rerun to continue"
-        self.log.warning("%s", why[0].upper() + why[1:])
-        self.logger.session_end("interrupted", quietly=True)
-        with stop.writing():
-            self.checkpoint(trainee, g)
-            run_files.write_metrics(self.run_dir, {**self.record("interrupted"), "error": why})
-
-    def fail(self, e: Exception) -> None:
-        """A fused group's member whose own files failed (a full or unwritable folder): it stops alone, recorded failed."""
-        self.error, self.active = e, False
-        reason = failure_reason(e)
-        self.log.error("run failed: %s", reason)
-        if self.logger:
-            self.logger.session_end("failed", quietly=True)
-        _record_quietly(self.run_dir, reason, "failed")
-
-    def finish(self, status: str, trainee, g: int, stop: StopSignals) -> None:
-        """Completed (final weights) or diverged (none: its last good state is in last.pt): the last files and line."""
-        metrics = self.record(status)
-        with stop.writing():
-            if status == "completed":
-                run_files.save_checkpoint(self.run_dir / run_files.FINAL, trainee.weights(g))
-            self.logger.session_end(status)
-            self.logger.close()
-            run_files.write_metrics(self.run_dir, metrics)
-        self.log.info("%s", closing_line(metrics, self.run_dir, time.perf_counter() - self.started))
-        self.done, self.active = metrics, False
+@functools.lru_cache(maxsize=2)
+def _load_data(name, root, download, limit_train, limit_test, device) -> tuple[Split, Split]:
+    train_set, test_set = load_dataset(name, root, download)
+    return train_set.head(limit_train).to(device), test_set.head(limit_test).to(device)
 
 
-def fit(
-    members: list[Member], trainee, train_set: Split, test_set: Split, stop: StopSignals, show_bar: bool = False
-) -> list[dict | Exception]:
-    """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each member's figures
-    (or, for a fused group's member that failed alone, its error)."""
-    s, device = members[0].run.s, members[0].run.device
-    bar = EpochBar(show_bar, len(train_set))
+def start(job: Job, stop: StopSignals) -> Run | dict:
+    """Prepare a job in its locked folder and write its record; or the figures of a finished run asked for again.
 
-    def each(
-        action, only: Member | None = None
-    ) -> None:  # action(g, member) for live members; in a group, one whose files fail stops alone
-        for g, m in enumerate(members):
-            if not m.active or (only is not None and m is not only):
-                continue
-            if len(members) == 1:
-                action(g, m)
-                continue
-            try:
-                action(g, m)
-            except Exception as e:
-                m.fail(e)
-
-    def on_log() -> None:  # at each log point: record each member's running means, show the first one's
-        each(lambda g, m: m.log_point())
-        lead = members[0].p
-        bar.figures(lead.loss_sum / lead.seen, lead.correct / lead.seen)
-
-    each(lambda g, m: m.open(train_set, test_set))
-    status = "done"
-    try:
-        stop.training = True
-        while status == "done" and (live := [m for m in members if m.active]) and live[0].p.epoch < s.trainer.epochs:
-            p = live[0].p
-            bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
-            seen_before, start = p.seen, time.perf_counter()
-            orders = torch.stack(
-                [epoch_order(len(train_set), m.run.s.seed, p.epoch, device) for m in members]
-            )  # (G, N)
-            diverged = lambda m: each(lambda g, n: n.finish("diverged", trainee, g, stop), only=m)  # noqa: E731
-            status = train_epoch(trainee, train_set, orders, members, s, stop, on_log, diverged, bar.advance)
-            elapsed = time.perf_counter() - start  # train_epoch ends with a sync
-            for m in (m for m in members if m.active):
-                m.p.train_seconds, m.p.epoch_seconds, m.p.examples = (
-                    m.p.train_seconds + elapsed,
-                    m.p.epoch_seconds + elapsed,
-                    m.p.examples + m.p.seen - seen_before,
-                )
-            if status == "stopped":
-                bar.close()
-                each(lambda g, m: m.interrupt(stop.signum, trainee, g, stop))
-                raise Interrupted(stop.signum)
-            if status == "done":
-                accs = trainee.evaluate(test_set)
-                each(lambda g, m: m.end_epoch(accs[g], trainee, g, stop))
-        bar.close()
-        each(lambda g, m: m.finish("completed", trainee, g, stop))
-        return [m.done if m.done is not None else m.error for m in members]
-    except Exception:
-        for m in members:
-            if m.logger and m.active:
-                m.logger.session_end("failed", quietly=True)
-        raise
-    finally:
-        stop.training = False
-        bar.close()
-        for m in members:
-            if m.logger:
-                m.logger.close(quietly=True)  # after an error: the error to report is the first one
-
-
-def train(
-    cfg: DictConfig,
-    run_dir: Path,
-    hparams: dict,
-    parent_pid: int | None = None,
-    hydra_cfg: DictConfig | None = None,
-    keep_refusals: bool = False,
-) -> dict:
-    """Train the configured model in `run_dir` (continuing what an earlier try left) and return metrics.json's figures.
-
-    Holds the folder's lock throughout and writes nothing until every check has passed (then `.hydra/`,
-    from `hydra_cfg`); any error after that leaves metrics.json `failed` with its reason, or `interrupted`.
-    `parent_pid`: the sweep process that launched this job in a worker; training stops, as on SIGTERM, if it dies.
-    `keep_refusals`: a sweep job records a config or data error as `failed` too, so the sweep's summary shows it.
+    Refusals write nothing, except a sweep job's config or data error, which is recorded as failed.
     """
-    with run_folder.locked(run_dir), StopSignals(parent_pid) as stop:
-        run = start(cfg, run_dir, hydra_cfg, stop, keep_refusals)
-        if isinstance(run, dict):
-            return run
-        member = Member(run, run_dir, hparams, show_shapes=not keep_refusals)
-        with failures_recorded([member]):
-            show_bar = wants_bar(run.s.trainer.progress, in_worker=parent_pid is not None)
-            return fit([member], Solo(run.model, run.optimizer, run.s), run.train_set, run.test_set, stop, show_bar)[0]
-
-
-def start(
-    cfg: DictConfig,
-    run_dir: Path,
-    hydra_cfg: DictConfig | None,
-    stop: StopSignals,
-    keep_refusals: bool,
-    load_data: bool = True,
-) -> Run | dict:
-    """Prepare a run in its locked folder and write its record; or the figures of a finished run asked for again.
-
-    Refusals write nothing, except a sweep job's config or data error (`keep_refusals`), which is recorded as failed.
-    """
+    folder = RunFolder(job.run_dir)
     try:
-        run = prepare(cfg, run_dir, load_data)
+        run = prepare(job.cfg, folder)
     except Interrupted as e:
         e.note = "before training started; nothing was written"
         raise
-    except (ConfigError, DataError, run_files.CheckpointError) as e:
-        if keep_refusals and not isinstance(e, run_folder.FolderRefused):
-            run_folder.write_record(run_dir, cfg, hydra_cfg)
-            run_folder.record_failure(run_dir, str(e))
+    except (ConfigError, DataError, CheckpointError) as e:
+        if job.in_sweep and not isinstance(e, FolderRefused):
+            folder.write_record(job.cfg, job.hydra_cfg)
+            folder.record_end(str(e))
         raise
     if isinstance(run, dict):
-        print(
-            f"{run_dir} already holds this run, {run['status']} (test acc {_fmt(run.get('test_acc'))}): not retraining."
-        )
+        shown = "-" if run.get("test_acc") is None else f"{run['test_acc']:.4f}"
+        print(f"{job.run_dir} already holds this run, {run['status']} (test acc {shown}): not retraining.")
         return run
     with stop.writing():  # a signal now waits: the record is written whole
-        run_folder.write_record(run_dir, cfg, hydra_cfg)
+        folder.write_record(job.cfg, job.hydra_cfg)
     if stop.signum is not None:
         e = Interrupted(stop.signum, saved=False)
-        e.note = f"before training started; nothing was trained ({run_dir}/.hydra/ records its settings)"
+        e.note = f"before training started; nothing was trained ({job.run_dir}/.hydra/ records its settings)"
         raise e
     return run
 
 
-class failures_recorded:
-    """Any end other than a clean one leaves each member's metrics.json saying so: `interrupted`, or `failed` with the reason."""
+class Member:
+    """One run in the training loop, model `g` of the trainee, and the files it writes: curves, console lines,
+    checkpoints, metrics.json."""
 
-    def __init__(self, members: list[Member]) -> None:
-        self.members = members
+    def __init__(self, run: Run, job: Job, g: int, trainee, stop: StopSignals) -> None:
+        self.run, self.job, self.g, self.trainee, self.stop = run, job, g, trainee, stop
+        self.p, self.folder, self.log = run.p, RunFolder(job.run_dir), job.log
+        self.logger: tb.RunLogger | None = None
+        self.chance: float | None = None
+        self.active = True
+        self.done: dict | None = None  # metrics.json's figures once it has finished
+        self.error: Exception | None = None  # why it failed
+        self.started = time.perf_counter()
 
-    def __enter__(self) -> failures_recorded:
-        return self
+    def record(self, status: str) -> dict:
+        return metrics_of(self.p, status, self.run.device, self.chance)
 
-    def __exit__(self, kind, e, tb_) -> bool:
-        if e is None:
-            return False
-        for m in (m for m in self.members if m.done is None and m.error is None):
-            if isinstance(e, Interrupted):
-                if not e.saved:
-                    e.note = f"stopped before saving where it stood; {m.run_dir} continues from its last checkpoint when rerun"
-                    _record_quietly(m.run_dir, f"stopped by {e} before saving where it stood", "interrupted")
-            else:
-                reason = failure_reason(e)
-                m.log.error("run failed: %s", reason)
-                _record_quietly(m.run_dir, reason, "failed")
-        return False
+    def open(self) -> None:
+        """Start the try: curves (purging an earlier try's past its checkpoint), the story, metrics.json `running`."""
+        p, run, log = self.p, self.run, self.log
+        purge = p.global_step + 1 if p.global_step else (0 if self.folder.has_curves() else None)
+        self.logger = tb.RunLogger(self.folder.path, resume_step=purge)
+        if run.plan.note:
+            log.info("%s", run.plan.note[0].upper() + run.plan.note[1:])
+        if p.global_step == 0:
+            lines = shape_table(run.model, run.model.input_shape)
+            if not self.job.in_sweep:
+                log.info("Layer output shapes:\n%s", "\n".join(lines))
+            self.logger.text("model/shapes", lines)
+        self.logger.session_start(self.job.hparams)
+        log.info("Data: %s; %s (files checked)", run.train_set.source, run.test_set.source)
+        threads, epochs = plural(torch.get_num_threads(), "CPU thread"), plural(run.s.trainer.epochs, "epoch")
+        examples = f"{len(run.train_set)} train / {len(run.test_set)} test examples"
+        log.info("Training on %s (%s): %s, %s, into %s", run.device, threads, examples, epochs, self.folder.path)
+        self.chance = run.test_set.labels.bincount().max().item() / len(run.test_set)
+        self.folder.write_metrics(self.record("running"))  # a running sweep's summary shows it
+
+    def log_point(self) -> None:
+        p = self.p
+        self.logger.scalars(p.global_step, {tb.TRAIN_LOSS: p.loss_sum / p.seen, tb.TRAIN_ACC: p.correct / p.seen})
+
+    def checkpoint(self) -> None:
+        model, optimizer = self.trainee.states(self.g)
+        progress, settings, threads = asdict(self.p), settings_of(self.run.cfg), torch.get_num_threads()
+        state = {"model": model, "optimizer": optimizer, "rng": torch.get_rng_state(), "progress": progress}
+        self.folder.save(LAST, {**state, "settings": settings, "cpu_threads": threads})
+
+    def end_epoch(self, test_acc: float) -> None:
+        """The epoch's figures: history, curves, the log line; then best weights, the resume state and metrics.json."""
+        p = self.p
+        is_best = p.end_epoch(test_acc)
+        speed, lr = p.speeds[-1], self.run.optimizer.param_groups[0]["lr"]
+        curves = {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed}
+        self.logger.scalars(p.global_step, curves)
+        line = "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec"
+        figures = (p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc"))
+        self.log.info(line, p.epoch, self.run.s.trainer.epochs, *figures, speed)
+        with self.stop.writing():
+            self.logger.flush()  # the curves on disk reach as far as the checkpoint
+            if is_best:
+                self.folder.save(BEST, self.trainee.weights(self.g))
+            self.checkpoint()
+            self.folder.write_metrics(self.record("running"))
+
+    def interrupt(self, signum: int) -> None:
+        """Stopped by a signal: where it stood, in last.pt, and why, in metrics.json."""
+        why = f"stopped by {signal.Signals(signum).name} in epoch {self.p.epoch + 1} at step {self.p.step}"
+        self.log.warning("%s; rerun to continue", why[0].upper() + why[1:])
+        self.logger.session_end("interrupted", quietly=True)
+        with self.stop.writing():
+            self.checkpoint()
+            self.folder.write_metrics({**self.record("interrupted"), "error": f"{why}; rerun to continue"})
+
+    def finish(self, status: str) -> None:
+        """Completed (final weights) or diverged (none: its last good state is in last.pt): the last files and line."""
+        metrics = self.record(status)
+        with self.stop.writing():
+            if status == "completed":
+                self.folder.save(FINAL, self.trainee.weights(self.g))
+            self.logger.session_end(status)
+            self.logger.close()
+            self.folder.write_metrics(metrics)
+        self.log.info("%s", closing_line(metrics, self.folder.path, time.perf_counter() - self.started))
+        self.done, self.active = metrics, False
+
+    def fail(self, e: BaseException) -> None:
+        """Any end but a clean one: `interrupted` for a signal that came before its state was saved, else `failed`."""
+        self.active = False
+        if isinstance(e, Interrupted):
+            if not e.saved:
+                e.note = f"stopped before saving where it stood; {self.folder.path} continues from its last checkpoint"
+                e.note += " when rerun"
+                self.folder.record_end(f"stopped by {e} before saving where it stood", "interrupted")
+            return
+        self.error, reason = e, failure_reason(e)
+        self.log.error("run failed: %s", reason)
+        if self.logger:
+            self.logger.session_end("failed", quietly=True)
+        self.folder.record_end(reason)
+
+    def attempt(self, step, *args) -> None:
+        """One of the member's own steps, if it is still training; if its files fail (a full or unwritable folder), it
+        stops alone, failed."""
+        if self.active:
+            try:
+                step(*args)
+            except Exception as e:
+                self.fail(e)
+
+
+def fit(runs: list[Run], jobs: list[Job], trainee, stop: StopSignals, show_bar: bool = False) -> list[dict | Exception]:
+    """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each run's figures,
+    or the error of one whose own files failed. Any other end leaves each unfinished run's record saying so."""
+    members = [Member(run, job, g, trainee, stop) for g, (run, job) in enumerate(zip(runs, jobs))]
+    s, device, train_set, test_set = runs[0].s, runs[0].device, runs[0].train_set, runs[0].test_set
+    bar = EpochBar(show_bar, len(train_set))
+    try:
+        for m in members:
+            m.attempt(m.open)
+        active = [m.active for m in members]
+        stop.training = True
+        while any(active) and (p := members[active.index(True)].p).epoch < s.trainer.epochs:
+            bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
+            seen_before, began = p.seen, time.perf_counter()
+            orders = torch.stack([epoch_order(len(train_set), r.s.seed, p.epoch, device) for r in runs])  # (G, N)
+            for _ in train_epoch(trainee, train_set, orders, [r.p for r in runs], active, s, stop, bar):
+                bar.figures(p.loss_sum / p.seen, p.correct / p.seen)
+                for g, m in enumerate(members):
+                    m.attempt(m.log_point)
+                    if not math.isfinite(m.p.loss_sum):
+                        m.attempt(m.finish, "diverged")
+                    active[g] = m.active
+            _count_time(members, time.perf_counter() - began, p.seen - seen_before)  # train_epoch ends synced
+            if stop.signum is not None and p.seen < len(train_set):  # a signal in the epoch: its steps stop there
+                bar.close()
+                for m in members:
+                    m.attempt(m.interrupt, stop.signum)
+                raise Interrupted(stop.signum)
+            if any(active):
+                accs = trainee.evaluate(test_set)
+                for g, m in enumerate(members):
+                    m.attempt(m.end_epoch, accs[g])
+                    active[g] = m.active
+        bar.close()
+        for m in members:
+            m.attempt(m.finish, "completed")
+        return [m.done if m.done is not None else m.error for m in members]
+    except BaseException as e:
+        for m in (m for m in members if m.done is None and m.error is None):
+            m.fail(e)
+        raise
+    finally:
+        stop.training = False
+        bar.close()
+        for m in (m for m in members if m.logger):
+            m.logger.close(quietly=True)  # after an error: the error to report is the first one
+
+
+def _count_time(members: list[Member], seconds: float, examples: int) -> None:
+    for p in (m.p for m in members if m.active):
+        p.train_seconds, p.epoch_seconds, p.examples = (
+            p.train_seconds + seconds,
+            p.epoch_seconds + seconds,
+            p.examples + examples,
+        )
+
+
+def train_group(jobs: list[Job], parent_pid: int | None = None, fuse: bool = False) -> list[dict | BaseException]:
+    """Train the jobs, each in its own locked folder, with the same checks, records and files as a run alone;
+    with `fuse`, jobs that can train as one fused model do (lenet_exp.fused), the rest one after another.
+
+    Returns, per job, its metrics.json figures or the error it ended with; a signal stops all (Interrupted).
+    `parent_pid`: the sweep process that launched these jobs in a worker; training stops, as on SIGTERM, if it dies.
+    """
+    results: list[dict | BaseException | None] = [None] * len(jobs)
+    with ExitStack() as held, StopSignals(parent_pid) as stop:
+        runs: dict[int, Run] = {}
+        for i, job in enumerate(jobs):
+            try:
+                with ExitStack() as lock:  # a job refused alone lets its folder go (removed, if it made it empty)
+                    lock.enter_context(locked(job.run_dir))
+                    results[i] = start(job, stop)
+                    held.push(lock.pop_all())
+            except Exception as e:
+                results[i] = e
+            if isinstance(results[i], Run):
+                runs[i] = results[i]
+        from lenet_exp.fused import FusedTrainee, fused_groups  # here: fused builds on this module
+
+        for idxs in fused_groups(runs) if fuse else [[i] for i in runs]:
+            group, first = [runs[i] for i in idxs], runs[idxs[0]]
+            show_bar = not fuse and wants_bar(first.s.trainer.progress, in_worker=parent_pid is not None)
+            try:
+                trainee = Solo(first.model, first.optimizer, first.s) if len(group) == 1 else FusedTrainee(group)
+                figures = fit(group, [jobs[i] for i in idxs], trainee, stop, show_bar)
+            except Exception as e:
+                figures = [e] * len(idxs)
+            for i, result in zip(idxs, figures):
+                results[i] = result
+    return results
+
+
+def train(cfg: DictConfig, run_dir: Path, hparams: dict | None = None) -> dict:
+    """Train the configured model in `run_dir` (continuing what an earlier try left) and return metrics.json's figures:
+    a group of one, whose error is raised."""
+    result = train_group([Job(cfg, Path(run_dir), hparams or {})])[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def failure_reason(e: BaseException) -> str:
     """One line: the error's kind and message; for a file error, the file and the system's words."""
-    return (
-        f"{type(e).__name__}: {e.filename}: {e.strerror}"
-        if isinstance(e, OSError) and e.filename
-        else _short(f"{type(e).__name__}: {e}")
-    )
-
-
-def _record_quietly(run_dir: Path, reason: str, status: str) -> None:
-    """Record the end in metrics.json; if even that fails (a full disk), the lock's release tells the summary."""
-    try:
-        run_folder.record_failure(run_dir, reason, status)
-    except OSError:
-        pass
-
-
-def _short(error: Exception | str) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    if isinstance(e, OSError) and e.filename:
+        return f"{type(e).__name__}: {e.filename}: {e.strerror}"
+    return one_line(f"{type(e).__name__}: {e}", 300)
 
 
 def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
@@ -592,9 +556,8 @@ def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
         head = f"Diverged: {m['error']}; " + ("no test accuracy" if best is None else f"best test acc {best:.4f}{at}")
     else:
         head = f"Done: {plural(m['epochs_completed'], 'epoch')}, test acc {m['test_acc']:.4f}, best {best:.4f}{at}"
-    stuck = (
-        f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)"
-        if run_files.not_learning(m)
-        else ""
-    )
-    return f"{head}{stuck}; {seconds:.1f} s; files in {run_dir}"
+    if not_learning(m):
+        head += (
+            f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)"
+        )
+    return f"{head}; {seconds:.1f} s; files in {run_dir}"

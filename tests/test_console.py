@@ -1,6 +1,7 @@
 """What a newcomer sees: a console that tells the story, a bar that never runs into log lines, a command line that
 answers without loading torch."""
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -27,14 +28,9 @@ def run_on_terminal(*args: str, cwd) -> str:
     )
     os.close(child)
     out = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
+    with contextlib.suppress(OSError):  # OSError: the child closed the terminal
+        while chunk := os.read(main, 65536):
+            out += chunk
     os.close(main)
     assert proc.wait(120) == 0, out.decode(errors="replace")[-2000:]
     return out.decode()
@@ -48,44 +44,39 @@ def terminal_run(tmp_path_factory, fashion_mnist):
     )
 
 
-def screen_lines(raw: str) -> list[str]:
-    """What each line of the terminal shows at the end: a carriage return starts the line over."""
-    return [line.split("\r")[-1] for line in raw.replace("\r\n", "\n").split("\n")]
+def frames(raw: str) -> list[list[str]]:
+    """Each line of the terminal as the texts written over one another on it: a carriage return starts it over."""
+    return [line.split("\r") for line in raw.replace("\r\n", "\n").split("\n")]
 
 
 def test_the_bar_moves_and_never_shares_a_line_with_a_log_line(terminal_run):
     _, raw = terminal_run
-    frames = [f for line in raw.replace("\r\n", "\n").split("\n") for f in line.split("\r") if "epoch 1/2:" in f]
-    done = [int(m.group(1)) for f in frames if (m := re.search(r"(\d+)/16384", f))]
+    written = [f for parts in frames(raw) for f in parts]
+    first_epoch = [f for f in written if "epoch 1/2:" in f]
+    done = [int(m.group(1)) for f in first_epoch if (m := re.search(r"(\d+)/16384", f))]
     assert len(set(done)) >= 8  # it moves during the epoch, not only at its 5 log points
     for epoch in ("epoch 1/2:", "epoch 2/2:"):  # an epoch shows no figures before its own first log point
-        first = next(f for line in raw.replace("\r\n", "\n").split("\n") for f in line.split("\r") if epoch in f)
+        first = next(f for f in written if epoch in f)
         assert "loss=" not in first, first
-    assert any(
-        re.search(r"ex/s, loss=\d\.\d{3} acc=\d\.\d{3}\]", f) for f in frames
-    )  # the epoch's own speed and figures
-    for line in raw.replace("\r\n", "\n").split("\n"):
-        for i, part in enumerate(line.split("\r")):
-            if "[lenet_exp" in part:
-                assert LOG_LINE.match(part), part  # a log line starts its own line: no bar text before it
-                assert "ex/s" not in part
-    shown = screen_lines(raw)
+    # the epoch's own speed and figures
+    assert any(re.search(r"ex/s, loss=\d\.\d{3} acc=\d\.\d{3}\]", f) for f in first_epoch)
+    for part in written:
+        if "[lenet_exp" in part:
+            assert LOG_LINE.match(part), part  # a log line starts its own line: no bar text before it
+            assert "ex/s" not in part
+    shown = [parts[-1] for parts in frames(raw)]  # what each line shows at the end
     assert any(line.startswith("[") and "epoch 2/2  loss" in line for line in shown)
 
 
 def test_the_console_tells_the_story_of_a_run(terminal_run):
     cwd, raw = terminal_run
-    shown = [line for line in screen_lines(raw) if LOG_LINE.match(line)]
+    shown = [parts[-1] for parts in frames(raw) if LOG_LINE.match(parts[-1])]
     assert any(
         "Data: 60000 train examples from /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz" in line
         for line in shown
     )
-    last = shown[-1]
-    assert re.search(
-        r"Done: 2 epochs, test acc 0\.\d{4}, best 0\.\d{4} \(epoch \d\); [\d.]+ s; files in "
-        + re.escape(str(cwd / "run")),
-        last,
-    )
+    done = r"Done: 2 epochs, test acc 0\.\d{4}, best 0\.\d{4} \(epoch \d\); [\d.]+ s; files in "
+    assert re.search(done + re.escape(str(cwd / "run")), shown[-1])
 
 
 def test_a_resumed_run_says_where_it_continues(terminal_run, tmp_path):
@@ -110,9 +101,8 @@ def test_the_command_line_answers_without_loading_torch(tmp_path, args):
         [sys.executable, "-X", "importtime", "-m", "lenet_exp", *args], cwd=tmp_path, capture_output=True, text=True
     )
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert not imported & {"torch", "torchvision", "tensorboard", "matplotlib"}, sorted(
-        imported & {"torch", "torchvision", "tensorboard", "matplotlib"}
-    )
+    heavy = imported & {"torch", "torchvision", "tensorboard", "matplotlib"}
+    assert not heavy, sorted(heavy)
     assert list(tmp_path.iterdir()) == []
 
 

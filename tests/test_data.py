@@ -1,6 +1,7 @@
 """Data loading: IDX files right and wrong (raw and gz), the search order, checksums, the download path."""
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ class Tiny:
     fail = False
 
     def __init__(self, root, train, download):
-        raw = __import__("pathlib").Path(root) / "Tiny" / "raw"
+        raw = Path(root) / "Tiny" / "raw"
         if self.fail:
             raw.mkdir(parents=True)
             (raw / "train-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03partial")

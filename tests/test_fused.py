@@ -12,23 +12,23 @@ import torch
 from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
-from lenet_exp import run_files
+from lenet_exp import run_folder
 from lenet_exp.config import compose_config
-from lenet_exp.fused import GroupJob, fusion_key, groups_of, train_group
+from lenet_exp.fused import fusion_key, groups_of
 from lenet_exp.model import LeNet
-from lenet_exp.train import train
+from lenet_exp.train import Job, train, train_group
 
 SLICE = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.progress=false"]
 
 
-def jobs_of(tmp_path, variants: list[list[str]], prefix: str, epochs: int = 1) -> list[GroupJob]:
+def jobs_of(tmp_path, variants: list[list[str]], prefix: str, epochs: int = 1) -> list[Job]:
     return [
-        GroupJob(
+        Job(
             compose_config([*SLICE, f"trainer.epochs={epochs}", *v]),
             tmp_path / f"{prefix}{i}",
             {},
-            None,
-            logging.getLogger(f"{prefix}{i}"),
+            log=logging.getLogger(f"{prefix}{i}"),
+            in_sweep=True,
         )
         for i, v in enumerate(variants)
     ]
@@ -68,7 +68,7 @@ def test_fused_training_is_training_alone(tmp_path, fashion_mnist):
         ["optimizer.lr=0.1", "optimizer.momentum=0.9", "activation=sigmoid", "seed=4"],
     ]
     jobs = jobs_of(tmp_path, variants, "fused", epochs=3)  # 10 steps an epoch
-    results = train_group(jobs)
+    results = train_group(jobs, fuse=True)
     for i, job in enumerate(jobs):
         alone = train(job.cfg, tmp_path / f"alone{i}", {})
         assert max_difference(job.run_dir, tmp_path / f"alone{i}") < 1e-4, i
@@ -113,7 +113,7 @@ def test_a_diverging_member_stops_alone_and_the_others_go_on_unchanged(tmp_path,
         ["optimizer.lr=0.5", "seed=2"],
     ]
     jobs = jobs_of(tmp_path, variants, "fused", epochs=2)
-    results = train_group(jobs)
+    results = train_group(jobs, fuse=True)
     assert [r["status"] for r in results] == ["completed", "diverged", "completed"]
     assert not (jobs[1].run_dir / "checkpoints" / "final.pt").exists() and "non-finite" in results[1]["error"]
     for i in (0, 2):
@@ -126,16 +126,16 @@ def test_a_job_whose_own_files_fail_stops_alone_recorded_failed(tmp_path, fashio
     """A full disk under one job's folder: that job ends `failed` with the reason; the others finish unchanged."""
     variants = [["optimizer.lr=0.3"], ["optimizer.lr=0.5", "seed=1"], ["optimizer.lr=0.2", "activation=tanh", "seed=2"]]
     jobs = jobs_of(tmp_path, variants, "fused", epochs=2)
-    save = run_files.save_checkpoint
+    save = run_folder.save_checkpoint
 
     def full_in_job_1(path, obj):
         if jobs[1].run_dir in path.parents:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         save(path, obj)
 
-    monkeypatch.setattr(run_files, "save_checkpoint", full_in_job_1)
-    results = train_group(jobs)
-    monkeypatch.setattr(run_files, "save_checkpoint", save)
+    monkeypatch.setattr(run_folder, "save_checkpoint", full_in_job_1)
+    results = train_group(jobs, fuse=True)
+    monkeypatch.setattr(run_folder, "save_checkpoint", save)
     assert isinstance(results[1], OSError) and [results[0]["status"], results[2]["status"]] == [
         "completed",
         "completed",
@@ -148,17 +148,17 @@ def test_a_job_whose_own_files_fail_stops_alone_recorded_failed(tmp_path, fashio
     )  # epoch 1 could not be saved
     assert "run failed: OSError" in caplog.text and "best.pt: No space left on device" in caplog.text
     for i in (0, 2):
-        alone = train(jobs[i].cfg, tmp_path / f"alone{i}", {})
+        train(jobs[i].cfg, tmp_path / f"alone{i}", {})
         assert max_difference(jobs[i].run_dir, tmp_path / f"alone{i}") < 1e-4, i
 
 
 def test_a_job_that_cannot_start_is_recorded_failed_and_its_group_trains(tmp_path, fashion_mnist):
     """A damaged checkpoint in one job's folder: that job is failed with the reason, the others continue theirs."""
     variants = [["optimizer.lr=0.3"], ["optimizer.lr=0.5", "seed=1"], ["optimizer.lr=0.2", "seed=2"]]
-    train_group(jobs_of(tmp_path, variants, "fused", epochs=1))
+    train_group(jobs_of(tmp_path, variants, "fused", epochs=1), fuse=True)
     last = tmp_path / "fused1" / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:100])
-    results = train_group(jobs_of(tmp_path, variants, "fused", epochs=2))
+    results = train_group(jobs_of(tmp_path, variants, "fused", epochs=2), fuse=True)
     assert "cannot resume from this checkpoint" in str(results[1])
     failed = json.loads((tmp_path / "fused1" / "metrics.json").read_text())
     assert failed["status"] == "failed" and "cannot resume from this checkpoint" in failed["error"]

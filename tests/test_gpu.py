@@ -44,7 +44,7 @@ def test_cuda_and_cpu_agree_on_the_data_order(gpu_cfg, tmp_path):
 
 
 def test_deterministic_job_after_a_non_deterministic_one_in_one_process(gpu_cfg, tmp_path):
-    """CUBLAS_WORKSPACE_CONFIG is read at the first cuBLAS call: it must be set before the first job, not by the second."""
+    """CUBLAS_WORKSPACE_CONFIG is read at the first cuBLAS call: it must be set before the first job, not the second."""
     train(gpu_cfg("device=cuda", "trainer.epochs=1"), tmp_path / "fast", {})
     metrics = train(gpu_cfg("device=cuda", "trainer.epochs=1", "deterministic=true"), tmp_path / "exact", {})
     assert metrics["status"] == "completed"

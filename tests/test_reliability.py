@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import SMALL, epochs_completed, run_cli, run_in_new_folder, scalars, start_cli
 
-from lenet_exp.run_files import LAST, atomic_write
+from lenet_exp.run_folder import LAST, atomic_write
 from lenet_exp.train import train
 
 FIGURES = ("status", "epochs_completed", "train_loss", "train_acc", "test_acc", "best_test_acc", "history")
@@ -22,13 +22,24 @@ BAD_INPUTS = {
     "trainer.epochs=0": "trainer.epochs=0 is not allowed",
     "data.limit_train=0": "data.limit_train=0 is not allowed",
     "optimizer=rmsprop": "optimizer=rmsprop: unknown option of group 'optimizer'; allowed: adam, sgd",
-    "optimizer.learning_rate=0.1": "optimizer.learning_rate: no such key. Did you mean optimizer.lr? (python -m lenet_exp --cfg job lists every key)",
+    "optimizer.learning_rate=0.1": (
+        "optimizer.learning_rate: no such key. Did you mean optimizer.lr? (python -m lenet_exp --cfg job lists every "
+        "key)"
+    ),
     "lr=0.1": "lr: no such key. Did you mean optimizer.lr?",
     "trainer.epoch=2": "trainer.epoch: no such key. Did you mean trainer.epochs?",
     "+lr=0.1": "+lr=0.1: nothing reads lr, so it would be ignored. Did you mean optimizer.lr?",
-    "--multirun optimizer.lr=0.1 0.3 0.9": "0.3: not an override (key=value); a sweep's values go after one key, joined by commas without spaces: optimizer.lr=0.1,0.3,0.9",
-    "--multirun activation=sigmoid, relu": "activation=sigmoid,: a sweep's values are joined by commas without spaces: activation=sigmoid,relu",
-    "optimizer.lr=0.1 --multirun hydra.sweep.dir=a=b": "hydra.sweep.dir=a=b: not a valid override (mismatched input '=' expecting <EOF>); quote a value that holds '=', ',' or spaces: hydra.sweep.dir='a=b'",
+    "--multirun optimizer.lr=0.1 0.3 0.9": (
+        "0.3: not an override (key=value); a sweep's values go after one key, joined by commas without spaces: "
+        "optimizer.lr=0.1,0.3,0.9"
+    ),
+    "--multirun activation=sigmoid, relu": (
+        "activation=sigmoid,: a sweep's values are joined by commas without spaces: activation=sigmoid,relu"
+    ),
+    "optimizer.lr=0.1 --multirun hydra.sweep.dir=a=b": (
+        "hydra.sweep.dir=a=b: not a valid override (mismatched input '=' expecting <EOF>); quote a value that holds "
+        "'=', ',' or spaces: hydra.sweep.dir='a=b'"
+    ),
     "optimizer.lr=[0.1": "optimizer.lr=[0.1: not a valid override",
     "+optimizer.learning_rate=0.1": "optimizer: SGD.__init__() got an unexpected keyword argument 'learning_rate'",
     "device=cuda": "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu",
@@ -160,7 +171,7 @@ def test_other_settings_in_the_same_folder_are_refused(unbroken):
 WRITER = """
 import sys
 from pathlib import Path
-from lenet_exp.run_files import atomic_write
+from lenet_exp.run_folder import atomic_write
 i = 0
 while True:
     atomic_write(Path(sys.argv[1]), bytes([i % 251]) * 4_000_000)

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from helpers import (
+    REPO,
     epochs_completed,
     make_job,
     mount_tmpfs,
@@ -26,7 +27,7 @@ from helpers import (
 )
 
 from lenet_exp import run_folder
-from lenet_exp.run_folder import FolderRefused, claim_new_folder, live_status, locked
+from lenet_exp.run_folder import FolderRefused, RunFolder, claim_new_folder, locked
 from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.summarize import collect
 from lenet_exp.summarize import main as summarize_main
@@ -84,7 +85,10 @@ def test_a_taken_default_folder_gets_a_suffix(tmp_path):
     assert claim_new_folder(tmp_path / "12-00-00") == tmp_path / "12-00-00-3"
 
 
-HOLD = "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"
+HOLD = (
+    "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\ntime.sleep(60)\n"
+)
 
 
 def test_the_lock_is_the_kernels_and_dies_with_its_process(tmp_path):
@@ -250,7 +254,10 @@ def test_a_full_disk_ends_failed_in_one_line(tmp_path, fashion_mnist):
         unmount(disk)
 
 
-BUG = "import lenet_exp.train as t\ndef broken(*a, **k):\n    raise RuntimeError('a bug in evaluate')\nt.evaluate = broken\n"
+BUG = (
+    "import lenet_exp.train as t\ndef broken(*a, **k):\n    raise RuntimeError('a bug in evaluate')\n"
+    "t.evaluate = broken\n"
+)
 
 
 def test_a_bug_after_training_starts_leaves_failed_with_the_reason(tmp_path, fashion_mnist):
@@ -266,10 +273,10 @@ def test_a_killed_run_never_shows_as_running(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "epochs_completed": 1}))
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
-    assert live_status(tmp_path, {"status": "running"})["status"] == "running"  # its process is alive
+    assert RunFolder(tmp_path).live_metrics()["status"] == "running"  # its process is alive
     holder.kill()  # SIGKILL: no handler runs, metrics.json still says running
     holder.wait()
-    shown = live_status(tmp_path, {"status": "running"})
+    shown = RunFolder(tmp_path).live_metrics()
     assert shown["status"] == "interrupted" and "killed?" in shown["error"]
 
 
@@ -337,8 +344,12 @@ BAD_VALUES = {
     "seed=4294967296": "seed=4294967296 is not allowed: expected an integer in [0, 2**32)",
     "optimizer.lr=inf": "optimizer.lr=inf is not allowed: expected a finite number > 0",
     "optimizer.weight_decay=nan": "optimizer.weight_decay=nan is not allowed",
-    "optimizer=adam optimizer.betas=[0.9,1.5]": "optimizer.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)",
-    "device.threads=100000": "device.threads=100000 is not allowed: expected null (torch's default) or an integer >= 1 <= 256",
+    "optimizer=adam optimizer.betas=[0.9,1.5]": (
+        "optimizer.betas=[0.9, 1.5] is not allowed: expected two numbers in [0, 1)"
+    ),
+    "device.threads=100000": (
+        "device.threads=100000 is not allowed: expected null (torch's default) or an integer >= 1 <= 256"
+    ),
     "trainer.log_points=1.5": "trainer.log_points=1.5 is not allowed: expected an integer >= 1",
     "data.root=a_file": "data.root=a_file: is a file, not a folder",
     "data=mnist data.root=a_file/sub": "data.root=a_file/sub: a_file is a file, so no folder can be made under it",
@@ -346,25 +357,48 @@ BAD_VALUES = {
     "~model": "~model: lenet_exp reads model; set another value (or option) instead of removing it",
     "~optimizer.lr": "~optimizer.lr: lenet_exp reads optimizer.lr",
     "seed=1,2": "seed=1,2: several values need --multirun: python -m lenet_exp --multirun",
-    "--multirun optimizer.lr=interval(0.1,1)": "optimizer.lr=interval(0.1,1): a search space needs a search sweeper (hparams_search=optuna)",
-    "--multirun seed=1,2 hydra.sweep.subdir=../../out": "hydra.sweep.subdir=../../out: job folders must stay inside the sweep folder",
+    "--multirun optimizer.lr=interval(0.1,1)": (
+        "optimizer.lr=interval(0.1,1): a search space needs a search sweeper (hparams_search=optuna)"
+    ),
+    "--multirun seed=1,2 hydra.sweep.subdir=../../out": (
+        "hydra.sweep.subdir=../../out: job folders must stay inside the sweep folder"
+    ),
     "--multirun model.kernel_size=5,30": "model: a 28x28 input shrinks to nothing after conv 2",
     "+optimizer.nesterov=true": "optimizer: Nesterov momentum requires a momentum and zero dampening",
     "optimizer=adam +optimizer.capturable=true": "optimizer cannot take a step with these settings: If capturable=True",
     "hydra.run.dir=${oc.env:NO_SUCH_VARIABLE}": "hydra.run.dir: cannot be resolved",
-    "resume=x${y}": "hydra.run.dir=x${y}: a folder name holding '${' would be read as an interpolation by Hydra; rename the folder",
+    "resume=x${y}": (
+        "hydra.run.dir=x${y}: a folder name holding '${' would be read as an interpolation by Hydra; rename the folder"
+    ),
     "hydra.run.dir=dangling": "hydra.run.dir=dangling: is a broken link (it points to nothing)",
-    "hydra.run.dir=/proc/lenet_exp_run": "hydra.run.dir=/proc/lenet_exp_run: cannot write there (No such file or directory)",
-    "+optimizer.dampening=abc": "optimizer.dampening='abc' is not allowed: expected a number",  # even where momentum 0 never reads it
+    "hydra.run.dir=/proc/lenet_exp_run": (
+        "hydra.run.dir=/proc/lenet_exp_run: cannot write there (No such file or directory)"
+    ),
+    "+optimizer.dampening=abc": (  # even where momentum 0 never reads it
+        "optimizer.dampening='abc' is not allowed: expected a number"
+    ),
     "optimizer=adam +optimizer.amsgrad=maybe": "optimizer.amsgrad='maybe' is not allowed: expected true or false",
     "hparams_search=optuna": "hparams_search=optuna searches over a sweep: add --multirun",
-    "--multirun hparams_search=optuna hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0 is not allowed: expected an integer >= 1",
+    "--multirun hparams_search=optuna hydra.sweeper.n_trials=0": (
+        "hydra.sweeper.n_trials=0 is not allowed: expected an integer >= 1"
+    ),
     "--multirun seed=1,2 hydra/launcher=parallel hydra.launcher.n_jobs=0": "hydra.launcher.n_jobs=0 is not allowed",
-    "--multirun seed=1,2 hydra/launcher=fused hydra.launcher.max_models=0": "hydra.launcher.max_models=0 is not allowed: expected an integer >= 1",
-    "--multirun hparams_search=halving optimizer.lr=interval(0.01,0.1)": "hparams_search=halving halves a grid (lists, range(...), choice(...))",
-    "hparams_search=null": "hparams_search=null: a group takes one of its options (halving, optuna); leave hparams_search out for its default",
-    "--multirun hydra/sweeper=halving optimizer.lr=0.1,0.3": "hydra/sweeper=halving: choose it through its preset, hparams_search=halving",
-    "--multirun seed=1,2 hydra/launcher=bogus": "Could not find 'hydra/launcher/bogus' Available options in 'hydra/launcher': basic, fused, joblib, parallel",
+    "--multirun seed=1,2 hydra/launcher=fused hydra.launcher.max_models=0": (
+        "hydra.launcher.max_models=0 is not allowed: expected an integer >= 1"
+    ),
+    "--multirun hparams_search=halving optimizer.lr=interval(0.01,0.1)": (
+        "hparams_search=halving halves a grid (lists, range(...), choice(...))"
+    ),
+    "hparams_search=null": (
+        "hparams_search=null: a group takes one of its options (halving, optuna); leave hparams_search out for its "
+        "default"
+    ),
+    "--multirun hydra/sweeper=halving optimizer.lr=0.1,0.3": (
+        "hydra/sweeper=halving: choose it through its preset, hparams_search=halving"
+    ),
+    "--multirun seed=1,2 hydra/launcher=bogus": (
+        "Could not find 'hydra/launcher/bogus' Available options in 'hydra/launcher': basic, fused, joblib, parallel"
+    ),
     "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
     "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",
     "--cfg job --multirun seed=1,2": "--cfg prints one composed config: drop --multirun",
@@ -457,7 +491,8 @@ SLOW_LOAD = (
 
 SLOW_CHECK = (
     "import time, lenet_exp.train as t\ncheck = t.check_trainable\n"
-    "def slow(*a):\n    print('checking', flush=True)\n    time.sleep(30)\n    return check(*a)\nt.check_trainable = slow\n"
+    "def slow(*a):\n    print('checking', flush=True)\n    time.sleep(30)\n    return check(*a)\nt.check_trainable = "
+    "slow\n"
 )
 
 
@@ -607,3 +642,21 @@ def test_summarize_names_a_missing_folder_in_one_line(tmp_path, arg, message):
 def _no_deterministic_leak():
     yield
     torch.use_deterministic_algorithms(False)
+
+
+# 7. Folders written by earlier versions -----------------------------------------------------------------------
+
+
+def test_a_run_folder_written_before_the_one_house_change_resumes(tmp_path, fashion_mnist):
+    """tests/data/run_before_one_house: a 1-epoch run written by the version before the run folder object and the
+    config schema; asked for a second epoch, it continues from its own last.pt and keeps its first epoch's figures."""
+    old = REPO / "tests" / "data" / "run_before_one_house"
+    run = shutil.copytree(old, tmp_path / "run")
+    before = json.loads((old / "metrics.json").read_text())
+    proc = run_cli(f"resume={run}", "trainer.epochs=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Resuming in" in proc.stdout + proc.stderr
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["status"] == "completed" and after["epochs_completed"] == 2
+    assert after["history"]["test_acc"][0] == before["history"]["test_acc"][0]
+    assert after["steps_completed"] == 2 * before["steps_completed"]

@@ -24,7 +24,7 @@ from hydra_plugins.lenet_exp_halving._impl import (
     search,
     settings_of,
 )
-from lenet_exp import run_files
+from lenet_exp.run_folder import RunFolder
 from lenet_exp.summarize import by_setting
 from lenet_exp.summary_table import setting_lines
 
@@ -53,7 +53,7 @@ class StandIn:
                 else {"status": "completed", "epochs_completed": epochs, "history": {"test_acc": curve[:epochs]}}
             )
             job.folder.mkdir(parents=True, exist_ok=True)
-            run_files.write_metrics(job.folder, metrics)
+            RunFolder(job.folder).write_metrics(metrics)
 
 
 def grid(tmp_path, n: int, seeds: int = 1) -> list[Job]:
@@ -94,7 +94,7 @@ def test_ties_go_to_the_lower_job_and_failures_rank_last(tmp_path):
 
 
 class Refusing(StandIn):
-    """A trainer under which one job's folder refuses the rung (locked, or its record damaged): its files stay as they were."""
+    """A trainer under which one job's folder refuses the rung (locked, or its record damaged): its files stay."""
 
     def __init__(self, curves, refused: int, at: int, damage: str | None = None) -> None:
         super().__init__(curves)

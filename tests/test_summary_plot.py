@@ -1,6 +1,7 @@
 """Summaries that do not overclaim and plots that read at a glance, measured from the figure itself."""
 
 import random
+from itertools import product
 
 import pytest
 from helpers import make_job
@@ -25,18 +26,16 @@ def job_metrics(history: list[float], status: str = "completed", chance: float =
 
 def grid_sweep(root, epochs: int):
     """lr x activation; relu at 0.9 and sigmoid at small rates stay at chance, as they do on Fashion-MNIST."""
-    rnd, n = random.Random(0), 0
-    for lr in LRS:
-        for act in ("sigmoid", "relu"):
-            stuck = (act == "relu" and lr == "0.9") or (act == "sigmoid" and lr in ("0.01", "0.03"))
-            history = [0.1] * epochs if stuck else [0.5 + 0.04 * e + rnd.random() * 0.05 for e in range(epochs)]
-            make_job(
-                root,
-                f"{n}_activation={act},optimizer.lr={lr}",
-                [f"optimizer.lr={lr}", f"activation={act}"],
-                job_metrics(history),
-            )
-            n += 1
+    rnd = random.Random(0)
+    for n, (lr, act) in enumerate(product(LRS, ("sigmoid", "relu"))):
+        stuck = (act == "relu" and lr == "0.9") or (act == "sigmoid" and lr in ("0.01", "0.03"))
+        history = [0.1] * epochs if stuck else [0.5 + 0.04 * e + rnd.random() * 0.05 for e in range(epochs)]
+        make_job(
+            root,
+            f"{n}_activation={act},optimizer.lr={lr}",
+            [f"optimizer.lr={lr}", f"activation={act}"],
+            job_metrics(history),
+        )
     return collect(root)
 
 
@@ -61,10 +60,9 @@ def test_grid_plot_axes_ticks_and_legends(tmp_path, epochs):
             renderer = fig.canvas.get_renderer()
             assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
     curves = curve_axes(fig)
-    assert curves.get_xlim() == (0.5, epochs + 0.5)
-    assert [t for t in curves.get_xticks() if curves.get_xlim()[0] <= t <= curves.get_xlim()[1]] == list(
-        range(1, epochs + 1)
-    )
+    low, high = curves.get_xlim()
+    assert (low, high) == (0.5, epochs + 0.5)
+    assert [t for t in curves.get_xticks() if low <= t <= high] == list(range(1, epochs + 1))
 
 
 def test_coinciding_curves_say_so_and_chance_is_marked(tmp_path):
@@ -120,11 +118,7 @@ def test_summary_says_when_the_best_is_tied(tmp_path):
 def test_failed_and_diverged_jobs_are_drawn_without_a_figure(tmp_path):
     make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], job_metrics([0.5, 0.6]))
     make_job(tmp_path, "1_optimizer.lr=100", ["optimizer.lr=100"], job_metrics([0.1], status="diverged"))
-    make_job(
-        tmp_path,
-        "2_optimizer.lr=0.3",
-        ["optimizer.lr=0.3"],
-        {**job_metrics([]), "status": "failed", "error": "data error"},
-    )
+    failed = {**job_metrics([]), "status": "failed", "error": "data error"}
+    make_job(tmp_path, "2_optimizer.lr=0.3", ["optimizer.lr=0.3"], failed)
     labels = value_axes(figure(collect(tmp_path)))[0].get_legend_handles_labels()[1]
     assert "failed or diverged (no final acc)" in labels and "best" in labels

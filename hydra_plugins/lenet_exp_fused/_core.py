@@ -18,11 +18,10 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
-NO_ACCURACY = 0.0  # what a job without a final test accuracy returns, as the task does
 
 
 def is_lenet_task(task_function) -> bool:
-    """lenet_exp's own task function (the one `python -m lenet_exp` runs), which the fused launcher knows how to train."""
+    """lenet_exp's own task function (the one `python -m lenet_exp` runs): the fused launcher knows how to train it."""
     return getattr(task_function, "trains_lenet", False) is True
 
 
@@ -43,7 +42,8 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
     groups = groups_of([_fusion_key(cfg) for cfg in configs], launcher.max_models)
     sizes = ", ".join(str(len(g)) for g in groups)
     log.info(
-        f"Fused launcher: {len(configs)} job{'s' * (len(configs) != 1)} in {len(groups)} group{'s' * (len(groups) != 1)} of {sizes}"
+        f"Fused launcher: {len(configs)} job{'s' * (len(configs) != 1)} in {len(groups)} "
+        f"group{'s' * (len(groups) != 1)} of {sizes}"
     )
     returns: list[JobReturn | None] = [None] * len(configs)
     for group in groups:
@@ -96,34 +96,29 @@ def job_logger(num: int, run_dir: Path) -> logging.Logger:
 
 def _job(cfg: DictConfig):
     """A composed job's folder, its task config and record, as Hydra's run_job would set them up."""
-    from lenet_exp.fused import GroupJob
     from lenet_exp.logger import hparams_of
+    from lenet_exp.train import Job
 
-    HydraConfig.instance().set_config(cfg)
-    run_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    HydraConfig.instance().set_config(cfg)  # for `${hydra:...}` in the folder's name
+    run_dir = Path(os.path.abspath(Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))))
     with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
-        cfg.hydra.runtime.output_dir = os.path.abspath(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     task_cfg = copy.deepcopy(cfg)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
     hparams = hparams_of(task_cfg, list(cfg.hydra.overrides.task), dict(cfg.hydra.runtime.choices))
-    return GroupJob(
-        task_cfg,
-        Path(os.path.abspath(run_dir)),
-        hparams,
-        copy.deepcopy(HydraConfig.instance().cfg),
-        job_logger(cfg.hydra.job.num, run_dir),
-    )
+    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+    return Job(task_cfg, run_dir, hparams, hydra_cfg, job_logger(cfg.hydra.job.num, run_dir), in_sweep=True)
 
 
 def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     """Jobs that share a fusion key, trained together; every job's figures, errors and callbacks as if it ran alone."""
-    from lenet_exp.fused import train_group
     from lenet_exp.signals import Interrupted
     from lenet_exp.summarize import write_summary
-    from lenet_exp.sweep import note_refusal
+    from lenet_exp.task import job_outcome, stop
+    from lenet_exp.train import train_group
 
     jobs = []
     for cfg in configs:
@@ -133,34 +128,16 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     log.info(f"Training jobs {', '.join(str(c.hydra.job.num) for c in configs)} as one fused model")
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     try:
-        results = train_group(jobs)
+        results = train_group(jobs, fuse=True)
     except Interrupted as e:
-        print(
-            f"Interrupted by {e}: {e.note or 'every job of the group saved its checkpoint; rerun the same command to continue'}.",
-            file=sys.stderr,
-        )
         write_summary(sweep_dir)
-        raise SystemExit(128 + e.signum) from None
+        stop(e.signum, e.note or "every job of the group saved its checkpoint; rerun the same command to continue")
     returns = []
     for cfg, job, result in zip(configs, jobs, results):
-        if isinstance(result, dict):
-            value = result["test_acc"] if result.get("test_acc") is not None else NO_ACCURACY
-        else:
-            from lenet_exp.run_folder import FolderRefused
-
-            print(f"Error: job {cfg.hydra.job.num}: {' '.join(str(result).split())}", file=sys.stderr)
-            if isinstance(result, FolderRefused):
-                note_refusal(sweep_dir, job.run_dir, str(result), list(cfg.hydra.overrides.task))
-            value = NO_ACCURACY
-        ret = JobReturn(
-            overrides=list(cfg.hydra.overrides.task),
-            cfg=job.cfg,
-            hydra_cfg=job.hydra_cfg,
-            working_dir=os.getcwd(),
-            task_name=str(cfg.hydra.job.name),
-            status=JobStatus.COMPLETED,
-            _return_value=value,
-        )
+        value = job_outcome(result, job, sweep_dir, label=f"job {cfg.hydra.job.num}: ")
+        ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=job.cfg, hydra_cfg=job.hydra_cfg,
+                        working_dir=os.getcwd(), task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED,
+                        _return_value=value)  # fmt: skip
         launcher.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
         returns.append(ret)
         for handler in job.log.handlers:

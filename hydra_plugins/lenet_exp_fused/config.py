@@ -4,11 +4,14 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
+from lenet_exp.schema import INT_GE_1, checked
+
 
 @dataclass
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.lenet_exp_fused.fused_launcher.FusedLauncher"
-    max_models: int = 64  # most jobs trained together as one fused model (>= 1; 1: every job alone)
+    # most jobs trained together as one fused model (1: every job alone)
+    max_models: int = checked((INT_GE_1[0], "an integer >= 1 (1: every job alone)"), default=64)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="lenet_exp")

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 
 class FusedLauncher(Launcher):
-    """Jobs of lenet_exp's task that can train together do, as one fused model; any other job runs as the basic launcher runs it."""
+    """Jobs of lenet_exp's task that can train together do, as one fused model; others run as the basic launcher's."""
 
     def __init__(self, max_models: int) -> None:
         self.max_models = max_models

@@ -17,11 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_exp import run_files, run_folder
 from lenet_exp.config import quoted
-from lenet_exp.sweep import dirname_for, key_of
-
-STATE = "halving.json"  # the search's own record in the sweep folder: rungs, choices, wall time
+from lenet_exp.run_folder import DamagedRecord, FolderRefused, RunFolder, read_json, write_json
+from lenet_exp.sweep import HALVING, dirname_for, key_of
 
 
 def rung_epochs(min_epochs: int, eta: int, max_epochs: int) -> list[int]:
@@ -39,7 +37,7 @@ def keep_count(settings: int, eta: int) -> int:
 
 @dataclass
 class Job:
-    """One grid point: its number, its overrides (without trainer.epochs), its folder, and its setting (without seed)."""
+    """One grid point: its number, its overrides (without trainer.epochs), its folder, its setting (without seed)."""
 
     num: int
     overrides: list[str]
@@ -50,25 +48,15 @@ class Job:
         return tuple(o for o in self.overrides if key_of(o) != "seed")
 
     def launch_overrides(self, epochs: int) -> list[str]:
-        """The job at a rung: its overrides, the rung's epochs, and its own folder whatever number the launcher gives it."""
+        """The job at a rung: its overrides, the rung's epochs, its own folder whatever number the launcher gives it."""
         return [*self.overrides, f"trainer.epochs={epochs}", f"hydra.sweep.subdir={quoted(self.folder.name)}"]
 
     def metrics(self) -> dict:
-        """Its metrics.json, or {} where that is missing, unreadable or not a run's record (the job then has no score)."""
+        """Its metrics.json, or {} where that is missing or not a run's record (the job then has no score)."""
         try:
-            metrics = run_files.read_metrics(self.folder) or {}
-        except Exception:
+            return RunFolder(self.folder).metrics() or {}
+        except DamagedRecord:
             return {}
-        history = metrics.get("history") if isinstance(metrics, dict) else None
-        accs = history.get("test_acc") if isinstance(history, dict) else None
-        epochs = metrics.get("epochs_completed") if isinstance(metrics, dict) else None
-        if (
-            not isinstance(accs, list)
-            or not all(a is None or isinstance(a, (int, float)) for a in accs)
-            or not isinstance(epochs, int)
-        ):
-            return {}
-        return metrics
 
 
 class RungIncomplete(Exception):
@@ -86,7 +74,8 @@ def check_rung(alive: list[list[Job]], epochs: int, k: int) -> None:
                 else "no readable metrics.json"
             )
             raise RungIncomplete(
-                f"halving stopped before choosing at rung {k + 1} ({epochs} epochs): job {job.num} has no test accuracy for it "
+                f"halving stopped before choosing at rung {k + 1} ({epochs} epochs): job {job.num} has no test "
+                "accuracy for it "
                 f"({state}, in {job.folder}); nothing was pruned. Fix that job's folder and rerun the same command"
             )
 
@@ -133,11 +122,12 @@ def needs_training(metrics: dict, epochs: int) -> bool:
 def prune(job: Job, note: str) -> None:
     """Mark a job left behind, in its own metrics.json, under its folder's lock; its files and checkpoint stay."""
     try:
-        with run_folder.locked(job.folder):
+        folder = RunFolder(job.folder)
+        with folder.locked():
             metrics = job.metrics()
             if metrics.get("status") in ("completed", "pruned"):
-                run_files.write_metrics(job.folder, {**metrics, "status": "pruned", "note": note})
-    except run_folder.FolderRefused:
+                folder.write_metrics({**metrics, "status": "pruned", "note": note})
+    except FolderRefused:
         pass  # another process works there now: it keeps its own record
 
 
@@ -145,8 +135,8 @@ class SearchRecord:
     """halving.json: the rungs, each rung's choice and the search's wall time, kept across reruns of the same sweep."""
 
     def __init__(self, sweep_dir: Path, eta: int, rungs: list[int], jobs: list[Job], started: float) -> None:
-        self.path, self.started = sweep_dir / STATE, started
-        earlier = run_files.read_json(self.path) or {}
+        self.path, self.started = sweep_dir / HALVING, started
+        earlier = read_json(self.path) or {}
         self.previous_seconds = float(earlier.get("wall_seconds") or 0.0)
         self.state = {
             "eta": eta,
@@ -167,7 +157,7 @@ class SearchRecord:
 
     def save(self) -> None:
         seconds = self.previous_seconds + time.monotonic() - self.started
-        run_files.write_json(self.path, {**self.state, "wall_seconds": seconds})
+        write_json(self.path, {**self.state, "wall_seconds": seconds})
 
 
 def search(
@@ -208,7 +198,8 @@ def search(
             for job in alive[i]:
                 prune(
                     job,
-                    f"after rung {k + 1} of {len(rungs)} ({epochs} epoch{'s' * (epochs != 1)}): {shown}, ranked {place} of {len(alive)}",
+                    f"after rung {k + 1} of {len(rungs)} ({epochs} epoch{'s' * (epochs != 1)}): {shown}, ranked "
+                    f"{place} of {len(alive)}",
                 )
         alive = [alive[i] for i in order[:kept]]
     if record:

@@ -1,18 +1,20 @@
-"""The halving sweeper's settings: `hydra/sweeper=halving` (chosen by the `hparams_search=halving` preset, which sets them)."""
+"""The halving sweeper's settings and their rules: `hydra/sweeper=halving`, chosen by the `hparams_search=halving`
+preset, which sets them."""
 
 from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+
+from lenet_exp.schema import INT_GE_1, checked, int_at_least
 
 
 @dataclass
 class HalvingSweeperConf:
     _target_: str = "hydra_plugins.lenet_exp_halving.halving_sweeper.HalvingSweeper"
-    eta: int = MISSING  # keep the best 1/eta of the settings after each rung
-    min_epochs: int = MISSING  # epochs of the first rung
-    max_epochs: int | None = MISSING  # epochs of the last rung (null: trainer.epochs)
+    eta: int = checked(int_at_least(2))  # keep the best 1/eta of the settings after each rung
+    min_epochs: int = checked(INT_GE_1)  # epochs of the first rung
+    max_epochs: int | None = checked(int_at_least(1, null="trainer.epochs"))  # epochs of the last rung
     params: Any | None = None  # sweep overrides held in the config, as the basic sweeper's
 
 

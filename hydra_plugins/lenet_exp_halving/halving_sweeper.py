@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class HalvingSweeper(Sweeper):
-    """Synchronous successive halving: every rung is one batch for the launcher; losers stop, winners continue in place."""
+    """Synchronous successive halving: each rung is one batch for the launcher; losers stop, winners go on in place."""
 
     def __init__(self, eta: int, min_epochs: int, max_epochs: int | None, params: Any = None) -> None:
         self.eta, self.min_epochs, self.max_epochs = eta, min_epochs, max_epochs
@@ -60,7 +60,7 @@ class HalvingSweeper(Sweeper):
             record.save()
 
     def _train(self, jobs: list[_impl.Job], epochs: int) -> None:
-        """One rung for the launcher: each job to `epochs` epochs, in its own folder (it continues from its checkpoint)."""
+        """One rung for the launcher: each job to `epochs` epochs in its own folder, from its checkpoint."""
         batch = [job.launch_overrides(epochs) for job in jobs]
         self.validate_batch_is_legal(batch)
         self.launcher.launch(batch, initial_job_idx=self.launched)
