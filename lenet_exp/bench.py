@@ -15,6 +15,8 @@ evaluation (whole epochs, so this part is not bounded by `--steps`). Progress go
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import signal
 import statistics
@@ -31,24 +33,11 @@ from torch import nn
 from lenet_exp.build import build, setup_device
 from lenet_exp.config import INT_GE_0, INT_GE_1, ConfigError, Settings, check_overrides, compose_config
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
-from lenet_exp.signals import Interrupted, StopSignals
-from lenet_exp.train import Progress, Solo, epoch_order, train_epoch
-
-WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def train_steps(trainee, data: Split, seeds: list[int], steps: int | None, s: Settings, stop, epoch: int = 0) -> None:
-    """`steps` steps of the training loop (None: one whole pass) on the head of `data`, a shuffle per seed's model."""
-    n = len(data) if steps is None else steps * s.data.batch_size
-    part = Split(data.images[:n], data.labels[:n])
-    orders = torch.stack([epoch_order(len(part), seed, epoch, data.images.device) for seed in seeds])  # (G, N)
-    for _ in train_epoch(trainee, part, orders, [Progress() for _ in seeds], [True] * len(seeds), s, stop):
-        pass
+from lenet_exp.signals import Interrupted
+from lenet_exp.sweep_bench import run_sweep_bench
+from lenet_exp.timing import WARMUP, say, sync, timed_steps, train_steps
+from lenet_exp.train import Solo
+from lenet_exp.words import plural
 
 
 def write_torchvision_layout(root: Path, spec: DatasetSpec, train: Split, test: Split) -> None:
@@ -57,12 +46,9 @@ def write_torchvision_layout(root: Path, spec: DatasetSpec, train: Split, test: 
     raw.mkdir(parents=True)
     for prefix, split in (("train", train), ("t10k", test)):
         n = len(split).to_bytes(4, "big")
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            b"\0\0\x08\x03" + n + (28).to_bytes(4, "big") * 2 + split.images.numpy().tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            b"\0\0\x08\x01" + n + split.labels.to(torch.uint8).numpy().tobytes()
-        )
+        images, labels = split.images.numpy().tobytes(), split.labels.to(torch.uint8).numpy().tobytes()
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + n + (28).to_bytes(4, "big") * 2 + images)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + n + labels)
 
 
 class Textbook:
@@ -112,10 +98,10 @@ class Textbook:
 
     def test_acc(self, model: nn.Module, optimizer=None) -> float:
         model.eval()
-        correct = 0
         with torch.no_grad():
-            for X, y in self.test_iter:
-                correct += float((model(X.to(self.device)).argmax(axis=1) == y.to(self.device)).sum())
+            correct = sum(
+                float((model(X.to(self.device)).argmax(axis=1) == y.to(self.device)).sum()) for X, y in self.test_iter
+            )
         model.train()
         return correct / len(self.test_set)
 
@@ -124,30 +110,14 @@ class LenetExp:
     """lenet_exp's own hot loop (train_epoch / evaluate) on device-resident data, through the trainee training uses."""
 
     def __init__(self, settings: Settings, train: Split, test: Split, device: torch.device) -> None:
-        self.s, self.device = settings, device
-        self.train_set, self.test_set = train.to(device), test.to(device)
-        self.epoch = 0
-
-    def _epoch(self, trainee: Solo, steps: int | None) -> None:
-        with StopSignals() as stop:
-            train_steps(trainee, self.train_set, [0], steps, self.s, stop, self.epoch)
-        self.epoch += 1
-        if stop.signum is not None:  # Ctrl-C or SIGTERM ends the benchmark, as in the textbook loop
-            raise Interrupted(stop.signum)
+        self.s, self.train_set, self.test_set = settings, train.to(device), test.to(device)
+        self.epochs = itertools.count()  # each pass over the data its own shuffle, from one measurement to the next
 
     def run(self, trainee: Solo, steps: int) -> float:
-        self._epoch(trainee, WARMUP)
-        sync(self.device)
-        start = time.perf_counter()
-        while steps > 0:  # whole epochs of at most one pass over the data
-            chunk = min(steps, len(self.train_set) // self.s.data.batch_size)
-            self._epoch(trainee, chunk)
-            steps -= chunk
-        sync(self.device)  # train_epoch ends with a sync; this one is for the record
-        return time.perf_counter() - start
+        return timed_steps(trainee, self.train_set, [0], steps, self.s, self.epochs)
 
     def train_full_epoch(self, trainee: Solo) -> None:
-        self._epoch(trainee, None)
+        train_steps(trainee, self.train_set, [0], None, self.s, next(self.epochs))
 
     def test_acc(self, trainee: Solo) -> float:
         return trainee.evaluate(self.test_set)[0]
@@ -158,38 +128,31 @@ def lenet_exp_parts(cfg, settings: Settings, device: torch.device) -> tuple[Solo
     return (Solo(*build(cfg, settings, device), settings),)
 
 
-def time_to_accuracy(pipeline, fresh, target: float, max_epochs: int, device) -> tuple[float | None, int]:
-    """Wall seconds (training and evaluation) from scratch until test acc >= target, and the epochs taken."""
+def time_to_accuracy(name: str, pipeline, fresh, args: argparse.Namespace, device: torch.device) -> str:
+    """Wall seconds (training and evaluation) from scratch until test acc >= --target-acc, with the epochs taken."""
+    say(f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs)")
     parts = fresh()
     sync(device)
     start = time.perf_counter()
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(1, args.max_epochs + 1):
         pipeline.train_full_epoch(*parts)
-        if pipeline.test_acc(*parts) >= target:
+        if pipeline.test_acc(*parts) >= args.target_acc:
             sync(device)
-            return time.perf_counter() - start, epoch
-    return None, max_epochs
+            return f"{time.perf_counter() - start:.1f} s ({epoch} epochs)"
+    return f"not in {args.max_epochs} epochs"
 
 
 ACCURACY = (lambda v: 0 <= v < 1, "a test accuracy in [0, 1) (0 skips the measurement)")
-
-
-def say(text: str) -> None:
-    """Progress on stderr, so the table on stdout stays clean."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def _typed(parse, rule: tuple):
     """An argparse type: parse the text, then hold it to one of the config's rules (predicate, words)."""
 
     def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            value = None
-        if value is None or not rule[0](value):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {rule[1]}")
-        return value
+        with contextlib.suppress(ValueError):
+            if rule[0](value := parse(text)):
+                return value
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {rule[1]}")
 
     return convert
 
@@ -202,76 +165,56 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m lenet_exp.bench", description=__doc__.split("\n")[0])
+    count, count0, accuracy = _typed(int, INT_GE_1), _typed(int, INT_GE_0), _typed(float, ACCURACY)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: the config's device (auto)")
     parser.add_argument(
-        "--steps",
-        type=_typed(int, INT_GE_1),
-        default=200,
-        help="timed steps per measurement (default 200; 234 make one epoch)",
+        "--steps", type=count, default=200, help="timed steps per measurement (default 200; 234 make one epoch)"
     )
-    parser.add_argument("--repeats", type=_typed(int, INT_GE_1), help="alternations of the two pipelines (default 3)")
-    parser.add_argument(
-        "--workers", type=_typed(int, INT_GE_0), help="DataLoader workers of the textbook pipeline (default 4)"
-    )
+    parser.add_argument("--repeats", type=count, help="alternations of the two pipelines (default 3)")
+    parser.add_argument("--workers", type=count0, help="DataLoader workers of the textbook pipeline (default 4)")
     parser.add_argument(
         "--target-acc",
-        type=_typed(float, ACCURACY),
+        type=accuracy,
         help="also time each pipeline from scratch to this test accuracy, in whole epochs (default 0: skip)",
     )
-    parser.add_argument("--max-epochs", type=_typed(int, INT_GE_1), help="epochs at most for --target-acc (default 10)")
+    parser.add_argument("--max-epochs", type=count, help="epochs at most for --target-acc (default 10)")
     parser.add_argument(
         "--sweep",
-        type=_typed(int, INT_GE_1),
+        type=count,
         metavar="K",
         help="instead: K settings one after another, in parallel workers and fused; the aggregate examples/sec of each",
     )
+    cores = os.cpu_count() or 1
     parser.add_argument(
-        "--jobs",
-        type=_typed(int, INT_GE_1),
-        help=f"worker processes of --sweep's parallel arrangement (default {os.cpu_count() or 1}: the cores)",
+        "--jobs", type=count, help=f"worker processes of --sweep's parallel arrangement (default {cores}: the cores)"
     )
     parser.add_argument("overrides", nargs="*", help="config overrides for lenet_exp, e.g. device.amp=true")
     args = parser.parse_args(argv)
-    pipeline_only = [
-        f"--{k.replace('_', '-')}"
-        for k in ("repeats", "workers", "target_acc", "max_epochs")
-        if getattr(args, k) is not None
-    ]
-    if args.sweep and pipeline_only:
-        parser.error(
-            f"{pipeline_only[0]} is for the pipeline comparison; --sweep measures each arrangement once (drop "
-            f"{pipeline_only[0]})"
-        )
+    given = [k for k in ("repeats", "workers", "target_acc", "max_epochs") if vars(args)[k] is not None]
+    if args.sweep and given:
+        flag = "--" + given[0].replace("_", "-")
+        parser.error(f"{flag} is for the pipeline comparison; --sweep measures each arrangement once (drop {flag})")
     if not args.sweep and args.jobs is not None:
         parser.error("--jobs is for --sweep K (the parallel arrangement's worker processes)")
-    defaults = {"repeats": 3, "workers": 4, "target_acc": 0.0, "max_epochs": 10, "jobs": os.cpu_count() or 1}
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    defaults = {"repeats": 3, "workers": 4, "target_acc": 0.0, "max_epochs": 10, "jobs": cores}
+    vars(args).update({k: v for k, v in defaults.items() if vars(args)[k] is None})
     return args
-
-
-def setup(args: argparse.Namespace):
-    """The composed config, its checked settings, the device and the data; user mistakes raise ConfigError/DataError."""
-    overrides = [*args.overrides, *([f"device.name={args.device}"] if args.device else [])]
-    check_overrides(overrides)
-    cfg = compose_config(overrides)
-    settings = Settings.from_cfg(cfg)
-    device = setup_device(settings)
-    train, test = load_dataset(settings.data.name, settings.data.root, settings.data.download)
-    return cfg, settings, device, train.head(settings.data.limit_train), test.head(settings.data.limit_test)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
+    try:  # the config, its checked settings, the device and the data; user mistakes raise ConfigError/DataError
+        overrides = [*args.overrides, *([f"device.name={args.device}"] if args.device else [])]
+        check_overrides(overrides)
+        cfg = compose_config(overrides)
+        settings = Settings.from_cfg(cfg)
+        device = setup_device(settings)
+        train, test = load_dataset(settings.data.name, settings.data.root, settings.data.download)
+        train, test = train.head(settings.data.limit_train), test.head(settings.data.limit_test)
         if args.sweep:
-            from lenet_exp.sweep_bench import run_sweep_bench
-
-            cfg, settings, device, train, _ = setup(args)
-            run_sweep_bench(args.sweep, args.steps, args.jobs, cfg, device, train, say)
+            run_sweep_bench(args.sweep, args.steps, args.jobs, cfg, device, train)
         else:
-            run(args, *setup(args))
+            run(args, cfg, settings, device, train, test)
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -299,33 +242,23 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
                 seconds = pipeline.run(*fresh[name](), args.steps)
                 speeds[name].append(args.steps * settings.data.batch_size / seconds)
                 say(f"[{repeat}/{args.repeats}] {name}: {speeds[name][-1]:,.0f} examples/sec")
-        ttas = {}
-        if args.target_acc > 0:
-            for name, p in pipelines.items():
-                say(f"{name}: training from scratch to test acc {args.target_acc} (at most {args.max_epochs} epochs)")
-                ttas[name] = time_to_accuracy(p, fresh[name], args.target_acc, args.max_epochs, device)
+        timed = pipelines if args.target_acc > 0 else {}
+        ttas = {name: time_to_accuracy(name, p, fresh[name], args, device) for name, p in timed.items()}
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     options = ", ".join(f"{k}={getattr(settings.device, k)}" for k in ("channels_last", "amp", "compile"))
     given = f", overrides: {' '.join(args.overrides)}" if args.overrides else ""
-    runs = f"{args.repeats} alternation{'s' if args.repeats != 1 else ''}"
     print(
-        f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x {runs} on {device} "
-        f"({name}), torch {torch.__version__}, {options}{given}"
+        f"LeNet, {spec.folder}, batch {settings.data.batch_size}, {args.steps} timed steps x "
+        f"{plural(args.repeats, 'alternation')} on {device} ({name}), torch {torch.__version__}, {options}{given}"
     )
     tta_header = f"{f'time to {args.target_acc} test acc':>28}" if ttas else ""
     print(f"{'pipeline':<12}{'examples/sec (mean)':>22}{'min':>12}{'max':>12}{tta_header}")
     for name, values in speeds.items():
-        tta = ttas.get(name)
-        tta_text = (
-            ""
-            if not tta
-            else f"{(f'{tta[0]:.1f} s ({tta[1]} epochs)' if tta[0] is not None else f'not in {tta[1]} epochs'):>28}"
-        )
-        print(f"{name:<12}{statistics.mean(values):>22,.0f}{min(values):>12,.0f}{max(values):>12,.0f}{tta_text}")
-    print(
-        f"ratio lenet_exp / textbook: {statistics.mean(speeds['lenet_exp']) / statistics.mean(speeds['textbook']):.2f}x"
-    )
+        tta = f"{ttas[name]:>28}" if ttas else ""
+        print(f"{name:<12}{statistics.mean(values):>22,.0f}{min(values):>12,.0f}{max(values):>12,.0f}{tta}")
+    ratio = statistics.mean(speeds["lenet_exp"]) / statistics.mean(speeds["textbook"])
+    print(f"ratio lenet_exp / textbook: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

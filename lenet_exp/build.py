@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lenet_exp.data import DATASETS, DatasetSpec
-from lenet_exp.schema import BOOL, NO_CUDA, NUMBER, ConfigError, Settings, check_value, hint
+from lenet_exp.schema import BOOL, NO_CUDA, ConfigError, Settings, check_value, hint
 from lenet_exp.words import one_line
 
 
@@ -23,9 +23,8 @@ def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn
     torch.manual_seed(settings.seed)
     layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
     activation = _instantiate(cfg, "activation", lambda: instantiate(cfg.activation, _partial_=True))
-    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation)).to(
-        device, memory_format=layout
-    )
+    model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation))
+    model = model.to(device, memory_format=layout)
     optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
     return model, optimizer
 
@@ -43,8 +42,7 @@ def _instantiate(cfg: DictConfig, group: str, make):
 
 def resolve_device(name: str) -> torch.device:
     """The torch device for `device.name`; auto picks CUDA, then Apple MPS, then the CPU."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
+    has_mps = torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -55,9 +53,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def setup_device(s: Settings) -> torch.device:
-    """The training device, with the determinism and CPU-thread settings applied (training and the bench alike)."""
+    """The training device, with the determinism and CPU-thread settings applied (training and the bench alike):
+    bitwise-repeatable kernels or the fastest ones (CUBLAS_WORKSPACE_CONFIG is set when lenet_exp is imported)."""
     device = resolve_device(s.device.name)
-    set_determinism(s.deterministic)
+    torch.use_deterministic_algorithms(s.deterministic)
+    torch.backends.cudnn.benchmark = not s.deterministic
     if s.device.threads:
         torch.set_num_threads(s.device.threads)
     return device
@@ -90,30 +90,23 @@ def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: 
 
 
 def check_optimizer_types(cfg: DictConfig) -> None:
-    """A setting the optimizer's schema leaves to its class (`+optimizer.dampening=...`) of the type of the class's
-    default, even where this run never reads it: torch would not refuse it then."""
+    """A setting left to the optimizer's class (`+optimizer.dampening=...`) has its default's type, read or not."""
     try:
         signature = inspect.signature(get_class(cfg.optimizer._target_)).parameters
     except Exception:
         return  # not a class we can read: the trial step decides
+    number = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
     for key, value in OmegaConf.to_container(cfg.optimizer, resolve=True).items():
         default = signature[key].default if key in signature else None
         if isinstance(default, (bool, int, float)):
-            check_value(f"optimizer.{key}", value, BOOL if isinstance(default, bool) else NUMBER)
+            check_value(f"optimizer.{key}", value, BOOL if isinstance(default, bool) else number)
 
 
 def check_buildable(cfg: DictConfig) -> None:
-    """Build the configured model on the CPU and take one training step with it: the check a sweep makes of every
-    model it varies."""
+    """Build the model on the CPU and take one training step with it: a sweep's check of every model it varies."""
     s = Settings.from_cfg(cfg)
     model, _ = build(cfg, s, torch.device("cpu"))
     check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, torch.device("cpu"))
-
-
-def set_determinism(deterministic: bool) -> None:
-    """Bitwise-repeatable kernels or the fastest ones (CUBLAS_WORKSPACE_CONFIG is set when lenet_exp is imported)."""
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = not deterministic
 
 
 def cpu_weights(model: nn.Module) -> dict:

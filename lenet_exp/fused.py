@@ -24,9 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from lenet_exp.config import LENET
-from lenet_exp.model import LeNet, full_precision
+from lenet_exp.model import LeNet, full_precision, mixed_precision
 from lenet_exp.run_folder import all_settings
-from lenet_exp.train import mixed_precision
 
 log = logging.getLogger("lenet_exp")
 CPU_NOTE = (
@@ -275,7 +274,7 @@ class FusedTrainee:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (G, B, 28, 28) uint8, labels (G, B): a step of each model; summed losses (G,), correct counts (G,)."""
         x = model_input(images, self.s.device.channels_last)  # (B, G, 28, 28)
-        with mixed_precision(self.s, x):
+        with mixed_precision(self.s.device.amp, x):
             logits = self.model(x)  # (G, B, 10)
             losses, total, correct = step_loss(logits, labels, active)
         self.optimizer.zero_grad()
@@ -292,7 +291,7 @@ class FusedTrainee:
         for i in range(0, len(data), chunk):
             images = data.images[i : i + chunk]
             x = model_input(images.unsqueeze(0).expand(self.G, *images.shape), self.s.device.channels_last)
-            with mixed_precision(self.s, x):
+            with mixed_precision(self.s.device.amp, x):
                 correct += (self.model(x).argmax(dim=-1) == data.labels[i : i + len(images)]).sum(dim=1)
         self.model.train()
         return (correct.double() / len(data)).tolist()

@@ -72,6 +72,11 @@ class LeNet(nn.Sequential):
             return classifier(x.float())  # logits (B, 10), fp32 even under autocast
 
 
+def mixed_precision(amp: bool, x: torch.Tensor) -> torch.autocast:
+    """bf16 autocast where `device.amp` asks for it and the data is on CUDA; a no-op elsewhere."""
+    return torch.autocast("cuda", torch.bfloat16, enabled=amp and x.is_cuda)
+
+
 def full_precision(x: torch.Tensor):
     """Autocast switched off where it can be on: the classifier's logits are fp32 (LeNet's and the fused model's)."""
     return torch.autocast(x.device.type, enabled=False) if x.device.type in AUTOCAST_DEVICES else nullcontext()

@@ -9,6 +9,7 @@ pass. Every file is written whole (a temporary file, fsync, rename), so a kill l
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -157,10 +158,8 @@ def read_metrics(run_dir: Path) -> dict | None:
 
 def not_learning(metrics: dict) -> bool:
     """The run's best test accuracy stays at chance: it learned nothing, whatever its status says."""
-    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")
-    return (
-        _number(best) and _number(chance) and best is not None and chance is not None and best <= chance + CHANCE_MARGIN
-    )
+    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")  # typed: see read_metrics
+    return best is not None and chance is not None and best <= chance + CHANCE_MARGIN
 
 
 def save_checkpoint(path: Path, obj: Any) -> None:
@@ -394,15 +393,6 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def locked(self):
-        return locked(self.path)
-
-    def in_use(self) -> bool:
-        return in_use(self.path)
-
     def metrics(self) -> dict | None:
         """metrics.json, typed (see read_metrics); None when there is none."""
         return read_metrics(self.path)
@@ -413,7 +403,7 @@ class RunFolder:
     def live_metrics(self) -> dict | None:
         """metrics.json as it stands; a `running` that no process backs shows as `interrupted` (it was killed)."""
         metrics = self.metrics()
-        if metrics and metrics.get("status") == "running" and not self.in_use():
+        if metrics and metrics["status"] == "running" and not in_use(self.path):
             error = metrics.get("error") or "the process ended without a word (killed?); rerun to continue"
             return {**metrics, "status": "interrupted", "error": error}
         return metrics
@@ -422,20 +412,22 @@ class RunFolder:
         """Mark the run failed (or interrupted) with a one-line reason, keeping its figures so far; if even that fails
         (a full disk), the lock's release tells the summary."""
         try:
-            try:
-                metrics = self.metrics() or {"epochs_completed": 0, "steps_completed": 0}
-            except DamagedRecord:
-                metrics = {"epochs_completed": 0, "steps_completed": 0}
-            self.write_metrics({**metrics, "status": status, "error": one_line(error)[:500]})
-        except OSError:
-            pass
+            metrics = self.metrics() or {}
+        except DamagedRecord:
+            metrics = {}
+        figures = {
+            "epochs_completed": 0,
+            "steps_completed": 0,
+            **metrics,
+            "status": status,
+            "error": one_line(error)[:500],
+        }
+        with contextlib.suppress(OSError):
+            self.write_metrics(figures)
 
     def save(self, name: str, obj: Any) -> None:
         """A checkpoint (LAST, BEST or FINAL), written whole."""
         save_checkpoint(self.path / name, obj)
-
-    def has_curves(self) -> bool:
-        return any(self.path.glob("events.out.tfevents.*"))
 
     def write_record(self, cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
         """`.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml` as Hydra writes them, once the checks have passed."""

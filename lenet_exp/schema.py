@@ -1,9 +1,6 @@
-"""The project's own config keys, declared once: Hydra structured configs the YAML files name as their schema.
-
-OmegaConf holds every compose to the key names and types below; each key's rule (its allowed range, in
-words) is checked on the typed object by `check`, and its words also explain a value of the wrong type.
-Defaults stay in the YAML files under conf/. Nothing here imports torch, config.py or build.py.
-"""
+"""The project's own config keys, declared once: Hydra structured configs the YAML files (conf/) name as their schema.
+OmegaConf holds every compose to the key names and types below; each key's rule adds its range, in words that also
+explain a value of the wrong type. Nothing here imports torch, config.py or build.py."""
 
 from __future__ import annotations
 
@@ -11,12 +8,10 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
-from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, ValidationError
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from lenet_exp.data import DATASETS
 
@@ -25,45 +20,25 @@ class ConfigError(ValueError):
     """A user mistake in the config or the overrides."""
 
 
-def is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def is_number(v: Any, finite: bool = True) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and (math.isfinite(v) or not finite)
-
-
-Rule = tuple[Callable[[Any], bool], str]  # (predicate, what is allowed, in words)
-INT_GE_0: Rule = (lambda v: is_int(v) and v >= 0, "an integer >= 0")
-INT_GE_1: Rule = (lambda v: is_int(v) and v >= 1, "an integer >= 1")
-SEED: Rule = (lambda v: is_int(v) and 0 <= v < 2**32, "an integer in [0, 2**32)")
+Rule = tuple[Callable[[Any], bool], str]  # (predicate on a value of the key's type, what is allowed, in words)
 BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
-NUMBER: Rule = (lambda v: is_number(v, finite=False), "a number")
-TEXT: Rule = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
-POSITIVE: Rule = (lambda v: is_number(v) and v > 0, "a finite number > 0")
-NON_NEGATIVE: Rule = (lambda v: is_number(v) and v >= 0, "a finite number >= 0")
-FRACTION: Rule = (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-BETAS: Rule = (lambda v: isinstance(v, list) and len(v) == 2 and all(map(FRACTION[0], v)), "two numbers in [0, 1)")
-MAX_THREADS = 256  # beyond this torch's thread pool fails outright
+NON_NEGATIVE: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
 
 
-def int_at_least(least: int, most: int | None = None, null: str | None = None) -> Rule:
+def int_at_least(least: int, most: float = math.inf, null: str = "") -> Rule:
     """An integer in [least, most]; with `null`, also null, which means what `null` says."""
-    ok = lambda v: is_int(v) and least <= v <= (most or math.inf)
-    words = f"an integer >= {least}" + (f" <= {most}" if most else "")
-    return (lambda v: v is None or ok(v), f"null ({null}) or {words}") if null else (ok, words)
+    words = f"an integer >= {least}" + (f" <= {most}" if most < math.inf else "")
+    return (lambda v: v is None or least <= v <= most), f"null ({null}) or {words}" if null else words
 
 
-def int_list(nonempty: bool) -> Rule:
-    ok = lambda v: isinstance(v, list) and (v or not nonempty) and all(map(INT_GE_1[0], v))
-    return (ok, f"a {'non-empty ' if nonempty else ''}list of integers >= 1")
+INT_GE_0 = int_at_least(0)
+INT_GE_1 = int_at_least(1)
 
 
 def one_of(*allowed: Any) -> Rule:
-    """One of the values given, or of an Enum's values."""
-    if len(allowed) == 1 and isinstance(allowed[0], type):
-        allowed = tuple(m.value for m in allowed[0])
-    return (lambda v: v in allowed, "one of " + ", ".join(str(a).lower() for a in allowed))
+    """A choice, in a field typed `str`: an Enum value in the job config would be pickled as an Enum into the run's
+    checkpoint, which torch.load(weights_only=True) refuses."""
+    return (lambda v: v in allowed), "one of " + ", ".join(str(a).lower() for a in allowed)
 
 
 def checked(rule: Rule, default: Any = MISSING) -> Any:
@@ -71,12 +46,6 @@ def checked(rule: Rule, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
-# Choices. A field holding one is typed `str` and checked by its rule: an Enum value in the job config would be
-# pickled as an Enum into the run's checkpoint, which torch.load(weights_only=True) refuses.
-DatasetName = Enum("DatasetName", {name: name for name in DATASETS})
-DeviceName = Enum("DeviceName", {name: name for name in ("auto", "cpu", "cuda", "mps")})
-Pool = Enum("Pool", {name: name for name in ("avg", "max")})
-Init = Enum("Init", {name: name for name in ("xavier_uniform", "kaiming_uniform", "default")})
 NO_CUDA = "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"
 
 
@@ -87,41 +56,40 @@ class LeNetSettings:
     _target_: str = MISSING
     in_channels: int = checked(INT_GE_1)
     image_size: int = checked(INT_GE_1)
-    conv_channels: list[int] = checked(int_list(nonempty=True))
+    conv_channels: list[int] = checked((lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list of integers >= 1"))
     kernel_size: int = checked(INT_GE_1)
     padding: int = checked(INT_GE_0)
-    pool: str = checked(one_of(Pool))
-    hidden: list[int] = checked(int_list(nonempty=False))
+    pool: str = checked(one_of("avg", "max"))
+    hidden: list[int] = checked((lambda v: all(h >= 1 for h in v), "a list of integers >= 1"))
     num_classes: int = checked(INT_GE_1)
-    init: str = checked(one_of(Init))
+    init: str = checked(one_of("xavier_uniform", "kaiming_uniform", "default"))
 
 
 @dataclass
 class OptimizerSettings:
-    """optimizer/: what every option holds; a `+optimizer.key=value` goes to the class's constructor, which judges
-    it."""
+    """optimizer/: what every option holds; a `+optimizer.key=value` goes to the class's constructor."""
 
     _target_: str = MISSING
     _partial_: bool = MISSING
-    lr: float = checked(POSITIVE)
+    lr: float = checked((lambda v: 0 < v < math.inf, "a finite number > 0"))
 
 
 @dataclass
 class SGDSettings(OptimizerSettings):
-    momentum: float = checked(FRACTION)
+    momentum: float = checked((lambda v: 0 <= v < 1, "a number in [0, 1)"))
     weight_decay: float = checked(NON_NEGATIVE)
 
 
 @dataclass
 class AdamSettings(OptimizerSettings):
-    betas: list[float] = checked(BETAS)
+    betas: list[float] = checked((lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"))
     weight_decay: float = checked(NON_NEGATIVE)
 
 
 @dataclass
 class DataSettings:
-    name: str = checked(one_of(DatasetName))
-    root: str = checked(TEXT)
+    name: str = checked(one_of(*DATASETS))
+    root: str = checked((lambda v: v != "", "a non-empty string"))
     download: bool = checked(BOOL)
     batch_size: int = checked(INT_GE_1)
     limit_train: int | None = checked(int_at_least(1, null="all examples"))
@@ -130,11 +98,11 @@ class DataSettings:
 
 @dataclass
 class DeviceSettings:
-    name: str = checked(one_of(DeviceName))
+    name: str = checked(one_of("auto", "cpu", "cuda", "mps"))
     channels_last: bool = checked(BOOL)
     amp: bool = checked(BOOL)
     compile: bool = checked(BOOL)
-    threads: int | None = checked(int_at_least(1, MAX_THREADS, null="torch's default"))
+    threads: int | None = checked(int_at_least(1, 256, null="torch's default"))  # 256: torch's pool fails beyond
     eval_batch_size: int = checked(INT_GE_1)
 
 
@@ -145,16 +113,10 @@ class TrainerSettings:
     progress: Any = checked(one_of("auto", True, False))  # a string or a bool: OmegaConf 2.3 has no Union
 
 
-PASSED_ON = ("activation", "optimizer")  # groups whose new keys go to their class's constructor, which judges them
-
-
 @dataclass
 class Settings:
     """The checked, typed settings of one run, and the schema of the whole job config (conf/config.yaml names it).
-
-    model, activation and optimizer are built from the config's `_target_` nodes (build.py); their objects here
-    only carry the checked values.
-    """
+    model, activation and optimizer are built from the config's `_target_` nodes (build.py)."""
 
     model: LeNetSettings = MISSING
     activation: Any = MISSING  # the options hold different keys, each passed to its class
@@ -162,13 +124,12 @@ class Settings:
     data: DataSettings = MISSING
     device: DeviceSettings = MISSING
     trainer: TrainerSettings = MISSING
-    seed: int = checked(SEED)
+    seed: int = checked((lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"))
     deterministic: bool = checked(BOOL)
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Settings:
-        """The composed config (its `hydra` node aside) as typed objects, every value checked against its rule but
-        the model's, which check_config holds against the data set too."""
+        """The composed config (its `hydra` node aside) as typed objects, checked but the model (see check_config)."""
         check_keys(cfg)
         names = [f.name for f in fields(cls)]
         settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.masked_copy(cfg, names)))
@@ -177,8 +138,7 @@ class Settings:
 
 
 def check(obj: Any, prefix: str = "", skip: tuple = ()) -> None:
-    """Every field of a typed config object, nested ones too, passes its rule; ConfigError names the first that
-    fails."""
+    """Every field of a typed config object, nested ones too, passes its rule, or ConfigError names the first."""
     for f in (f for f in fields(obj) if f.name not in skip):
         value = getattr(obj, f.name)
         if is_dataclass(value):
@@ -187,47 +147,19 @@ def check(obj: Any, prefix: str = "", skip: tuple = ()) -> None:
             check_value(f"{prefix}{f.name}", value, f.metadata["rule"])
 
 
-def check_node(node: DictConfig, prefix: str) -> None:
-    """A config node typed by a class with rules (a plugin's settings), checked by them."""
-    kind = OmegaConf.get_type(node)
-    if is_dataclass(kind) and any("rule" in f.metadata for f in fields(kind)):
-        check(OmegaConf.to_object(node), prefix)
-
-
 def check_value(key: str, value: Any, rule: Rule) -> None:
+    """ConfigError unless `value` passes `rule`, the value as typed: `0` for the 0.0 a float key holds for `lr=0`."""
     if not rule[0](value):
-        raise ConfigError(f"{key}={shown(value)} is not allowed: expected {rule[1]}")
-
-
-def shown(value: Any) -> str:
-    """A checked value as it was likely typed: `0` for the 0.0 a float key holds after `optimizer.lr=0`."""
-    integral = isinstance(value, float) and value.is_integer() and abs(value) < 1e15
-    return repr(int(value)) if integral else repr(value)
-
-
-def check_model(settings: Settings) -> None:
-    """LeNet's keys obey their rules and fit the data set: its channels, image size and number of classes."""
-    check(settings.model, "model.")
-    model, name = settings.model, settings.data.name
-    spec = DATASETS[name]
-    for key, needed in (("in_channels", spec.channels), ("image_size", spec.image_size)):
-        if getattr(model, key) != needed:
-            raise ConfigError(
-                f"model.{key}={getattr(model, key)} does not fit {name} "
-                f"({spec.channels}x{spec.image_size}x{spec.image_size} images): expected {needed}"
-            )
-    if model.num_classes < spec.classes:
-        raise ConfigError(
-            f"model.num_classes={model.num_classes} cannot fit {name}: its labels are 0-{spec.classes - 1}, "
-            f"so expected >= {spec.classes}"
-        )
+        integral = isinstance(value, float) and value.is_integer() and abs(value) < 1e15
+        raise ConfigError(f"{key}={int(value) if integral else value!r} is not allowed: expected {rule[1]}")
 
 
 def check_keys(cfg: DictConfig) -> None:
-    """Refuse a key the schema does not declare: Hydra adds a `+key=value` even to a typed section."""
-    sections = {"": cfg, **{f"{k}.": cfg._get_node(k) for k in cfg if k not in (*PASSED_ON, "hydra")}}
+    """Refuse a key the schema does not declare: Hydra adds a `+key=value` even to a typed section. (activation and
+    optimizer pass a new key on to their class's constructor, which judges it.)"""
+    sections = {"": cfg, **{f"{k}.": cfg._get_node(k) for k in cfg if k not in ("activation", "optimizer", "hydra")}}
     for prefix, node in sections.items():
-        kind = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        kind = OmegaConf.get_type(node)
         if not is_dataclass(kind):
             continue  # a value, or an untyped config read back from a file
         declared = [f.name for f in fields(kind)]
@@ -239,38 +171,20 @@ def check_keys(cfg: DictConfig) -> None:
             )
 
 
-def refused_value(error: Exception) -> str | None:
-    """OmegaConf's refusal of a value of the wrong type (`data.batch_size=2.5`) in the words of its key's rule, or of
-    a key left without a value."""
-    cause = error.__cause__ if isinstance(error.__cause__, ValidationError) else error
-    if isinstance(cause, MissingMandatoryValue) and cause.full_key:
-        return f"{cause.full_key}: missing; set it in its YAML file under conf/ or on the command line"
-    if not isinstance(cause, ValidationError) or not cause.full_key:
-        return None
-    node, name = cause.parent_node, cause.key
-    if isinstance(node, ListConfig):  # an item of a list: the list's own rule
-        node, name = node._get_parent(), node._key()
-    kind = OmegaConf.get_type(node) if node is not None else None
-    rule = next((f.metadata.get("rule") for f in fields(kind) if f.name == name), None) if is_dataclass(kind) else None
-    return f"{cause.full_key}={cause.value!r} is not allowed: expected {rule[1]}" if rule else None
-
-
-SYNONYMS = {  # words users type for the keys lenet_exp has
-    "learning_rate": "lr",
-    "epoch": "epochs",
-    "n_epochs": "epochs",
-    "num_epochs": "epochs",
-    "max_epochs": "epochs",
-    "batch": "batch_size",
-    "bs": "batch_size",
-    "batchsize": "batch_size",
-    "wd": "weight_decay",
-    "act": "activation",
-    "opt": "optimizer",
-    "dataset": "data",
-    "gpu": "device",
-    "workers": "threads",
-    "num_threads": "threads",
+SYNONYMS = {  # words users type -> the key lenet_exp has
+    word: key
+    for key, words in {
+        "lr": "learning_rate",
+        "epochs": "epoch n_epochs num_epochs max_epochs",
+        "batch_size": "batch bs batchsize",
+        "weight_decay": "wd",
+        "activation": "act",
+        "optimizer": "opt",
+        "data": "dataset",
+        "device": "gpu",
+        "threads": "workers num_threads",
+    }.items()
+    for word in words.split()
 }
 
 
@@ -303,7 +217,6 @@ def shrink_message(image_size: int, conv: int) -> str:
     )
 
 
-_store = ConfigStore.instance()
-_store.store(name="lenet_exp_schema", node=Settings, provider="lenet_exp")  # conf/config.yaml
-_store.store(name="sgd_schema", node=SGDSettings, provider="lenet_exp")  # conf/optimizer/sgd.yaml
-_store.store(name="adam_schema", node=AdamSettings, provider="lenet_exp")  # conf/optimizer/adam.yaml
+# the schemas conf/config.yaml and conf/optimizer/*.yaml name in their defaults lists
+for schema_name, schema in (("lenet_exp_schema", Settings), ("sgd_schema", SGDSettings), ("adam_schema", AdamSettings)):
+    ConfigStore.instance().store(name=schema_name, node=schema, provider="lenet_exp")

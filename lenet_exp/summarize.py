@@ -16,10 +16,10 @@ import sys
 if __name__ == "__main__":  # Ctrl-C while the modules below load: one line, not a traceback
     signal.signal(signal.SIGINT, lambda *_: sys.exit("Interrupted: nothing was written."))
 
+import contextlib
 import json
 import statistics
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 
 import yaml
@@ -28,12 +28,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.run_folder import METRICS, RunFolder, atomic_write, not_learning, read_json
 from lenet_exp.summary_plot import to_png
-from lenet_exp.summary_table import METRIC_COLUMNS, job_order, settings_csv, to_csv, to_markdown
+from lenet_exp.summary_table import METRIC_COLUMNS, counts_text, job_order, settings_csv, to_csv, to_markdown
 from lenet_exp.sweep import HALVING, IGNORED, REFUSED, swept_keys
 
 
 def _is_job(folder: Path) -> bool:
     return folder.is_dir() and ((folder / ".hydra" / "overrides.yaml").is_file() or (folder / METRICS).is_file())
+
+
+def _as_dict(overrides: list | None) -> dict:
+    """Overrides as key -> value text, without those that say how to sweep."""
+    pairs = [o.lstrip("+~").split("=", 1) for o in overrides or [] if isinstance(o, str) and "=" in o]
+    return {k: v for k, v in pairs if not k.startswith(IGNORED)}
 
 
 def _overrides(job_dir: Path) -> dict:
@@ -44,51 +50,42 @@ def _overrides(job_dir: Path) -> dict:
         raise ValueError(f".hydra/overrides.yaml: {' '.join(str(e).split())[:160]}") from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ValueError(".hydra/overrides.yaml: not a list of overrides")
-    pairs = [o.lstrip("+~").split("=", 1) for o in overrides if "=" in o]
-    return {k: v for k, v in pairs if not k.startswith(IGNORED)}
+    return _as_dict(overrides)
 
 
-def _metrics(job_dir: Path) -> dict:
-    """metrics.json as it stands (a `running` no process backs shows as interrupted); ValueError when unreadable."""
-    return RunFolder(job_dir).live_metrics() or {"status": "not started", "epochs_completed": 0}
-
-
-def read_job(job_dir: Path) -> dict:
-    """One job's row: number, overrides, figures; a job whose files cannot be read is `unreadable`, with the reason."""
-    num = job_dir.name.split("_", 1)[0]
-    row = {"job": int(num) if num.isdigit() else job_dir.name, "run_dir": job_dir.name, "overrides": {}}
-    try:
-        row["overrides"] = _overrides(job_dir)
-        metrics = _metrics(job_dir)
-    except ValueError as e:
-        return {
-            **row,
-            **{c: None for c in METRIC_COLUMNS},
-            "status": "unreadable",
-            "error": str(e),
-            "history": [],
-            "chance": None,
-            "not_learning": False,
-            "note": "",
-        }
-    lazy = not_learning(metrics)
-    notes = [metrics.get("note") if metrics["status"] == "pruned" else "", "not learning (at chance)" if lazy else ""]
+def _row(run_dir: str, overrides: dict, metrics: dict) -> dict:
+    """A job's row: number, overrides, figures."""
+    num, lazy = run_dir.split("_", 1)[0], not_learning(metrics)
+    note = metrics.get("note") if metrics.get("status") == "pruned" else ""  # where a halving search stopped it
     return {
-        **row,
+        "job": int(num) if num.isdigit() else run_dir,
+        "run_dir": run_dir,
+        "overrides": overrides,
         **{c: metrics.get(c) for c in METRIC_COLUMNS},
         "error": metrics.get("error") or "",
         "history": (metrics.get("history") or {}).get("test_acc") or [],
         "chance": metrics.get("chance_test_acc"),
         "not_learning": lazy,
-        "note": "; ".join(n for n in notes if n),
+        "note": "; ".join(n for n in (note, "not learning (at chance)" if lazy else "") if n),
         "cpu_threads": metrics.get("cpu_threads"),
     }
 
 
-def rank(row: dict) -> tuple:
-    """Sort key, best first: completed jobs before any other, then by test accuracy, then by job number."""
-    acc = row["test_acc"]
-    return (row["status"] != "completed", acc is None, -(acc or 0.0), job_order(row))
+def read_job(job_dir: Path) -> dict:
+    """One job's row from its folder; a job whose files cannot be read is `unreadable`, with the reason.
+    metrics.json as it stands: a `running` no process backs shows as interrupted."""
+    overrides = {}
+    try:
+        overrides = _overrides(job_dir)
+        metrics = RunFolder(job_dir).live_metrics() or {"status": "not started", "epochs_completed": 0}
+    except ValueError as e:
+        metrics = {"status": "unreadable", "error": str(e)}
+    return _row(job_dir.name, overrides, metrics)
+
+
+def _best_first(complete: bool, acc: float | None, job) -> tuple:
+    """Sort key, best first: complete before any other, then by test accuracy, then by job number."""
+    return (not complete, acc is None, -(acc or 0.0), job_order({"job": job}))
 
 
 def refusals(sweep_dir: Path) -> dict[str, dict]:
@@ -96,37 +93,18 @@ def refusals(sweep_dir: Path) -> dict[str, dict]:
 
     A note no longer applies once the job's metrics.json has changed since (its other process finished it, say).
     """
-    notes = {}
-    path = sweep_dir / REFUSED
     try:
-        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        lines = (sweep_dir / REFUSED).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
-        return notes
+        return {}
+    notes = {}
     for line in lines:
-        try:
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
             note = json.loads(line)
             metrics = sweep_dir / note["run_dir"] / METRICS
             if note.get("metrics_mtime") == (metrics.stat().st_mtime_ns if metrics.exists() else None):
                 notes[note["run_dir"]] = note
-        except (ValueError, KeyError, TypeError, OSError):
-            continue
     return notes
-
-
-def refused_row(note: dict) -> dict:
-    """A refused job whose folder holds nothing of its own yet: its row comes from the note."""
-    num = str(note["run_dir"]).split("_", 1)[0]
-    pairs = [o.lstrip("+~").split("=", 1) for o in note.get("overrides") or [] if isinstance(o, str) and "=" in o]
-    return {
-        "job": int(num) if num.isdigit() else note["run_dir"],
-        "run_dir": note["run_dir"],
-        "overrides": {k: v for k, v in pairs if not k.startswith(IGNORED)},
-        **{c: None for c in METRIC_COLUMNS},
-        "history": [],
-        "chance": None,
-        "not_learning": False,
-        "note": "",
-    }
 
 
 @dataclass
@@ -145,11 +123,12 @@ def collect(sweep_dir: Path) -> Summary:
     """Read every job folder of a sweep into a Summary."""
     refused = refusals(sweep_dir)
     rows = [read_job(p) for p in sweep_dir.iterdir() if _is_job(p)]
-    rows += [refused_row(note) for name, note in refused.items() if name not in {r["run_dir"] for r in rows}]
+    seen = {r["run_dir"] for r in rows}  # a refused job whose folder holds nothing of its own yet: from the note
+    rows += [_row(name, _as_dict(note.get("overrides")), {}) for name, note in refused.items() if name not in seen]
     for r in rows:
         if r["run_dir"] in refused:
             r["status"], r["error"] = "refused", refused[r["run_dir"]]["reason"]
-    rows.sort(key=rank)
+    rows.sort(key=lambda r: _best_first(r["status"] == "completed", r["test_acc"], r["job"]))
     keys = _columns(sweep_dir, rows)
     search = read_json(sweep_dir / HALVING)
     if search and not all(isinstance(v, int) and v > 0 for v in search.get("rungs") or [None]):
@@ -172,7 +151,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
         # a pruned setting's mean is at its last rung (the plot shows it apart); only completed ones rank as complete
         accs = [m["test_acc"] for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
         bests = [m["best_test_acc"] for m in members if m["best_test_acc"] is not None]
-        counts = {s: len(list(g)) for s, g in groupby(sorted(str(m["status"]) for m in members))}
+        threads = {m.get("cpu_threads") for m in members}
         settings.append(
             {
                 "values": dict(values),
@@ -180,48 +159,33 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
                 "test_acc_mean": statistics.fmean(accs) if accs else None,
                 "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
                 "best_test_acc_mean": statistics.fmean(bests) if bests else None,
-                "statuses": ", ".join(f"{n} {s}" for s, n in counts.items()),
+                "statuses": counts_text(m["status"] for m in members),
                 "complete": len(accs) == len(members) and all(m["status"] == "completed" for m in members),
                 "not_learning": all(m["not_learning"] for m in members),
                 "jobs": [m["job"] for m in members],
                 "seeds": [m["overrides"].get("seed") for m in members],
                 "overrides": {k: v for k, v in members[0]["overrides"].items() if k != "seed"},
-                "cpu_threads": members[0].get("cpu_threads")
-                if len({m.get("cpu_threads") for m in members}) == 1
-                else None,
+                "cpu_threads": threads.pop() if len(threads) == 1 else None,
             }
         )
-    settings.sort(
-        key=lambda g: (
-            not g["complete"],
-            g["test_acc_mean"] is None,
-            -(g["test_acc_mean"] or 0.0),
-            job_order({"job": g["jobs"][0]}),
-        )
-    )
-    return settings
+    return sorted(settings, key=lambda g: _best_first(g["complete"], g["test_acc_mean"], g["jobs"][0]))
 
 
 def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
     """The swept keys; failing that (no sweep record), the override keys whose values differ between jobs."""
+    params = None  # the search space a sweeper (Optuna) drew from, from the first readable job record
+    for r in rows:
+        with contextlib.suppress(Exception):
+            params = OmegaConf.load(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml").hydra.sweeper.get("params")
+            break
     try:
-        keys = swept_keys(sweep_dir, _sweeper_params(sweep_dir, rows))
+        keys = swept_keys(sweep_dir, params)
     except Exception:  # a damaged multirun.yaml: fall back on what differs between the jobs
         keys = []
     if keys:
         return keys
     keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
     return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] if len(rows) > 1 else keys
-
-
-def _sweeper_params(sweep_dir: Path, rows: list[dict]):
-    """The search space a sweeper (Optuna) drew from, from the first readable job record."""
-    for r in rows:
-        try:
-            return OmegaConf.load(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml").hydra.sweeper.get("params")
-        except Exception:
-            continue
-    return None
 
 
 def write_summary(sweep_dir: Path) -> list[dict]:
@@ -237,25 +201,26 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     return summary.rows
 
 
-FINISHED = ("completed", "diverged", "pruned")
-
-
 class SummaryCallback(Callback):
     """At the end of a --multirun: write the summary, print it, and exit non-zero if a job failed or did not finish."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
-        print((sweep_dir / "summary.md").read_text() if rows else f"{sweep_dir}: no jobs ran")
-        if rows:
-            print(f"Summary: {sweep_dir / 'summary.md'} (summary.csv and summary.png beside it)")
+        print(_shown(sweep_dir) if rows else f"{sweep_dir}: no jobs ran")
         failed = [r for r in rows if r["status"] in ("failed", "unreadable")]
-        unfinished = [r for r in rows if r["status"] not in (*FINISHED, "failed", "unreadable")]
+        unfinished = [r for r in rows if r["status"] not in ("completed", "diverged", "pruned", "failed", "unreadable")]
         if failed or unfinished:
             parts = [f"{len(failed)} of {len(rows)} jobs failed"] if failed else []
             named = ", ".join(f"job {r['job']} {r['status']}" for r in unfinished[:5])
             parts += [f"{len(unfinished)} did not finish ({named})"] if unfinished else []
             sys.exit(f"{'; '.join(parts)}; see {sweep_dir / 'summary.md'}")
+
+
+def _shown(folder: Path) -> str:
+    """summary.md, and where it and its companions are."""
+    md = folder / "summary.md"
+    return f"{md.read_text()}\nSummary: {md} (summary.csv and summary.png beside it)"
 
 
 USAGE = "usage: python -m lenet_exp.summarize <sweep folder>   (a sweep's folder: multirun/<date>/<time>)"
@@ -270,10 +235,8 @@ def main(argv: list[str]) -> int:
         return 2
     folder = Path(argv[0])
     if not folder.is_dir():
-        print(
-            f"Error: {folder}: {'is a file, not a sweep folder' if folder.exists() else 'no such folder'}",
-            file=sys.stderr,
-        )
+        why = "is a file, not a sweep folder" if folder.exists() else "no such folder"
+        print(f"Error: {folder}: {why}", file=sys.stderr)
         return 2
     try:
         rows = write_summary(folder)
@@ -289,8 +252,7 @@ def main(argv: list[str]) -> int:
             hint = "no job folders (with .hydra/overrides.yaml or metrics.json) in it"
         print(f"Error: {folder}: {hint}", file=sys.stderr)
         return 1
-    print((folder / "summary.md").read_text())
-    print(f"Summary: {folder / 'summary.md'} (summary.csv and summary.png beside it)")
+    print(_shown(folder))
     return 0
 
 

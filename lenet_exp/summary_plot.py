@@ -9,6 +9,7 @@ matplotlib is imported here only, so commands that draw nothing never load it.
 from __future__ import annotations
 
 import io
+from collections import namedtuple
 from itertools import groupby
 
 from lenet_exp.summary_table import job_order, parsed, short
@@ -18,10 +19,12 @@ LINES = ["-", "--", "-.", ":"]
 BEST, NOT_LEARNING, FAILED = "gold", "0.55", "tab:red"
 CHANCE = {"color": NOT_LEARNING, "linestyle": ":", "linewidth": 1}  # the chance line, in every panel
 BESIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False}  # a legend beside the data
+# What a value panel draws: a job, or a setting's mean over seeds (its statuses: `2 completed, 1 pruned`)
+Point = namedtuple("Point", "overrides acc err lazy statuses complete")
 
 
-def _setting(item: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={short(item['overrides'].get(k, ''))}" for k in keys)
+def _setting(overrides: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={short(overrides.get(k, ''))}" for k in keys)
 
 
 def _style(i: int, line: bool = True) -> dict:
@@ -29,9 +32,9 @@ def _style(i: int, line: bool = True) -> dict:
     return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)] if line else "none"}
 
 
-def _number_at(item: dict, key: str) -> bool:
-    """Whether the item's value of `key` is a number (not a bool)."""
-    v = parsed(item["overrides"].get(key))
+def _number_at(overrides: dict, key: str) -> bool:
+    """Whether the value of `key` is a number (not a bool)."""
+    v = parsed(overrides.get(key))
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -45,13 +48,12 @@ def figure(summary):
     rows, seeds = summary.rows, summary.settings is not None
     keys = [k for k in summary.keys if k != "seed"] if seeds else summary.keys
     points = _points(summary)
-    scored = [pt for pt in points if pt["acc"] is not None]
-    numeric = [k for k in keys if scored and all(_number_at(pt, k) for pt in scored)]
+    scored = [pt for pt in points if pt.acc is not None]
+    numeric = [k for k in keys if scored and all(_number_at(pt.overrides, k) for pt in scored)]
     categorical = [k for k in keys if k not in numeric]
     chance = max((r["chance"] for r in rows if r.get("chance") is not None), default=None)
     panels = max(len(numeric), 1) + 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), squeeze=False, layout="constrained")
-    axes = list(axes[0])
+    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), layout="constrained")  # a row of 2 or more
     for ax, key in zip(axes, numeric):
         _value_panel(ax, points, key, numeric, categorical, chance, seeds)
     if not numeric:
@@ -73,69 +75,55 @@ def to_png(summary) -> bytes:
     return out.getvalue()
 
 
-def _points(summary) -> list[dict]:
+def _points(summary) -> list[Point]:
     """What the value panels draw, best first: a point per job, or per setting (mean and spread) with seeds swept."""
-    if summary.settings is not None:
+    if summary.settings is None:
         return [
-            {
-                "overrides": g["values"],
-                "acc": g["test_acc_mean"],
-                "err": g["test_acc_std"],
-                "lazy": g["not_learning"],
-                "pruned": "pruned" in g["statuses"],
-                "done": g["complete"] and "pruned" not in g["statuses"],
-            }
-            for g in summary.settings
+            Point(r["overrides"], r["test_acc"], None, r["not_learning"], r["status"], r["status"] == "completed")
+            for r in summary.rows
         ]
     return [
-        {
-            "overrides": r["overrides"],
-            "acc": r["test_acc"],
-            "err": None,
-            "lazy": r["not_learning"],
-            "pruned": r["status"] == "pruned",
-            "done": r["status"] == "completed",
-        }
-        for r in summary.rows
+        Point(g["values"], g["test_acc_mean"], g["test_acc_std"], g["not_learning"], g["statuses"], g["complete"])
+        for g in summary.settings
     ]
 
 
 def _value_panel(
-    ax, points: list[dict], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool
+    ax, points: list[Point], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool
 ) -> None:
     """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid; seeds as a
     mean with its spread; jobs a halving search stopped early apart, as their figures are from fewer epochs."""
-    x = lambda pt: parsed(pt["overrides"][key])
-    label = lambda pt: _setting(pt, categorical) or ("mean test acc over seeds" if seeds else "final test acc")
-    scored = [pt for pt in points if pt["acc"] is not None]
-    finished = [pt for pt in scored if not pt["pruned"]]
-    grid = all(len({pt["overrides"].get(k) for pt in finished}) == 1 for k in numeric if k != key)
+    x = lambda pt: parsed(pt.overrides[key])
+    alone = "mean test acc over seeds" if seeds else "final test acc"  # the line's name, no categorical key swept
+    label = lambda pt: _setting(pt.overrides, categorical) or alone
+    scored = [pt for pt in points if pt.acc is not None]
+    finished = [pt for pt in scored if "pruned" not in pt.statuses]
+    grid = all(len({pt.overrides.get(k) for pt in finished}) == 1 for k in numeric if k != key)
     for i, (name, group) in enumerate(groupby(sorted(finished, key=label), key=label)):
         group = sorted(group, key=x)
-        xs, ys = [x(pt) for pt in group], [pt["acc"] for pt in group]
+        xs, ys = [x(pt) for pt in group], [pt.acc for pt in group]
         if seeds:
-            ax.errorbar(xs, ys, yerr=[pt["err"] or 0.0 for pt in group], capsize=3, label=name, **_style(i, grid))
+            ax.errorbar(xs, ys, yerr=[pt.err or 0.0 for pt in group], capsize=3, label=name, **_style(i, grid))
         else:
             ax.plot(xs, ys, label=name, **_style(i, grid))
 
-    def mark(pts: list[dict], label: str, ys: list | None = None, **style) -> None:
+    def mark(pts: list[Point], label: str, ys: list | None = None, **style) -> None:
         if pts:
-            ax.scatter([x(pt) for pt in pts], ys or [pt["acc"] for pt in pts], label=label, **style)
+            ax.scatter([x(pt) for pt in pts], ys or [pt.acc for pt in pts], label=label, **style)
 
-    pruned, lazy = [pt for pt in scored if pt["pruned"]], [pt for pt in scored if pt["lazy"]]
+    pruned, lazy = [pt for pt in scored if "pruned" in pt.statuses], [pt for pt in scored if pt.lazy]
     hollow = {"marker": "o", "s": 40, "facecolors": "none", "edgecolors": NOT_LEARNING, "zorder": 3}
     mark(pruned, "pruned (stopped early; acc at its last rung)", **hollow)
     mark(lazy, "not learning (at chance)", marker="x", s=70, color=NOT_LEARNING, zorder=4)
-    broken = [pt for pt in points if pt["acc"] is None and _number_at(pt, key)]
+    broken = [pt for pt in points if pt.acc is None and _number_at(pt.overrides, key)]
     # no figure to place them by: along the bottom edge, where their values are
     edge = {"transform": ax.get_xaxis_transform(), "clip_on": False, "marker": "v", "s": 60, "color": FAILED}
     mark(broken, "failed or diverged (no final acc)", [0.03] * len(broken), zorder=4, **edge)
-    best = next((pt for pt in finished if pt["done"] and not pt["lazy"]), None)
-    if best:
-        ax.scatter([x(best)], [best["acc"]], marker="*", s=320, color=BEST, edgecolor="black", zorder=5, label="best")
+    best = [pt for pt in finished if pt.complete and not pt.lazy][:1]
+    mark(best, "best", marker="*", s=320, color=BEST, edgecolor="black", zorder=5)
     if chance is not None:
         ax.axhline(chance, label="chance", **CHANCE)
-    _value_axis(ax, sorted({x(pt) for pt in points if _number_at(pt, key)}))
+    _value_axis(ax, sorted({x(pt) for pt in points if _number_at(pt.overrides, key)}))
     ylabel = "mean final test acc (bars: spread over seeds)" if seeds else "final test acc"
     ax.set(xlabel=key, ylabel=ylabel, title=f"test acc vs {key}")
     ax.grid(alpha=0.3)
@@ -155,17 +143,14 @@ def _value_axis(ax, values: list) -> None:
     if len(values) <= 8:  # a grid: a tick at each swept value
         ax.xaxis.set_major_locator(ticker.FixedLocator(values))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    if ax.get_xscale() == "log":
-        ax.set_xlim(low / 1.4, high * 1.4)
-    else:
-        pad = (high - low) * 0.06 or (abs(low) * 0.5 or 1.0)
-        ax.set_xlim(low - pad, high + pad)
+    pad = (high - low) * 0.06 or (abs(low) * 0.5 or 1.0)
+    ax.set_xlim(*((low / 1.4, high * 1.4) if ax.get_xscale() == "log" else (low - pad, high + pad)))
 
 
 def _bar_panel(ax, rows: list[dict], keys: list[str], chance: float | None) -> None:
     """No swept number: one bar per job, best on top; not-learning jobs grey, jobs without a figure listed at zero."""
     shown = rows[::-1]
-    names = [f"{r['job']}: {_setting(r, keys)}" if keys else str(r["job"]) for r in shown]
+    names = [f"{r['job']}: {_setting(r['overrides'], keys)}" if keys else str(r["job"]) for r in shown]
     colors = [NOT_LEARNING if r.get("not_learning") else FAILED if r["test_acc"] is None else "tab:blue" for r in shown]
     ax.barh(names, [r["test_acc"] or 0.0 for r in shown], color=colors)
     if chance is not None:
@@ -185,7 +170,7 @@ def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None) ->
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
         tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))
-        label = f"{r['job']}: {_setting(r, keys)}{tag}{note}"
+        label = f"{r['job']}: {_setting(r['overrides'], keys)}{tag}{note}"
         ax.plot(range(1, len(curve) + 1), curve, markersize=5, linewidth=1.3, alpha=0.85, label=label, **_style(i))
     longest = max((len(r["history"]) for r in jobs), default=1)
     ax.set_xlim(0.5, longest + 0.5)  # one epoch too: a tick at 1, not at 0.945 and 1.05
@@ -199,11 +184,10 @@ def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None) ->
         ax.legend(fontsize=6, ncol=1 if len(jobs) <= 24 else 2, **BESIDE)
 
 
-def label_boxes(ax, axis: str = "x") -> list:
-    """The screen boxes of an axis's visible, non-empty tick labels (after the figure is drawn)."""
+def label_boxes(ax) -> list:
+    """The screen boxes of the visible, non-empty x tick labels (after the figure is drawn)."""
     renderer = ax.figure.canvas.get_renderer()
-    labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
-    return [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
+    return [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
 
 
 def overlaps(boxes: list) -> bool:

@@ -15,15 +15,8 @@ import yaml
 from lenet_exp.run_folder import CHANCE_MARGIN
 from lenet_exp.words import plural
 
-METRIC_COLUMNS = [
-    "status",
-    "test_acc",
-    "best_test_acc",
-    "train_loss",
-    "train_acc",
-    "epochs_completed",
-    "examples_per_sec",
-]
+FIGURES = ["test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
+METRIC_COLUMNS = ["status", *FIGURES]
 SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
 AS_TYPED = {"True": "true", "False": "false"}  # True/False as a sweep writes them, as a user types them
 
@@ -42,25 +35,25 @@ def short(text) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(text)
 
 
+def counts_text(statuses) -> str:
+    """`2 completed, 1 failed`: how many of each status, in alphabetical order."""
+    return ", ".join(f"{n} {s}" for s, n in sorted(Counter(map(str, statuses)).items()))
+
+
 def job_order(row: dict) -> tuple:
     return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
 
 
 def _csv(header: list, rows) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerows([header, *rows])
+    csv.writer(out, lineterminator="\n").writerows([header, *rows])
     return out.getvalue()
 
 
 def to_csv(summary) -> str:
-    extra = ["rung"] if summary.search else []
-    rows = (
-        [r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in METRIC_COLUMNS)]
-        + [*(r.get(c) for c in extra), r["note"], r["run_dir"], r["error"]]
-        for r in summary.rows
-    )
-    return _csv(["job", *summary.keys, *METRIC_COLUMNS, *extra, "note", "run_dir", "error"], rows)
+    tail = [*METRIC_COLUMNS, *(["rung"] if summary.search else []), "note", "run_dir", "error"]
+    rows = ([r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in tail)] for r in summary.rows)
+    return _csv(["job", *summary.keys, *tail], rows)
 
 
 def _setting_cells(g: dict, keys: list[str]) -> list:
@@ -185,7 +178,7 @@ def setting_lines(summary) -> list[str]:
 def to_markdown(summary) -> str:
     rows, keys = summary.rows, summary.keys
     extra = ["rung"] if summary.search else []
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(str(r["status"]) for r in rows).items()))
+    counts = counts_text(r["status"] for r in rows)
     lines = [f"# Sweep summary: {summary.sweep_dir}", "", f"{plural(len(rows), 'job')}: {counts}", ""]
     if summary.search:
         lines += search_lines(summary)
@@ -196,7 +189,7 @@ def to_markdown(summary) -> str:
     table = []
     for r in rows:
         status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
-        figures = [status, *(r[c] for c in METRIC_COLUMNS[1:]), *([f"{r['rung']} of {rungs}"] if extra else [])]
+        figures = [status, *(r[c] for c in FIGURES), *([f"{r['rung']} of {rungs}"] if extra else [])]
         table.append([r["job"], *(r["overrides"].get(k, "") for k in keys), *figures])
     lines += _table(["job", *keys, *METRIC_COLUMNS, *extra], table)
     errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]

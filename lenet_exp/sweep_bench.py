@@ -15,157 +15,106 @@ import multiprocessing
 import os
 import queue
 import signal
-import time
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.bench import WARMUP, sync, train_steps
 from lenet_exp.build import build
 from lenet_exp.config import Settings
 from lenet_exp.data import Split
 from lenet_exp.run_folder import Plan
 from lenet_exp.signals import StopSignals
+from lenet_exp.timing import say, timed_steps
 from lenet_exp.train import Progress, Run, Solo
 from lenet_exp.words import plural
 
 
 def settings_of_sweep(cfg: DictConfig, k: int) -> list[DictConfig]:
     """K configs of one shape: learning rates spread geometrically over [0.05, 0.9], seeds 0..K-1."""
-    lrs = [0.05 * (0.9 / 0.05) ** (i / max(k - 1, 1)) for i in range(k)]
-    configs = []
-    for i, lr in enumerate(lrs):
-        c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        c.optimizer.lr, c.seed = float(lr), i
-        configs.append(c)
+    configs = [OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)) for _ in range(k)]
+    for i, c in enumerate(configs):
+        c.optimizer.lr, c.seed = 0.05 * (0.9 / 0.05) ** (i / max(k - 1, 1)), i
     return configs
 
 
-def _steps(trainee, data: Split, seeds: list[int], steps: int, s: Settings, device: torch.device) -> float:
-    """Train `steps` steps after WARMUP ones (whole passes over the data as needed); returns the timed seconds."""
-    per_epoch = len(data) // s.data.batch_size
-    done, start, epoch = 0, 0.0, 0
-    with StopSignals() as stop:
-        while done < steps + WARMUP:
-            chunk = min(steps + WARMUP - done, per_epoch) if done >= WARMUP else WARMUP
-            train_steps(trainee, data, seeds, chunk, s, stop, epoch)
-            epoch, done = epoch + 1, done + chunk
-            if done == WARMUP:
-                sync(device)
-                start = time.perf_counter()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def sequential(configs: list[DictConfig], data: Split, steps: int, device: torch.device) -> float:
-    """Each setting alone, one after another (the basic launcher): aggregate examples/sec."""
-    seconds = 0.0
-    for c in configs:
-        s = Settings.from_cfg(c)
-        seconds += _steps(Solo(*build(c, s, device), s), data, [c.seed], steps, s, device)
-    return len(configs) * steps * configs[0].data.batch_size / seconds
+def one_by_one(configs: list[DictConfig], data: Split, steps: int, device: torch.device, ready=lambda: None) -> float:
+    """Each setting alone, one after another (the basic launcher, or a parallel worker's share): the timed seconds."""
+    settings = [Settings.from_cfg(c) for c in configs]
+    trainees = [Solo(*build(c, s, device), s) for c, s in zip(configs, settings)]
+    ready()  # all built; in a parallel worker, this waits for the others, so that the clocks run together
+    return sum(timed_steps(t, data, [c.seed], steps, s) for t, c, s in zip(trainees, configs, settings))
 
 
 def fused(configs: list[DictConfig], data: Split, steps: int, device: torch.device) -> float:
-    """All settings as one fused model (the fused launcher): aggregate examples/sec."""
+    """All settings as one fused model (the fused launcher): the timed seconds."""
     from lenet_exp.fused import FusedTrainee
 
-    runs = []
-    for c in configs:
-        s = Settings.from_cfg(c)
-        model, optimizer = build(c, s, device)
-        runs.append(Run(c, s, device, model, optimizer, Progress(), None, None, Plan()))
-    seconds = _steps(FusedTrainee(runs), data, [c.seed for c in configs], steps, runs[0].s, device)
-    return len(configs) * steps * configs[0].data.batch_size / seconds
+    settings = [Settings.from_cfg(c) for c in configs]
+    runs = [Run(c, s, device, *build(c, s, device), Progress(), None, None, Plan()) for c, s in zip(configs, settings)]
+    return timed_steps(FusedTrainee(runs), data, [c.seed for c in configs], steps, settings[0])
 
 
-def _worker(
-    yamls: list[str],
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    steps: int,
-    device: str,
-    threads: int,
-    barrier,
-    results,
-) -> None:
+def _worker(configs: list[DictConfig], data: Split, steps: int, device: torch.device, threads: int, barrier, results):
     """One worker process of the parallel arrangement: its share of the settings, one after another, timed together."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the bench's own process's to handle: it stops the workers
     try:
         torch.set_num_threads(threads)
-        configs = [OmegaConf.create(y) for y in yamls]
-        dev = torch.device(device)
-        data = Split(images, labels).to(dev)
-        trainees = []
-        for c in configs:
-            s = Settings.from_cfg(c)
-            trainees.append((Solo(*build(c, s, dev), s), c, s))
-        barrier.wait()  # every worker ready: the clocks run together
-        seconds = sum(
-            _steps(trainee, data, [c.seed], steps, s, dev) for trainee, c, s in trainees
-        )  # timed steps only, as the others
-        results.put((len(configs) * steps * configs[0].data.batch_size, seconds))
+        results.put(one_by_one(configs, data.to(device), steps, device, barrier.wait))
     except BaseException:  # stopped or broken: say so, so the bench ends instead of waiting
         results.put(None)
 
 
-def parallel(configs: list[DictConfig], data: Split, steps: int, device: torch.device, jobs: int) -> float:
-    """The settings split over `jobs` worker processes, each with cores / jobs CPU threads (hydra/launcher=parallel):
-    aggregate examples/sec over the slowest worker's time."""
-    jobs = min(jobs, len(configs))
+def parallel(configs: list[DictConfig], data: Split, steps: int, device: torch.device, jobs: int, threads: int):
+    """The settings split over `jobs` worker processes, each with `threads` CPU threads (hydra/launcher=parallel):
+    the slowest worker's timed seconds."""
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(jobs), ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    shares = [[OmegaConf.to_yaml(c) for c in configs[i::jobs]] for i in range(jobs)]
     cpu = data.to(torch.device("cpu"))
     procs = [
-        ctx.Process(target=_worker, args=(share, cpu.images, cpu.labels, steps, str(device), threads, barrier, results))
-        for share in shares
+        ctx.Process(target=_worker, args=(configs[i::jobs], cpu, steps, device, threads, barrier, results))
+        for i in range(jobs)
     ]
-    figures: list = []
+    seconds: list = []
     with StopSignals():  # Ctrl-C or SIGTERM raise Interrupted while the bench waits; the workers are stopped below
         try:
             for p in procs:
                 p.start()
-            while len(figures) < len(procs):
+            while len(seconds) < len(procs):
                 try:
-                    figures.append(results.get(timeout=0.5))
+                    seconds.append(results.get(timeout=0.5))
                 except queue.Empty:
                     if any(p.exitcode not in (None, 0) for p in procs):  # a worker died without a word
                         raise RuntimeError("a worker of the parallel arrangement died") from None
-                    continue
-                if figures[-1] is None:
+                if None in seconds:
                     raise RuntimeError("a worker of the parallel arrangement stopped before its figures")
         finally:
             for p in procs:  # ended by a signal or an error too: no worker outlives the bench
-                if p.is_alive() and len(figures) < len(procs):
+                if p.is_alive() and len(seconds) < len(procs):
                     p.terminate()
                 p.join(timeout=60)
-    return sum(n for n, _ in figures) / max(seconds for _, seconds in figures)
+    return max(seconds)
 
 
-def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torch.device, train: Split, say) -> None:
+def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torch.device, train: Split) -> None:
     """The three arrangements of K settings, each measured once, and a table of their aggregate examples/sec."""
     from lenet_exp.fused import fusion_key
 
-    configs = settings_of_sweep(cfg, k)
-    data = train.to(device)
-    figures = {}
-    arrangements = [
-        ("sequential", lambda: sequential(configs, data, steps, device)),
-        (
-            f"parallel ({plural(min(jobs, k), 'worker')} x "
-            f"{plural(max(1, (os.cpu_count() or 1) // min(jobs, k)), 'thread')})",
-            lambda: parallel(configs, data, steps, device, jobs),
-        ),
-    ]
+    configs, data = settings_of_sweep(cfg, k), train.to(device)
+    jobs = min(jobs, k)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    workers = f"parallel ({plural(jobs, 'worker')} x {plural(threads, 'thread')})"
+    arrangements = {
+        "sequential": lambda: one_by_one(configs, data, steps, device),
+        workers: lambda: parallel(configs, data, steps, device, jobs, threads),
+    }
     if fusion_key(configs[0]) is not None:
-        arrangements.append(("fused (one model)", lambda: fused(configs, data, steps, device)))
+        arrangements["fused (one model)"] = lambda: fused(configs, data, steps, device)
     else:  # the fused launcher would train these settings alone: there is no fused figure to give
         say("fused: not measured; the fused launcher trains settings like these alone (README: Fused sweeps)")
-    for name, measure in arrangements:
+    figures = {}
+    for name, measure in arrangements.items():
         say(f"{name}: {k} settings x {steps} steps ...")
-        figures[name] = measure()
+        figures[name] = k * steps * cfg.data.batch_size / measure()
         say(f"{name}: {figures[name]:,.0f} examples/sec")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(
@@ -173,6 +122,5 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
         f"{torch.__version__}"
     )
     print(f"{'arrangement':<36}{'examples/sec (aggregate)':>26}{'vs sequential':>16}")
-    base = figures["sequential"]
     for name, value in figures.items():
-        print(f"{name:<36}{value:>26,.0f}{value / base:>15.2f}x")
+        print(f"{name:<36}{value:>26,.0f}{value / figures['sequential']:>15.2f}x")

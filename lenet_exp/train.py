@@ -31,7 +31,8 @@ from lenet_exp.build import build, check_trainable, cpu_weights, setup_device
 from lenet_exp.config import ConfigError, Settings, check_config
 from lenet_exp.console import EpochBar, wants_bar
 from lenet_exp.data import DATASETS, DataError, Split, load_dataset, to_input
-from lenet_exp.model import shape_table
+from lenet_exp.fused import FusedTrainee, fused_groups
+from lenet_exp.model import mixed_precision, shape_table
 from lenet_exp.run_folder import (
     BEST,
     FINAL,
@@ -93,11 +94,6 @@ class Progress:
         return len(speeds) / sum(1 / v for v in speeds) if speeds else None  # equal epochs: total examples / total time
 
 
-def mixed_precision(s: Settings, x: torch.Tensor) -> torch.autocast:
-    """bf16 autocast where `device.amp` asks for it and the data is on CUDA; a no-op elsewhere."""
-    return torch.autocast("cuda", torch.bfloat16, enabled=s.device.amp and x.is_cuda)
-
-
 def log_steps(num_batches: int, points: int) -> set[int]:
     """The 1-based steps of an epoch at which train loss/acc are recorded: `points` evenly spaced, the last included."""
     points = min(points, num_batches)  # at most one point a step
@@ -116,7 +112,7 @@ class Solo:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (1, B, 28, 28) uint8, labels (1, B): one step; the summed loss and correct count (on device)."""
         x, y = to_input(images[0], self.s.device.channels_last), labels[0]  # (B, 1, 28, 28), (B,)
-        with mixed_precision(self.s, x):
+        with mixed_precision(self.s.device.amp, x):
             logits = self.net(x)  # (B, 10)
             loss = nn.functional.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -192,7 +188,7 @@ def evaluate(model: nn.Module, data: Split, s: Settings) -> float:
     correct = torch.zeros((), dtype=torch.long, device=data.labels.device)
     for i in range(0, len(data), s.device.eval_batch_size):
         x = to_input(data.images[i : i + s.device.eval_batch_size], s.device.channels_last)
-        with mixed_precision(s, x):
+        with mixed_precision(s.device.amp, x):
             correct += (model(x).argmax(dim=1) == data.labels[i : i + len(x)]).sum()
     model.train()
     return correct.item() / len(data)
@@ -276,7 +272,8 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | dict:
             p = Progress(**plan.state["progress"])
         except Exception as e:
             raise CheckpointError(
-                f"{folder / LAST}: cannot resume from this checkpoint, it does not fit this run ({one_line(e, 160)}); "
+                f"{folder.path / LAST}: cannot resume from this checkpoint, it does not fit this run "
+                f"({one_line(e, 160)}); "
                 "put back the run's own copy to continue, or move the run folder away (or choose a new output folder) "
                 "to start over"
             ) from None
@@ -350,7 +347,9 @@ class Member:
     def open(self) -> None:
         """Start the try: curves (purging an earlier try's past its checkpoint), the story, metrics.json `running`."""
         p, run, log = self.p, self.run, self.log
-        purge = p.global_step + 1 if p.global_step else (0 if self.folder.has_curves() else None)
+        purge = (
+            p.global_step + 1 if p.global_step else (0 if any(self.folder.path.glob("events.out.tfevents.*")) else None)
+        )
         self.logger = tb.RunLogger(self.folder.path, resume_step=purge)
         if run.plan.note:
             log.info("%s", run.plan.note[0].upper() + run.plan.note[1:])
@@ -517,8 +516,6 @@ def train_group(jobs: list[Job], parent_pid: int | None = None, fuse: bool = Fal
                 results[i] = e
             if isinstance(results[i], Run):
                 runs[i] = results[i]
-        from lenet_exp.fused import FusedTrainee, fused_groups  # here: fused builds on this module
-
         for idxs in fused_groups(runs) if fuse else [[i] for i in runs]:
             group, first = [runs[i] for i in idxs], runs[idxs[0]]
             show_bar = not fuse and wants_bar(first.s.trainer.progress, in_worker=parent_pid is not None)

@@ -79,6 +79,20 @@ def test_runs_started_together_get_folders_of_their_own(tmp_path, fashion_mnist)
         assert len(scalars(run)["train/loss"]) == 4  # 4 steps, one point each
 
 
+def test_two_commands_on_one_new_folder_one_trains_and_nothing_of_it_is_removed(tmp_path, fashion_mnist):
+    """Started together on the same new hydra.run.dir: one trains; the other is refused (in use) or, coming after,
+    finds it done; the refused one removes nothing the other holds."""
+    for attempt in range(2):
+        procs = [start_cli(*QUICK, "trainer.epochs=1", f"hydra.run.dir=run{attempt}", cwd=tmp_path) for _ in range(2)]
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+        codes = sorted(p.returncode for p in procs)
+        assert codes in ([0, 0], [0, 2]), outputs
+        assert sum("Done: 1 epoch" in out for out in outputs) == 1, outputs
+        assert not any("No such file or directory" in out for out in outputs), outputs
+        metrics = json.loads((tmp_path / f"run{attempt}" / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["epochs_completed"] == 1
+
+
 def test_a_taken_default_folder_gets_a_suffix(tmp_path):
     assert claim_new_folder(tmp_path / "12-00-00") == tmp_path / "12-00-00"
     assert claim_new_folder(tmp_path / "12-00-00") == tmp_path / "12-00-00-2"

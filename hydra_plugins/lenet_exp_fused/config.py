@@ -1,4 +1,4 @@
-"""The fused launcher's settings: `hydra/launcher=fused hydra.launcher.max_models=N`."""
+"""The fused launcher's settings: `hydra/launcher=fused hydra.launcher.max_models=N`, most jobs in one fused model."""
 
 from dataclasses import dataclass
 
@@ -10,7 +10,6 @@ from lenet_exp.schema import INT_GE_1, checked
 @dataclass
 class FusedLauncherConf:
     _target_: str = "hydra_plugins.lenet_exp_fused.fused_launcher.FusedLauncher"
-    # most jobs trained together as one fused model (1: every job alone)
     max_models: int = checked((INT_GE_1[0], "an integer >= 1 (1: every job alone)"), default=64)
 
 

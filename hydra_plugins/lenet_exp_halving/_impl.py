@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lenet_exp.config import quoted
-from lenet_exp.run_folder import DamagedRecord, FolderRefused, RunFolder, read_json, write_json
+from lenet_exp.run_folder import DamagedRecord, FolderRefused, RunFolder, locked, read_json, write_json
 from lenet_exp.sweep import HALVING, dirname_for, key_of
 
 
@@ -123,7 +123,7 @@ def prune(job: Job, note: str) -> None:
     """Mark a job left behind, in its own metrics.json, under its folder's lock; its files and checkpoint stay."""
     try:
         folder = RunFolder(job.folder)
-        with folder.locked():
+        with locked(job.folder):
             metrics = job.metrics()
             if metrics.get("status") in ("completed", "pruned"):
                 folder.write_metrics({**metrics, "status": "pruned", "note": note})

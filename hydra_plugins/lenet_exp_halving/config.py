@@ -1,5 +1,4 @@
-"""The halving sweeper's settings and their rules: `hydra/sweeper=halving`, chosen by the `hparams_search=halving`
-preset, which sets them."""
+"""The halving sweeper's settings and rules: `hydra/sweeper=halving`, set by the `hparams_search=halving` preset."""
 
 from dataclasses import dataclass
 from typing import Any
