@@ -62,8 +62,9 @@ class Textbook:
         tf = transforms.ToTensor()
         self.train_set = spec.torchvision_class()(str(root), train=True, transform=tf, download=False)
         self.test_set = spec.torchvision_class()(str(root), train=False, transform=tf, download=False)
-        loader = lambda ds, shuffle: torch.utils.data.DataLoader(ds, batch_size, shuffle=shuffle, num_workers=workers)  # noqa: E731
-        self.train_iter, self.test_iter = loader(self.train_set, True), loader(self.test_set, False)
+        DataLoader = torch.utils.data.DataLoader
+        self.train_iter = DataLoader(self.train_set, batch_size, shuffle=True, num_workers=workers)
+        self.test_iter = DataLoader(self.test_set, batch_size, shuffle=False, num_workers=workers)
         self.device = device
 
     def run(self, model: nn.Module, optimizer, steps: int) -> float:
