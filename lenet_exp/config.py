@@ -27,6 +27,7 @@ from lenet_exp.schema import NO_CUDA, ConfigError, Settings, check, check_keys, 
 _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 # Run from a source checkout, Hydra reads conf/ at the repo top; installed, the copy shipped in the package.
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://lenet_exp.conf"
+LENET = "lenet_exp.model.LeNet"  # the model class whose jobs the fused launcher may train together
 
 
 def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig:
@@ -117,7 +118,6 @@ def check_each_override(overrides: list[str], multirun: bool | None = None) -> N
     their right form; refused are a group's unknown option or null, the halving sweeper without its preset, a `+key`
     nothing reads and a `~key` lenet_exp reads (its default would silently stand in, or the run would break)."""
     options, top = group_options(), [f.name for f in fields(Settings)]
-    known = known_keys() if any(a.startswith("~") for a in overrides) else []
     for i, arg in enumerate(overrides):
         name, eq, value = arg.partition("=")
         key, loose = name.lstrip("+~"), list(takewhile(lambda a: "=" not in a, overrides[i + 1 :]))
@@ -153,7 +153,7 @@ def check_each_override(overrides: list[str], multirun: bool | None = None) -> N
                 f"{arg}: nothing reads {key}, so it would be ignored.{hint(key, known_keys())} "
                 "(python -m lenet_exp --cfg job lists every key)"
             )
-        if arg.startswith("~") and (key in known or any(k.startswith(f"{key}.") for k in known)):
+        if arg.startswith("~") and any(k == key or k.startswith(f"{key}.") for k in known_keys()):
             raise ConfigError(f"{arg}: lenet_exp reads {key}; set another value (or option) instead of removing it")
 
 
@@ -227,9 +227,6 @@ def _one_line(error: Exception) -> str:
         close = difflib.get_close_matches(asked.group(1), options, n=1) if asked else []
         parts[-1] += " " + ", ".join(options) + (f". Did you mean {close[0]}?" if close else "")
     return " ".join(parts)
-
-
-LENET = "lenet_exp.model.LeNet"  # the model class whose jobs the fused launcher may train together
 
 
 def check_folder_path(path: Path, key: str, writable: bool = True) -> None:

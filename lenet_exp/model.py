@@ -8,8 +8,6 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from lenet_exp.schema import lenet_image_sizes, shrink_message
-
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 INITS = ("xavier_uniform", "kaiming_uniform", "default")
 AUTOCAST_DEVICES = ("cpu", "cuda")  # where the classifier steps out of autocast
@@ -39,9 +37,14 @@ class LeNet(nn.Sequential):
             raise ValueError(f"pool={pool!r}: allowed values are {', '.join(POOLS)}")
         if init not in INITS:
             raise ValueError(f"init={init!r}: allowed values are {', '.join(INITS)}")
-        sizes = lenet_image_sizes(image_size, list(conv_channels), kernel_size, padding)
-        if shrunk := [i + 1 for i, size in enumerate(sizes) if size < 1]:
-            raise ValueError(shrink_message(image_size, shrunk[0]))
+        size = image_size
+        for i in range(len(conv_channels)):  # each conv + 2x2 pool; only the first conv pads, as in the textbook
+            size = (size + 2 * (padding if i == 0 else 0) - kernel_size + 1) // 2
+            if size < 1:
+                raise ValueError(
+                    f"a {image_size}x{image_size} input shrinks to nothing after conv {i + 1}; "
+                    "use fewer conv_channels, a smaller kernel_size or more padding"
+                )
         layers: list[nn.Module] = []
         channels = in_channels
         for i, out_channels in enumerate(conv_channels):
@@ -53,7 +56,7 @@ class LeNet(nn.Sequential):
             ]
             channels = out_channels
         layers.append(nn.Flatten())
-        width = channels * sizes[-1] * sizes[-1] if sizes else channels * image_size * image_size
+        width = channels * size * size  # the last feature map's side (the image's, without convs)
         for h in hidden:
             layers += [nn.Linear(width, h), activation()]
             width = h

@@ -21,18 +21,12 @@ class ConfigError(ValueError):
 
 
 Rule = tuple[Callable[[Any], bool], str]  # (predicate on a value of the key's type, what is allowed, in words)
-BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
-NON_NEGATIVE: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
 
 
 def int_at_least(least: int, most: float = math.inf, null: str = "") -> Rule:
     """An integer in [least, most]; with `null`, also null, which means what `null` says."""
     words = f"an integer >= {least}" + (f" <= {most}" if most < math.inf else "")
     return (lambda v: v is None or least <= v <= most), f"null ({null}) or {words}" if null else words
-
-
-INT_GE_0 = int_at_least(0)
-INT_GE_1 = int_at_least(1)
 
 
 def one_of(*allowed: Any) -> Rule:
@@ -46,6 +40,10 @@ def checked(rule: Rule, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
+INT_GE_0 = int_at_least(0)
+INT_GE_1 = int_at_least(1)
+BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
+NON_NEGATIVE: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
 NO_CUDA = "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"
 
 
@@ -201,22 +199,6 @@ def hint(key: str, known: list[str]) -> str:
     return f" Did you mean {' or '.join(matches[:3])}?" if matches else ""
 
 
-def lenet_image_sizes(image_size: int, conv_channels: list[int], kernel_size: int, padding: int) -> list[int]:
-    """The side of LeNet's feature maps after each conv + 2x2 pool (only the first conv pads, as in the textbook)."""
-    sizes, size = [], image_size
-    for i in range(len(conv_channels)):
-        size = (size + 2 * (padding if i == 0 else 0) - kernel_size + 1) // 2
-        sizes.append(size)
-    return sizes
-
-
-def shrink_message(image_size: int, conv: int) -> str:
-    return (
-        f"a {image_size}x{image_size} input shrinks to nothing after conv {conv}; "
-        "use fewer conv_channels, a smaller kernel_size or more padding"
-    )
-
-
 # the schemas conf/config.yaml and conf/optimizer/*.yaml name in their defaults lists
-for schema_name, schema in (("lenet_exp_schema", Settings), ("sgd_schema", SGDSettings), ("adam_schema", AdamSettings)):
-    ConfigStore.instance().store(name=schema_name, node=schema, provider="lenet_exp")
+for _name, _node in (("lenet_exp_schema", Settings), ("sgd_schema", SGDSettings), ("adam_schema", AdamSettings)):
+    ConfigStore.instance().store(name=_name, node=_node, provider="lenet_exp")
