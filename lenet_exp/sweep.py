@@ -282,20 +282,21 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
     if diff := first_difference(then.get("settings") or {}, now["settings"]):
         raise FolderRefused(refuse.format(diff))
     if "trainer.epochs" not in swept:
-        trained = max((_epochs_trained(job) for job in sweep_dir.iterdir() if job.is_dir()), default=0)
-        key, asked = "trainer.epochs", cfg.trainer.epochs
-        if "Halving" in str(OmegaConf.select(cfg, "hydra.sweeper._target_")) and OmegaConf.select(
-            cfg, "hydra.sweeper.max_epochs"
-        ):
-            key, asked = (
-                "hydra.sweeper.max_epochs",
-                cfg.hydra.sweeper.max_epochs,
-            )  # a halving search trains to its last rung
-        if asked < trained:
-            raise FolderRefused(
-                f"{sweep_dir} holds jobs trained for {trained} epochs already; {key}={asked} asks for fewer. "
-                f"Give {key}={trained} or more to continue them, or choose a new hydra.sweep.dir"
-            )
+        _check_epochs(sweep_dir, cfg)
+
+
+def _check_epochs(sweep_dir: Path, cfg: DictConfig) -> None:
+    """Refuse fewer epochs than the folder's jobs have trained (a halving search trains to its last rung)."""
+    trained = max((_epochs_trained(job) for job in sweep_dir.iterdir() if job.is_dir()), default=0)
+    key, asked = "trainer.epochs", cfg.trainer.epochs
+    halving = "Halving" in str(OmegaConf.select(cfg, "hydra.sweeper._target_"))
+    if halving and OmegaConf.select(cfg, "hydra.sweeper.max_epochs"):
+        key, asked = "hydra.sweeper.max_epochs", cfg.hydra.sweeper.max_epochs
+    if asked < trained:
+        raise FolderRefused(
+            f"{sweep_dir} holds jobs trained for {trained} epochs already; {key}={asked} asks for fewer. "
+            f"Give {key}={trained} or more to continue them, or choose a new hydra.sweep.dir"
+        )
 
 
 def _by_key(overrides: list[str], swept: set[str]) -> dict[str, str]:
