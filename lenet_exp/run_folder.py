@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.config import ConfigError
-from lenet_exp.words import one_line
+from lenet_exp.words import one_line, plural
 
 RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in this folder was asked to do
 METRICS = "metrics.json"  # status and figures, rewritten every epoch
@@ -525,7 +525,7 @@ class RunFolder:
             )
         if state is None:
             what = (
-                f"a run trained for {done_epochs} epochs (status {status})"
+                f"a run trained for {plural(done_epochs, 'epoch')} (status {status})"
                 if metrics
                 else f"a trained run ({self._trained_without_record()})"
             )
