@@ -66,7 +66,7 @@ def expand_resume(argv: list[str]) -> list[str]:
         raise ConfigError(f"resume= continues a run in its own folder: drop {clash[0]}")
     try:
         earlier = yaml.safe_load(saved.read_text()) or []
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"resume={folder}: {saved} is unreadable ({one_line(e)[:200]})") from None
     if not isinstance(earlier, list) or not all(isinstance(o, str) for o in earlier):
         raise ConfigError(f"resume={folder}: {saved} is not a list of overrides")

@@ -106,7 +106,7 @@ def load_json(path: Path) -> dict | None:
         if len(data) > MAX_RECORD_BYTES:
             raise ValueError(f"larger than {MAX_RECORD_BYTES >> 20} MB")
         obj = json.loads(data)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise DamagedRecord(f"{path.name}: {one_line(e, 160)}") from None
     if not isinstance(obj, dict):
         raise DamagedRecord(f"{path.name}: not a JSON object")
@@ -122,7 +122,7 @@ def read_json(path: Path) -> dict | None:
 
 
 def _number(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
 
 
 def _count(v: Any) -> bool:

@@ -46,7 +46,7 @@ def _overrides(job_dir: Path) -> dict:
     """The job's overrides as key -> value text; ValueError when the file cannot be read as a list of overrides."""
     try:
         overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
         raise ValueError(f".hydra/overrides.yaml: {' '.join(str(e).split())[:160]}") from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ValueError(".hydra/overrides.yaml: not a list of overrides")

@@ -674,3 +674,18 @@ def test_a_run_folder_written_before_the_one_house_change_resumes(tmp_path, fash
     assert after["status"] == "completed" and after["epochs_completed"] == 2
     assert after["history"]["test_acc"][0] == before["history"]["test_acc"][0]
     assert after["steps_completed"] == 2 * before["steps_completed"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"status": "completed", "test_acc": Infinity}',
+        '{"status": "x", "test_acc": NaN}',
+    ],
+)
+def test_a_metrics_json_no_run_writes_is_a_damaged_record_not_a_traceback(tmp_path, text):
+    """Nested past the parser's depth, or figures no run writes (a run writes null for a non-finite figure)."""
+    (tmp_path / "metrics.json").write_text(text)
+    with pytest.raises(run_folder.DamagedRecord, match="metrics.json"):
+        RunFolder(tmp_path).metrics()

@@ -116,8 +116,7 @@ def _job(cfg: DictConfig):
 def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     """Jobs that share a fusion key, trained together; every job's figures, errors and callbacks as if it ran alone."""
     from lenet_exp.signals import Interrupted
-    from lenet_exp.summarize import write_summary
-    from lenet_exp.task import job_outcome, stop
+    from lenet_exp.task import job_outcome, refresh_summary, stop
     from lenet_exp.train import train_group
 
     jobs = []
@@ -130,7 +129,7 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     try:
         results = train_group(jobs, fuse=True)
     except Interrupted as e:
-        write_summary(sweep_dir)
+        refresh_summary(sweep_dir)
         stop(e.signum, e.note or "every job of the group saved its checkpoint; rerun the same command to continue")
     returns = []
     for cfg, job, result in zip(configs, jobs, results):
@@ -142,5 +141,5 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
         returns.append(ret)
         for handler in job.log.handlers:
             handler.close()
-    write_summary(sweep_dir)
+    refresh_summary(sweep_dir)
     return returns
