@@ -206,15 +206,8 @@ def test_submitit_local_launcher(tmp_path, fashion_mnist):
 
 
 def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
-    proc = run_cli(
-        "-m",
-        *SWEEP,
-        "trainer.epochs=1",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
-    )
+    search = ["-m", *SWEEP, "trainer.epochs=1", "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
+    proc = run_cli(*search, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     sweep = tmp_path / "sweep"
     rows = read_summary(sweep)
@@ -223,15 +216,7 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
     assert result["best_value"] == pytest.approx(max(done))
-    again = run_cli(
-        "-m",
-        *SWEEP,
-        "trainer.epochs=1",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
-    )
+    again = run_cli(*search, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("not retraining") == 3  # a seeded search draws the same trials
 
 
