@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import HANG, run_cli
 
 from lenet_exp.bench import LenetExp
 from lenet_exp.build import build
@@ -74,7 +74,7 @@ BAD_ARGS = {
 
 @pytest.mark.parametrize("args", BAD_ARGS, ids=" ".join)
 def test_bench_refuses_bad_input_in_one_line(tmp_path, args):
-    proc = run_cli(*args, cwd=tmp_path, module="lenet_exp.bench", timeout=60)
+    proc = run_cli(*args, cwd=tmp_path, module="lenet_exp.bench", timeout=HANG)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("Error: ") and BAD_ARGS[args] in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -82,7 +82,7 @@ def test_bench_refuses_bad_input_in_one_line(tmp_path, args):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_bench_on_missing_cuda_says_so(tmp_path):
-    proc = run_cli("--device", "cuda", cwd=tmp_path, module="lenet_exp.bench", timeout=60)
+    proc = run_cli("--device", "cuda", cwd=tmp_path, module="lenet_exp.bench", timeout=HANG)
     assert (
         proc.returncode == 2
         and proc.stderr.strip()
@@ -98,7 +98,7 @@ def test_ctrl_c_ends_the_bench_without_figures(tmp_path, fashion_mnist):
     assert proc.stderr.readline() == "[1/3] textbook: timing 100000 steps ...\n"
     time.sleep(1.5)  # into the DataLoader's loop, workers running
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130 and out == ""
     assert err.strip().splitlines()[-1] == "Interrupted: no figures printed."
 

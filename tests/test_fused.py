@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
+from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 from lenet_exp import run_folder
@@ -219,7 +219,7 @@ def test_a_fused_jobs_checkpoint_resumes_as_a_single_run(fused_sweep, tmp_path):
 def test_a_killed_fused_group_checkpoints_every_job_and_resumes(fused_sweep, tmp_path):
     unbroken, _ = fused_sweep
     proc = start_cli(*FUSED, "hydra.sweep.dir=sweep", cwd=tmp_path)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG
     while not any(epochs_completed(job) >= 1 for job in (tmp_path / "sweep").glob("*_*")):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from helpers import SMALL, epochs_completed, run_cli, run_in_new_folder, scalars, start_cli
+from helpers import HANG, SMALL, epochs_completed, run_cli, run_in_new_folder, scalars, start_cli
 
 from lenet_exp.run_folder import LAST, atomic_write
 from lenet_exp.train import train
@@ -103,7 +103,7 @@ def unbroken(tmp_path_factory):
 def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
     """Start the run, wait until epoch 1 is recorded, then send `sig` a little into epoch 2."""
     proc = start_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=cwd)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG
     while epochs_completed(cwd / "run") < 1:
         assert proc.poll() is None and time.time() < deadline, (
             proc.stdout.read() if proc.poll() is not None else "timeout"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from helpers import (
+    HANG,
     REPO,
     epochs_completed,
     make_job,
@@ -55,7 +56,7 @@ def done_run(tmp_path_factory, fashion_mnist):
 
 def test_a_second_process_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path, fashion_mnist):
     first = start_cli(*LONGER, "hydra.run.dir=run", cwd=tmp_path)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG
     while not (tmp_path / "run" / "metrics.json").exists():  # written once training starts
         assert first.poll() is None and time.time() < deadline
         time.sleep(0.05)
@@ -84,7 +85,7 @@ def test_two_commands_on_one_new_folder_one_trains_and_nothing_of_it_is_removed(
     finds it done; the refused one removes nothing the other holds."""
     for attempt in range(2):
         procs = [start_cli(*QUICK, "trainer.epochs=1", f"hydra.run.dir=run{attempt}", cwd=tmp_path) for _ in range(2)]
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
+        outputs = [p.communicate(timeout=HANG)[0] for p in procs]
         codes = sorted(p.returncode for p in procs)
         assert codes in ([0, 0], [0, 2]), outputs
         assert sum("Done: 1 epoch" in out for out in outputs) == 1, outputs
@@ -276,7 +277,7 @@ BUG = (
 
 def test_a_bug_after_training_starts_leaves_failed_with_the_reason(tmp_path, fashion_mnist):
     proc = start_patched(BUG, *QUICK, "hydra.run.dir=run", cwd=tmp_path)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 1 and "Traceback" in err  # a bug keeps its traceback for the report
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["error"] == "RuntimeError: a bug in evaluate"
@@ -329,7 +330,7 @@ def test_trained_weights_without_last_pt_are_never_retrained_over(done_run, tmp_
 def test_a_run_killed_before_its_first_checkpoint_starts_over_and_says_so(tmp_path, fashion_mnist):
     args = [*LONGER, "data.limit_train=40960", "trainer.epochs=1", "hydra.run.dir=run"]
     proc = start_cli(*args, cwd=tmp_path)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG
     while not (tmp_path / "run" / "metrics.json").exists():  # written as training starts
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
@@ -459,7 +460,7 @@ def test_a_model_that_cannot_be_built_is_refused_and_leaves_no_folder(tmp_path):
 
 
 def test_the_bench_goes_through_the_same_checks(tmp_path):
-    proc = run_cli("model.num_classes=5", cwd=tmp_path, module="lenet_exp.bench", timeout=60)
+    proc = run_cli("model.num_classes=5", cwd=tmp_path, module="lenet_exp.bench", timeout=HANG)
     assert "model.num_classes=5 cannot fit fashion_mnist" in one_line_error(proc)
 
 
@@ -518,7 +519,7 @@ def test_ctrl_c_during_a_sweep_jobs_checks_stops_the_sweep_and_fails_nothing(tmp
     while "checking" not in proc.stdout.readline():
         assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130 and "Interrupted by SIGINT: before training started; nothing was written." in err
     assert not list((tmp_path / "sweep").glob("*/metrics.json"))  # job 0 not failed, job 1 never started
 
@@ -528,7 +529,7 @@ def test_a_signal_while_data_loads_ends_in_one_line(tmp_path, sig):
     proc = start_patched(SLOW_LOAD, *QUICK, "hydra.run.dir=run", cwd=tmp_path)
     assert proc.stdout.readline() == "loading\n"
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 128 + sig
     assert err == f"Interrupted by {signal.Signals(sig).name}: before training started; nothing was written.\n"
     assert not (tmp_path / "run").exists()

@@ -13,7 +13,7 @@ import types
 import urllib.request
 
 import pytest
-from helpers import epochs_completed, read_csv, run_cli, scalars, start_cli
+from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli
 
 from hydra_plugins.lenet_exp_halving._impl import (
     Job,
@@ -227,7 +227,7 @@ def test_a_pruned_job_resumes_alone_with_resume(halving_search, tmp_path):
 def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_path):
     unbroken, _ = halving_search
     proc = start_cli(*SEARCH, cwd=tmp_path)
-    sweep, deadline = tmp_path / "search", time.time() + 180
+    sweep, deadline = tmp_path / "search", time.time() + HANG
     while not (sweep / "halving.json").exists():  # rung 1 is done; rung 2 starts
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
@@ -343,7 +343,7 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
             data=b'{"experimentName": ""}',
             headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
         )
-        deadline = time.time() + 60
+        deadline = time.time() + HANG
         while True:
             try:
                 experiment = json.loads(urllib.request.urlopen(request, timeout=5).read())

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import yaml
-from helpers import SYSTEM_FASHION_MNIST, epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
+from helpers import HANG, SYSTEM_FASHION_MNIST, epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
 
 pytestmark = pytest.mark.slow
 SWEEP = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
@@ -142,7 +142,7 @@ def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion
     args = ["-m", *KILL_SWEEP, "optimizer.lr=0.1,0.2,0.3,0.4", "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
     proc = start_cli(*args, cwd=tmp_path)
-    deadline = time.time() + 180
+    deadline = time.time() + HANG
     while not any(epochs_completed(job) >= 1 for job in sweep.glob("2_*")):  # job 2 has finished its first epoch
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
@@ -252,7 +252,7 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
     ]
     sweep = tmp_path / "sweep"
     proc = start_cli(*args, cwd=tmp_path)
-    deadline = time.time() + 180
+    deadline = time.time() + HANG
     while not any(epochs_completed(job) >= 1 for job in sweep.glob("*_optimizer.lr=*")):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
