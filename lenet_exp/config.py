@@ -19,7 +19,7 @@ from hydra.version import VersionBase
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from lenet_exp.data import DATASETS
+from lenet_exp.data import DATASETS, DataError, find_files
 from lenet_exp.schema import INT_GE_0 as INT_GE_0  # rules the bench's arguments obey too
 from lenet_exp.schema import INT_GE_1 as INT_GE_1
 from lenet_exp.schema import NO_CUDA, ConfigError, Settings, check, check_keys, hint
@@ -27,6 +27,8 @@ from lenet_exp.schema import NO_CUDA, ConfigError, Settings, check, check_keys, 
 _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 # Run from a source checkout, Hydra reads conf/ at the repo top; installed, the copy shipped in the package.
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://lenet_exp.conf"
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 260
+PATH_ROOM = PATH_MAX - 512  # a sweep's job folder names (<= 200 bytes, see sweep.MAX_NAME) and the files in them
 LENET = "lenet_exp.model.LeNet"  # the model class whose jobs the fused launcher may train together
 
 
@@ -38,7 +40,7 @@ def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig
     try:
         with initialize(CONFIG_PATH.removeprefix("pkg://"), version_base="1.3"):
             cfg = compose("config", overrides=overrides, return_hydra_config=with_hydra)
-    except (HydraException, OmegaConfBaseException) as e:
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:  # Hydra raises these too
         raise ConfigError(refusal(e)) from None
     finally:
         VersionBase.instance().version_base = before
@@ -47,10 +49,14 @@ def compose_config(overrides: list[str], with_hydra: bool = False) -> DictConfig
 
 
 def group_options() -> dict[str, list[str]]:
-    """Each config group (model, optimizer, ...) and its options, read from the config folder."""
+    """Each config group (model, optimizer, ...) and its options, read from the config folder; "" holds the primary
+    configs (config) that --config-name may name."""
     root = files("lenet_exp.conf") if CONFIG_PATH.startswith("pkg://") else Path(CONFIG_PATH)
-    groups = [d for d in root.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")]
-    return {g.name: sorted(f.name[: -len(".yaml")] for f in g.iterdir() if f.name.endswith(".yaml")) for g in groups}
+    groups = [root, *(d for d in root.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__"))]
+    return {
+        "" if g == root else g.name: sorted(f.name[: -len(".yaml")] for f in g.iterdir() if f.name.endswith(".yaml"))
+        for g in groups
+    }
 
 
 def quoted(text: str) -> str:
@@ -90,11 +96,14 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
             )
         elif override.is_discrete_sweep():  # a search space (interval, tag) is left to a search sweeper
             try:
-                values = [f"{key}={v}" for v in override.sweep_string_iterator()]
+                values, parsed = list(override.sweep_string_iterator()), list(override.sweep_iterator())
             except Exception as e:
                 raise ConfigError(f"{arg}: cannot list the values of this sweep ({_one_line(e)})") from None
             if not values:
                 raise ConfigError(f"{arg}: this sweep has no values; give at least one")
+            if twice := next((values[i] for i, v in enumerate(parsed) if v in parsed[:i]), None):
+                raise ConfigError(f"{arg}: {key} takes the value {twice} twice; give each value once")
+            values = [f"{key}={v}" for v in values]
             variants += [(len(single), v) for v in values[1:]] if own else []
             single.append(values[0])
     try:
@@ -117,10 +126,18 @@ def check_each_override(overrides: list[str], multirun: bool | None = None) -> N
     """Each override on its own, before Hydra reads it: sweep values typed with spaces (`optimizer.lr=0.1 0.3`) get
     their right form; refused are a group's unknown option or null, the halving sweeper without its preset, a `+key`
     nothing reads and a `~key` lenet_exp reads (its default would silently stand in, or the run would break)."""
-    options, top = group_options(), [f.name for f in fields(Settings)]
+    options, top, seen = group_options(), [f.name for f in fields(Settings)], {}
     for i, arg in enumerate(overrides):
         name, eq, value = arg.partition("=")
         key, loose = name.lstrip("+~"), list(takewhile(lambda a: "=" not in a, overrides[i + 1 :]))
+        if not key:
+            raise ConfigError(f"{arg}: no key before '='; an override is key=value, such as optimizer.lr=0.1")
+        if max(len(part.encode()) for part in re.split("[./@]", key)) > 250:  # Hydra looks for a file of that name
+            raise ConfigError(f"{key[:60]}...: a key longer than a file name may be (250 bytes); no key is so long")
+        if key in seen:  # Hydra would keep one of the options without a word (a value's last one is documented)
+            raise ConfigError(f"{arg}: the config group {key} is given twice ({seen[key]} too); give it once")
+        if key in options or "/" in key:
+            seen[key] = arg
         if not eq and not arg.startswith("~"):  # `~key` deletes a key
             before = next((a for a in reversed(overrides[:i]) if "=" in a), None)
             right = ",".join([before.rstrip(","), *(w.strip(",") for w in [arg, *loose])]) if before else "key=value"
@@ -143,11 +160,9 @@ def check_each_override(overrides: list[str], multirun: bool | None = None) -> N
                 f"{key}=null: a group takes one of its options ({', '.join(options[key])}); "
                 f"leave {key} out for its default" + (" (no search)" if key == "hparams_search" else "")
             )
-        if key in options and value and "(" not in value:  # not a sweep function such as choice(...)
-            if unknown := [o for o in value.split(",") if o not in options[key]]:
-                raise ConfigError(
-                    f"{key}={unknown[0]}: unknown option of group '{key}'; allowed: {', '.join(options[key])}"
-                )
+        if key in options and value and (unknown := [o for o in listed(arg) if o not in options[key]]):
+            what = "unknown option" if unknown[0] == value else f"{unknown[0]} is not an option"
+            raise ConfigError(f"{arg}: {what} of group '{key}'; allowed: {', '.join(options[key])}")
         if arg.startswith("+") and key not in options and key.split(".")[0] not in top:
             raise ConfigError(
                 f"{arg}: nothing reads {key}, so it would be ignored.{hint(key, known_keys())} "
@@ -157,10 +172,22 @@ def check_each_override(overrides: list[str], multirun: bool | None = None) -> N
             raise ConfigError(f"{arg}: lenet_exp reads {key}; set another value (or option) instead of removing it")
 
 
+def listed(arg: str) -> list[str]:
+    """The values an override gives, as text: each of a sweep's (`a,b`, `choice(a,b)`, `range(...)`), else its one
+    value, unquoted; the value as typed where Hydra cannot read it (its refusal comes later)."""
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except HydraException:
+        return [arg.partition("=")[2]]
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    return [override.value() if isinstance(override.value(), str) else arg.partition("=")[2]]
+
+
 def known_keys() -> list[str]:
     """Every key of the default config, dotted (`optimizer.lr`), with the config groups themselves."""
     cfg = OmegaConf.to_container(compose_config([]), resolve=False)
-    groups = list(group_options())
+    groups = [g for g in group_options() if g]
     return groups + [k for k in _dotted(cfg) if k not in groups]
 
 
@@ -196,17 +223,23 @@ def refusal(error: Exception) -> str:
             return f"{cause.full_key}={cause.value!r} is not allowed: expected {rules[name][1]}"
     key = next(iter(re.findall(r"Could not override '([^']+)'", str(error))), "")
     if key.startswith(("hydra.launcher.", "hydra.sweeper.")):
-        group = key.split(".")[1]
-        return (
-            f"{key}: no such key for this {group}; its keys come with the {group} that has them "
-            "(hydra/launcher=parallel for n_jobs, hparams_search=optuna for n_trials); "
-            "python -m lenet_exp --cfg hydra lists them"
-        )
+        return no_plugin_key(key, getattr(error.__cause__, "object_type", None))
     if key.startswith("hydra."):
         return f"{key}: no such key (python -m lenet_exp --cfg hydra lists Hydra's keys)"
     if key:
         return f"{key}: no such key.{hint(key, known_keys())} (python -m lenet_exp --cfg job lists every key)"
     return _plugin_hint(error) or _one_line(error)
+
+
+def no_plugin_key(key: str, kind: type | None) -> str:
+    """A launcher's or sweeper's key that its plugin's config class (`kind`) does not have, with the closest it has."""
+    group = key.split(".")[1]
+    known = [f"hydra.{group}.{f.name}" for f in (fields(kind) if is_dataclass(kind) else []) if f.name[0] != "_"]
+    return (
+        f"{key}: no such key for this {group}.{hint(key, known)} Other keys come with the {group} that has them "
+        "(hydra/launcher=parallel for n_jobs, hparams_search=optuna for n_trials); "
+        "python -m lenet_exp --cfg hydra lists them"
+    )
 
 
 def _one_line(error: Exception) -> str:
@@ -240,6 +273,11 @@ def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
             f"{key}: a folder name in {str(path)[:60]}... is longer than the 255 bytes a file system allows; "
             "give a shorter one"
         )
+    if len(os.path.abspath(path).encode()) > PATH_ROOM:
+        raise ConfigError(
+            f"{key}: the path {str(path)[:60]}... leaves no room for a run's files within the "
+            f"{PATH_MAX} bytes a path may have here; give a shorter one"
+        )
     if path.is_symlink() and not path.exists():
         raise ConfigError(f"{key}={path}: is a broken link (it points to nothing); give a folder path")
     if path.exists() and not path.is_dir():
@@ -272,6 +310,10 @@ def check_config(cfg: DictConfig) -> Settings:
             f"so expected >= {spec.classes}"
         )
     check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
+    try:
+        find_files(name, settings.data.root, settings.data.download)  # each swept data set too, before any job
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     if settings.device.name == "cuda" and Path("/proc").is_dir():  # Linux: no GPU driver visible means no CUDA
         devices = [*Path("/dev").glob("nvidia*"), Path("/dev/dxg"), Path("/dev/kfd"), Path("/proc/driver/nvidia")]
         if not any(p.exists() for p in devices):  # refused without loading torch

@@ -175,7 +175,7 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
     except Exception as e:  # network and mirror errors come in many types
         package = f" (or install the system package {spec.system_package})" if spec.system_package else ""
         raise DataError(
-            f"download of {spec.folder} into {raw_dir} failed: {one_line(e)[:400]}; check the network, "
+            f"download of {spec.folder} into {raw_dir} failed: {one_line(e, 400)}; check the network, "
             f"or put the files in data.root{package} and set data.download=false"
         ) from None
     finally:
@@ -189,14 +189,21 @@ def _download(spec: DatasetSpec, raw_dir: Path) -> None:
 
 def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Split]:
     """The (train, test) splits of a data set, from root, a system copy, or a fresh download."""
-    spec = DATASETS[name]
-    raw_dir = Path(root) / spec.folder / "raw"
-    tried = [raw_dir, *map(Path, spec.system_dirs)]
-    folder = next((f for f in tried if all(_file(f, name) for name in spec.md5)), None)
-    if folder is None and download:
+    spec, raw_dir = DATASETS[name], Path(root) / DATASETS[name].folder / "raw"
+    folder = find_files(name, root, download)
+    if folder is None:
         _download(spec, raw_dir)
         folder = raw_dir
-    if folder is None:
+    return load_split(folder, spec, "train"), load_split(folder, spec, "test")
+
+
+def find_files(name: str, root: str | Path, download: bool) -> Path | None:
+    """The folder holding a data set's files (under root, else a system copy); None when a download is to fetch
+    them, DataError naming the fixes when none is allowed. Loads nothing, so the command checks it before a sweep."""
+    spec = DATASETS[name]
+    tried = [Path(root) / spec.folder / "raw", *map(Path, spec.system_dirs)]
+    folder = next((f for f in tried if all(_file(f, name) for name in spec.md5)), None)
+    if folder is None and not download:
         package = (
             f", or install the system package (apt-get install {spec.system_package})" if spec.system_package else ""
         )
@@ -204,7 +211,7 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[Split, Sp
             f"{name}: files not found in {', '.join(map(str, tried))}; "
             f"fixes: set data.download=true, or point data.root at a folder holding {spec.folder}/raw/{package}"
         )
-    return load_split(folder, spec, "train"), load_split(folder, spec, "test")
+    return folder
 
 
 def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -307,6 +307,18 @@ class FusedTrainee:
         return run.model.state_dict(), self.optimizer.member_state(g, run.model, optimizer)
 
 
+@torch.no_grad()
+def elementwise(activation: nn.Module) -> bool:
+    """Whether the activation maps each number alone, and the same way each time, as a fused model needs: it applies
+    it to all models' numbers at once (Softmax over a dimension would mix the models; RReLU draws its own numbers)."""
+    x = torch.linspace(-4, 4, 24).reshape(2, 3, 4)
+    try:
+        whole, one_by_one = activation(x), torch.cat([activation(v) for v in x.reshape(-1, 1)])
+    except Exception:
+        return False
+    return whole.shape == x.shape and torch.allclose(whole.reshape(-1), one_by_one, rtol=1e-5, atol=1e-6)
+
+
 def fusion_key(cfg: DictConfig) -> tuple | None:
     """What jobs must share to train as one fused model (data, batch, epochs, layer sizes, device, optimizer class), or
     None for a job that trains alone (another model or optimizer, compiled, optimizer settings the fused step lacks)."""
@@ -317,9 +329,8 @@ def fusion_key(cfg: DictConfig) -> tuple | None:
     if any(k not in allowed and not k.startswith("_") for k in optimizer):
         return None
     try:
-        if any(
-            True for _ in instantiate(cfg.activation).parameters()
-        ):  # PReLU and the like: weights the fused model lacks
+        activation = instantiate(cfg.activation)
+        if any(True for _ in activation.parameters()) or not elementwise(activation):  # PReLU, Softmax, RReLU: alone
             return None
     except Exception:
         return None

@@ -6,6 +6,7 @@ each sweep job as one run named after its folder.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import nullcontext, suppress
 from pathlib import Path
@@ -18,8 +19,10 @@ BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
 # how a run is shown or fed, not what it learns
 NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")
-# a run's status as its HParams session ends: the rest failed
-SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN"}
+# a run's status (metrics.json) as its HParams session ends: only completed succeeded; interrupted and pruned may go on
+# (unknown); diverged and failed failed
+SESSION_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "pruned": "STATUS_UNKNOWN"}
+SEARCH_KEYS = {"halving": ("trainer.epochs",)}  # keys a search sets for its own ends (each rung's epochs), not swept
 
 
 class RunLogger:
@@ -31,6 +34,8 @@ class RunLogger:
 
         self.run_dir, self._session = run_dir, []
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume_step)
+        if threading.excepthook is not _quiet_writer_thread:
+            threading.excepthook = _quiet_writer_thread
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for tag, value in values.items():
@@ -62,29 +67,13 @@ class RunLogger:
         self._write_session()
 
     def session_end(self, status: str, quietly: bool = False) -> None:
-        """Close the run's session: completed or diverged runs as success, interrupted as unknown (it may go on), the
-        rest as failed; `quietly` as in close."""
-        from tensorboard.plugins.hparams import api_pb2, metadata
-        from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
-
-        code = SESSION_STATUS.get(status, "STATUS_FAILURE")
+        """Close the run's session with the status metrics.json gives it (SESSION_STATUS); `quietly` as in close."""
         with suppress(OSError) if quietly else nullcontext():
-            info = SessionEndInfo(status=api_pb2.Status.Value(code), end_time_secs=time.time())
-            self._session = [*self._session[:1], _hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info)]
+            self._session = [*self._session[:1], _session_end(status)]
             self._write_session()
 
     def _write_session(self) -> None:
-        """The session in an event file of its own, replacing the last try's: TensorBoard keeps the first session
-        info it reads in a run, so a resumed run (trained longer, say) must not leave its earlier one behind."""
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        for old in self.run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
-            old.unlink()
-        writer = EventFileWriter(str(self.run_dir), filename_suffix=SESSION_SUFFIX)
-        for summary in self._session:
-            writer.add_event(Event(summary=summary, wall_time=time.time()))
-        writer.close()
+        write_session(self.run_dir, self._session)
 
     def flush(self) -> None:
         self.writer.flush()
@@ -93,6 +82,60 @@ class RunLogger:
         """Flush and close; `quietly` after an error, when a second one (a full disk) would only hide the first."""
         with suppress(OSError) if quietly else nullcontext():
             self.writer.close()
+
+
+def _quiet_writer_thread(args, default=threading.excepthook) -> None:
+    """A file error in TensorBoard's writer thread comes back to the run at its next write, which records it as the
+    run's end: the thread's own traceback would only repeat it, as a traceback."""
+    if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+        default(args)
+
+
+def write_session(run_dir: Path, summaries: list) -> None:
+    """The session in an event file of its own, replacing the last try's: TensorBoard keeps the first session
+    info it reads in a run, so a resumed run (trained longer, say) must not leave its earlier one behind."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    for old in run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+        old.unlink()
+    writer = EventFileWriter(str(run_dir), filename_suffix=SESSION_SUFFIX)
+    for summary in summaries:
+        writer.add_event(Event(summary=summary, wall_time=time.time()))
+    writer.close()
+
+
+def end_session(run_dir: Path, status: str) -> None:
+    """Give a run's HParams session the status its metrics.json now holds (a search prunes a run after it ended);
+    a run without a session keeps none, and one that ends so already is left as it is."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata
+
+    end = _session_end(status)
+    for path in run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+        values = [v for e in EventFileLoader(str(path)).Load() for v in e.summary.value]
+        start = [v for v in values if v.tag == metadata.SESSION_START_INFO_TAG]
+        ends = [_status(v) for v in values if v.tag == metadata.SESSION_END_INFO_TAG]
+        if start and ends != [_status(end.value[0])]:
+            write_session(run_dir, [Summary(value=start[:1]), end])
+            return
+
+
+def _status(value) -> int:
+    from tensorboard.plugins.hparams import metadata
+
+    return metadata.parse_session_end_info_plugin_data(value.metadata.plugin_data.content).status
+
+
+def _session_end(status: str):
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionEndInfo
+
+    code = api_pb2.Status.Value(SESSION_STATUS.get(status, "STATUS_FAILURE"))
+    return _hparams_summary(
+        metadata.SESSION_END_INFO_TAG, session_end_info=SessionEndInfo(status=code, end_time_secs=time.time())
+    )
 
 
 def _hparams_summary(tag: str, **data):
@@ -107,13 +150,29 @@ def _hparams_summary(tag: str, **data):
 
 
 def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
-    """The run's key settings for TensorBoard's HParams dashboard: group choices, main values, every override."""
+    """The run's key settings for TensorBoard's HParams dashboard: group choices, main values, every override; of a
+    sweep's job, only what the sweep varies, as its table shows five hparams, then the metrics (the rest of a job's
+    settings are in its .hydra and the summary). Never what a search sets for its own ends (SEARCH_KEYS)."""
+    ignored = (*NOT_HPARAMS, *SEARCH_KEYS.get(choices.get("hparams_search"), ()))
     keys = ["optimizer.lr", "data.batch_size", "trainer.epochs", "seed"]
     keys += [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and not o.startswith("hydra")]
-    keys = [k for k in keys if k not in NOT_HPARAMS]
     settings = {g: choices[g] for g in ("model", "activation", "optimizer", "data", "device") if g in choices}
-    for key in keys:
+    for key in (k for k in keys if k not in ignored):
         value = OmegaConf.select(cfg, key, default=None)
         if key not in settings and value is not None:
             settings[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return settings
+    swept = [k for k in _swept_keys() if k in settings]
+    return {k: settings[k] for k in swept} if swept else settings
+
+
+def _swept_keys() -> list[str]:
+    """The keys the sweep running this job varies; none outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from lenet_exp.sweep import swept_keys
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return []
+    hc = HydraConfig.get()
+    return swept_keys(Path(str(hc.sweep.dir)), hc.sweeper.get("params"))

@@ -44,7 +44,8 @@ RESUMABLE_CHANGES = (
     "device.name",
     "device.eval_batch_size",
 )
-FINAL_STATUSES = ("completed", "diverged")  # a rerun with the same epochs does not train these again
+# a rerun with the same epochs does not train these again (pruned: trained all it was asked, then left by its search)
+FINAL_STATUSES = ("completed", "diverged", "pruned")
 CHANCE_MARGIN = 0.02  # best test acc within this of always guessing the most common test class: not learning
 _held: dict[str, int] = {}  # folders this process has locked: resolved path -> open descriptor
 
@@ -62,10 +63,12 @@ class DamagedRecord(ValueError):
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace `path` with `data` in one rename, so readers never see a partial file; an error names `path`, never the
+    temporary file."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run files are for everyone to read
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -73,8 +76,9 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and not e.filename:  # name the file the write was for
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
@@ -170,19 +174,16 @@ def save_checkpoint(path: Path, obj: Any) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a training-state checkpoint, refusing a damaged one with a clear message."""
+def load_checkpoint(path: Path, metrics: dict | None = None) -> dict:
+    """Load a training-state checkpoint, refusing (CheckpointError, one line naming the file) a damaged one: not a
+    state, fields of the wrong type or range, or a place in training that metrics.json (`metrics`) contradicts."""
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only: no code runs
         if not isinstance(state, dict) or not {"model", "optimizer", "rng", "progress", "settings"} <= state.keys():
             raise ValueError("not a lenet_exp training state")
-        progress = state["progress"]
-        if not isinstance(progress, dict) or not all(
-            isinstance(progress.get(k), int) for k in ("epoch", "step", "global_step")
-        ):
-            raise ValueError("no readable progress in it")
+        check_state(state, metrics or {})
     except Exception as e:
         reason = one_line((str(e).strip() or type(e).__name__).splitlines()[0], 160)
         raise CheckpointError(
@@ -191,6 +192,24 @@ def load_checkpoint(path: Path) -> dict:
             "to start over"
         ) from None
     return state
+
+
+def check_state(state: dict, metrics: dict) -> None:
+    """ValueError when a training state's fields are not what a run saves, or its epoch is not where metrics.json says
+    the run stands (the checkpoint is written just before metrics.json, so it may be one epoch ahead)."""
+    progress = state["progress"]
+    if not isinstance(state["settings"], dict) or not isinstance(state["model"], dict):
+        raise ValueError("its settings or weights are not a mapping")
+    if not isinstance(progress, dict) or not all(_count(progress.get(k)) for k in ("epoch", "step", "global_step")):
+        raise ValueError("no readable progress in it (epoch, step, global_step: counts from 0)")
+    epoch, history = progress["epoch"], progress.get("history")
+    if not isinstance(history, dict) or not history or not _history(history):
+        raise ValueError("no readable history in it")
+    if lengths := {len(h) for h in history.values()} - {epoch}:
+        raise ValueError(f"progress.epoch={epoch}, but its history holds {plural(max(lengths), 'epoch')}")
+    done = metrics.get("epochs_completed")
+    if done is not None and not done <= epoch <= done + 1:
+        raise ValueError(f"progress.epoch={epoch}, but {METRICS} says {plural(done, 'epoch')} completed")
 
 
 def first_missing(path: Path) -> Path | None:
@@ -381,7 +400,7 @@ class Plan:
 
     state: dict | None = None  # last.pt's contents, to continue from
     done: dict | None = None  # metrics.json of a finished run asked for again
-    note: str = ""  # one line for the log: how this try starts
+    note: str = ""  # one line: how this try starts; for a finished run, what it is and how to continue it
 
 
 START_OVER = "move the folder away (or choose a new output folder) to start over"
@@ -420,7 +439,7 @@ class RunFolder:
             "steps_completed": 0,
             **metrics,
             "status": status,
-            "error": one_line(error)[:500],
+            "error": one_line(error),  # whole: its remedy comes last
         }
         with contextlib.suppress(OSError):
             self.write_metrics(figures)
@@ -499,7 +518,7 @@ class RunFolder:
         Refused: other settings; fewer epochs than trained; a record of training with no last.pt to continue from.
         """
         metrics, run_dir = self._record(), self.path
-        state = load_checkpoint(run_dir / LAST) if (run_dir / LAST).exists() else None
+        state = load_checkpoint(run_dir / LAST, metrics) if (run_dir / LAST).exists() else None
         steps = metrics.get("epochs_completed") or metrics.get("steps_completed")
         if state is None and not steps and not self._trained_without_record():
             self._check_holds_only_a_run()
@@ -516,12 +535,15 @@ class RunFolder:
         into = done_epochs + (1 if progress.get("step") else 0)  # an epoch begun counts: its steps are in the curves
         status = metrics.get("status")
         if status in FINAL_STATUSES and (status == "diverged" or done_epochs == epochs):
-            return Plan(done=metrics)
+            return Plan(done=metrics, note=finished_line(run_dir, metrics, done_epochs))
         if into > epochs:
-            trained = f"trained into epoch {into}" if progress.get("step") else f"trained {done_epochs} epochs"
+            trained = (
+                f"trained into epoch {into}" if progress.get("step") else f"trained {plural(done_epochs, 'epoch')}"
+            )
+            more = done_epochs + 1 if status in FINAL_STATUSES else into
             raise FolderRefused(
-                f"{run_dir} has {trained} already; trainer.epochs={epochs} asks for fewer. "
-                f"Give trainer.epochs={into} or more to continue it, or choose a new output folder"
+                f"{run_dir} has {trained} already (status {status}); trainer.epochs={epochs} asks for fewer. "
+                f"Give trainer.epochs={more} or more to continue it, or choose a new output folder"
             )
         if state is None:
             what = (
@@ -532,6 +554,22 @@ class RunFolder:
             raise FolderRefused(
                 f"{run_dir} holds {what} but no {LAST} to continue from; restore that file to continue, or {START_OVER}"
             )
+        if into == epochs and not progress.get("step"):  # killed after its last epoch, before its final files
+            return Plan(state=state, note=f"finishing in {run_dir}: its {plural(epochs, 'epoch')} were trained already")
         step = f", step {progress['step']}" if progress.get("step") else ""
         at = f"epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})"
         return Plan(state=state, note=f"resuming in {run_dir} from {at}")
+
+
+def finished_line(run_dir: Path, metrics: dict, epochs: int) -> str:
+    """One line for a finished run asked for again: what it is, and how to continue it, if it can be."""
+    acc = "-" if metrics.get("test_acc") is None else f"{metrics['test_acc']:.4f}"
+    status, more = metrics.get("status"), f"trainer.epochs={epochs + 1} or more"
+    what = f"{status} after {plural(epochs, 'epoch')} (test acc {acc})"
+    if status == "diverged":
+        what, how = f"diverged ({metrics.get('error')})", "it cannot continue; rerun with other settings (a lower lr)"
+    elif status == "pruned":
+        what, how = f"pruned by its search {metrics.get('note') or what}", f"give {more} to continue it"
+    else:
+        how = f"give {more} to train it longer"
+    return f"{run_dir} already holds this run, {what}: not retraining; {how}"

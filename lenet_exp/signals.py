@@ -67,7 +67,9 @@ class StopSignals:
             except PermissionError:
                 pass  # alive, another user's
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self._done.set()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if self.signum is not None and exc_type is None:  # a signal no step stopped for (the last epoch was ending)
+            raise Interrupted(self.signum)

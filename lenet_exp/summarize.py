@@ -26,10 +26,19 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.run_folder import METRICS, RunFolder, atomic_write, not_learning, read_json
+from lenet_exp.run_folder import METRICS, RECORD, RunFolder, atomic_write, not_learning, read_json
 from lenet_exp.summary_plot import to_png
-from lenet_exp.summary_table import METRIC_COLUMNS, counts_text, job_order, settings_csv, to_csv, to_markdown
-from lenet_exp.sweep import HALVING, IGNORED, REFUSED, swept_keys
+from lenet_exp.summary_table import (
+    METRIC_COLUMNS,
+    counts_text,
+    job_order,
+    setting_of,
+    settings_csv,
+    to_csv,
+    to_markdown,
+)
+from lenet_exp.sweep import HALVING, IGNORED, REFUSED, SWEEP_RECORD, swept_keys
+from lenet_exp.words import one_line, plural
 
 
 def _is_job(folder: Path) -> bool:
@@ -117,6 +126,8 @@ class Summary:
     keys: list[str]
     search: dict | None = None
     settings: list[dict] | None = None
+    fused: bool = False  # trained by the fused launcher: a rerun alone may differ slightly
+    command: list[str] | None = None  # the sweep's overrides, from sweep.json
 
 
 def collect(sweep_dir: Path) -> Summary:
@@ -128,38 +139,132 @@ def collect(sweep_dir: Path) -> Summary:
     for r in rows:
         if r["run_dir"] in refused:
             r["status"], r["error"] = "refused", refused[r["run_dir"]]["reason"]
-    rows.sort(key=lambda r: _best_first(r["status"] == "completed", r["test_acc"], r["job"]))
-    keys = _columns(sweep_dir, rows)
-    search = read_json(sweep_dir / HALVING)
-    if search and not all(isinstance(v, int) and v > 0 for v in search.get("rungs") or [None]):
-        search = None  # a damaged record: summarise the jobs without it
+    hydra = _hydra_record(sweep_dir, rows)
+    keys = _columns(sweep_dir, rows, hydra.get("sweeper", {}).get("params"))
+    search = _search_record(sweep_dir)
     if search:
-        for r in rows:
-            r["rung"] = sum(1 for epochs in search["rungs"] if (r["epochs_completed"] or 0) >= epochs)
-    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys))
+        _place_in_search(rows, keys, search)
+    _short_of_asked(rows, search["rungs"][-1] if search else _asked_epochs(sweep_dir))
+    rows.sort(key=lambda r: _best_first(r["status"] == "completed", r["test_acc"], r["job"]))
+    record = read_json(sweep_dir / SWEEP_RECORD) or {}
+    given = record.get("overrides") if isinstance(record.get("overrides"), list) else []
+    command = [o for o in given if isinstance(o, str) and not o.startswith("hydra.sweep.dir")]
+    fused = "Fused" in str(hydra.get("launcher", {}).get("_target_"))
+    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys), fused, command)
+
+
+def _hydra_record(sweep_dir: Path, rows: list[dict]) -> dict:
+    """The hydra node of the first readable job record ({} when none is): the sweeper's search space, the launcher."""
+    for r in rows:
+        with contextlib.suppress(Exception):
+            node = OmegaConf.to_container(OmegaConf.load(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml").hydra)
+            return {k: v for k, v in node.items() if isinstance(v, dict)}  # a damaged part counts as none
+    return {}
+
+
+def _search_record(sweep_dir: Path) -> dict | None:
+    """halving.json when it reads as the search writes it; None for none or a damaged one (the jobs are summarised
+    without it)."""
+    search = read_json(sweep_dir / HALVING)
+    if not search or not all(isinstance(v, int) and v > 0 for v in search.get("rungs") or [None]):
+        return None
+    choices = search.get("rung_choices")
+    fields = ("settings", "jobs", "eta")
+    if not isinstance(choices, list) or not all(isinstance(search.get(f), int) for f in fields):
+        return None
+    for c in choices:
+        if not (
+            isinstance(c, dict)
+            and c.get("epochs") in search["rungs"]
+            and isinstance(c.get("kept"), int)
+            and isinstance(c.get("ranked_jobs"), list)
+            and all(isinstance(j, int) for j in c["ranked_jobs"])
+        ):
+            return None
+    return search
+
+
+def _place_in_search(rows: list[dict], keys: list[str], search: dict) -> None:
+    """Each job's rung: the last rung whose choice ranked its setting (its first job stands for it), not what its
+    epochs would reach, so a job continued by hand past where the search pruned it says so and claims no rung."""
+    first: dict[tuple, int] = {}
+    for r in sorted(rows, key=job_order):
+        first.setdefault(setting_of(r, keys), r["job"])
+    reached, pruned = {}, {}
+    for c in search["rung_choices"]:
+        rung = search["rungs"].index(c["epochs"]) + 1
+        for place, num in enumerate(c["ranked_jobs"]):
+            reached[num] = rung
+            if place >= c["kept"]:
+                pruned[num] = rung
+    for r in rows:
+        num = first.get(setting_of(r, keys))
+        r["rung"] = reached.get(num, 0)
+        if num in pruned and (r["epochs_completed"] or 0) > search["rungs"][pruned[num] - 1]:
+            rung = pruned[num]
+            note = f"pruned after rung {rung}, continued by hand to {plural(r['epochs_completed'], 'epoch')}"
+            r["note"], r["beyond_search"] = "; ".join(n for n in (note, r["note"]) if n), True
+
+
+def _asked_epochs(sweep_dir: Path) -> int | None:
+    """The epochs the sweep's last command asked of its jobs, from multirun.yaml (None when it cannot tell)."""
+    with contextlib.suppress(Exception):
+        epochs = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "trainer.epochs")
+        return epochs if isinstance(epochs, int) else None
+    return None
+
+
+def _short_of_asked(rows: list[dict], asked: int | None) -> None:
+    """A `completed` job with fewer epochs than asked (a folder that refused the later epochs' writes, a rung not
+    reached yet) is `unfinished`, never completed; a job's own swept trainer.epochs is what it was asked."""
+    for r in rows:
+        wanted = None if "rung" in r else r["overrides"].get("trainer.epochs")  # a rung's epochs are not what is asked
+        wanted = int(wanted) if isinstance(wanted, str) and wanted.isdigit() else asked
+        done = r["epochs_completed"] or 0
+        if r["status"] == "completed" and wanted and done < wanted and not r.get("beyond_search"):
+            note = f"trained {done} of {plural(wanted, 'epoch')} asked"
+            r["status"], r["note"] = "unfinished", "; ".join(n for n in (note, r["note"]) if n)
+
+
+def _figures_at(row: dict, epochs: int) -> tuple:
+    """The job's test accuracy and best test accuracy after `epochs` epochs: its final ones, or from its curve."""
+    if (row.get("epochs_completed") or 0) == epochs:
+        return row["test_acc"], row["best_test_acc"]
+    curve = (row.get("history") or [])[:epochs]
+    acc = curve[epochs - 1] if len(curve) == epochs else None
+    return acc, max((a for a in curve if a is not None), default=None)
 
 
 def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
-    """With `seed` swept, jobs that differ only in seed form one setting: its mean and spread, best mean first."""
+    """With `seed` swept, jobs that differ only in seed form one setting: its mean and spread, best mean first.
+    Seeds trained for different epochs are compared at the epochs every one of them reached (like with like)."""
     if "seed" not in keys:
         return None
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(rows, key=job_order):
-        groups.setdefault(tuple((k, r["overrides"].get(k)) for k in keys if k != "seed"), []).append(r)
+        groups.setdefault(setting_of(r, keys), []).append(r)
     settings = []
     for values, members in groups.items():
         # a pruned setting's mean is at its last rung (the plot shows it apart); only completed ones rank as complete
-        accs = [m["test_acc"] for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
-        bests = [m["best_test_acc"] for m in members if m["best_test_acc"] is not None]
+        scored = [m for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
+        lengths = sorted({m.get("epochs_completed") or 0 for m in scored})
+        epochs = lengths[0] if lengths else None
+        figures = [_figures_at(m, epochs) for m in scored]
+        accs = [acc for acc, _ in figures if acc is not None]
+        bests = [best for _, best in figures if best is not None]
         threads = {m.get("cpu_threads") for m in members}
+        mixed = f"seeds trained {lengths[0]}-{lengths[-1]} epochs: figures after {epochs}" if len(lengths) > 1 else ""
         settings.append(
             {
                 "values": dict(values),
-                "n": len(members),
+                "n": len(accs),  # the seeds with a figure, not the jobs
+                "accs": accs,
                 "test_acc_mean": statistics.fmean(accs) if accs else None,
                 "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
                 "best_test_acc_mean": statistics.fmean(bests) if bests else None,
                 "statuses": counts_text(m["status"] for m in members),
+                "epochs": epochs,
+                "note": mixed,
                 "complete": len(accs) == len(members) and all(m["status"] == "completed" for m in members),
                 "not_learning": all(m["not_learning"] for m in members),
                 "jobs": [m["job"] for m in members],
@@ -171,13 +276,9 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
     return sorted(settings, key=lambda g: _best_first(g["complete"], g["test_acc_mean"], g["jobs"][0]))
 
 
-def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
-    """The swept keys; failing that (no sweep record), the override keys whose values differ between jobs."""
-    params = None  # the search space a sweeper (Optuna) drew from, from the first readable job record
-    for r in rows:
-        with contextlib.suppress(Exception):
-            params = OmegaConf.load(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml").hydra.sweeper.get("params")
-            break
+def _columns(sweep_dir: Path, rows: list[dict], params: dict | None) -> list[str]:
+    """The swept keys (`params`: the search space a sweeper such as Optuna drew from); failing that (no sweep record),
+    the override keys whose values differ between jobs."""
     try:
         keys = swept_keys(sweep_dir, params)
     except Exception:  # a damaged multirun.yaml: fall back on what differs between the jobs
@@ -188,30 +289,42 @@ def _columns(sweep_dir: Path, rows: list[dict]) -> list[str]:
     return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1] if len(rows) > 1 else keys
 
 
+def _write(path: Path, data: bytes) -> None:
+    """A summary file written whole; an error names that file, not the temporary one beside it."""
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
 def write_summary(sweep_dir: Path) -> list[dict]:
     """Rebuild summary.csv, summary.md, summary.png (and summary_by_setting.csv) in a sweep folder; rows best first."""
     summary = collect(sweep_dir)
     if not summary.rows:
         return summary.rows
-    atomic_write(sweep_dir / "summary.csv", to_csv(summary).encode())
+    _write(sweep_dir / "summary.csv", to_csv(summary).encode())
     if summary.settings is not None:
-        atomic_write(sweep_dir / "summary_by_setting.csv", settings_csv(summary).encode())
-    atomic_write(sweep_dir / "summary.md", to_markdown(summary).encode())
-    atomic_write(sweep_dir / "summary.png", to_png(summary))
+        _write(sweep_dir / "summary_by_setting.csv", settings_csv(summary).encode())
+    _write(sweep_dir / "summary.md", to_markdown(summary).encode())
+    _write(sweep_dir / "summary.png", to_png(summary))
     return summary.rows
 
 
 class SummaryCallback(Callback):
-    """At the end of a --multirun: write the summary, print it, and exit non-zero if a job failed or did not finish."""
+    """At the end of a --multirun: write the summary, print it, and exit non-zero if a job failed or did not finish,
+    or if the summary cannot be written (the jobs' own records stand)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = write_summary(sweep_dir)
+        try:
+            rows = write_summary(sweep_dir)
+        except OSError as e:
+            sys.exit(f"Error: summary not written: {one_line(e)}; the jobs' own files are kept")
         print(_shown(sweep_dir) if rows else f"{sweep_dir}: no jobs ran")
         failed = [r for r in rows if r["status"] in ("failed", "unreadable")]
         unfinished = [r for r in rows if r["status"] not in ("completed", "diverged", "pruned", "failed", "unreadable")]
         if failed or unfinished:
-            parts = [f"{len(failed)} of {len(rows)} jobs failed"] if failed else []
+            parts = [f"{len(failed)} of {plural(len(rows), 'job')} failed"] if failed else []
             named = ", ".join(f"job {r['job']} {r['status']}" for r in unfinished[:5])
             parts += [f"{len(unfinished)} did not finish ({named})"] if unfinished else []
             sys.exit(f"{'; '.join(parts)}; see {sweep_dir / 'summary.md'}")
@@ -224,6 +337,28 @@ def _shown(folder: Path) -> str:
 
 
 USAGE = "usage: python -m lenet_exp.summarize <sweep folder>   (a sweep's folder: multirun/<date>/<time>)"
+GIVE = "give a sweep's folder (multirun/<date>/<time>)"
+
+
+def is_sweep(folder: Path) -> bool:
+    """A sweep's folder: its record (sweep.json, multirun.yaml), or job folders numbered as a sweep numbers them."""
+    if (folder / RECORD).is_dir():
+        return False
+    if (folder / SWEEP_RECORD).is_file() or (folder / "multirun.yaml").is_file():
+        return True
+    return any(p.name.split("_", 1)[0].isdigit() and "_" in p.name and _is_job(p) for p in folder.iterdir())
+
+
+def not_a_sweep(folder: Path) -> str:
+    """Why a folder is not one to summarise, and what to give instead."""
+    if (folder / RECORD).is_dir():
+        return f"a single run's folder, not a sweep (its figures are in its {METRICS}); {GIVE}"
+    inside = [p for p in folder.iterdir() if p.is_dir()]
+    if any(is_sweep(p) for p in inside):
+        return "holds sweep folders, not a sweep; give one of them (multirun/<date>/<time>)"
+    if any((p / RECORD).is_dir() for p in inside):
+        return f"holds single runs (outputs/<date>/<time>), not a sweep; {GIVE}"
+    return f"no sweep in it (no {SWEEP_RECORD}, multirun.yaml or job folders); {GIVE}"
 
 
 def main(argv: list[str]) -> int:
@@ -236,21 +371,21 @@ def main(argv: list[str]) -> int:
     folder = Path(argv[0])
     if not folder.is_dir():
         why = "is a file, not a sweep folder" if folder.exists() else "no such folder"
+    else:
+        try:
+            why = None if is_sweep(folder) else not_a_sweep(folder)
+        except OSError as e:
+            why = f"cannot read it ({one_line(e)})"
+    if why:  # nothing written into a folder that is not a sweep
         print(f"Error: {folder}: {why}", file=sys.stderr)
         return 2
     try:
         rows = write_summary(folder)
     except OSError as e:
-        print(f"Error: {folder}: cannot write the summary ({' '.join(str(e).split())})", file=sys.stderr)
+        print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
         return 1
     if not rows:
-        if (folder / ".hydra").is_dir():
-            hint = "it is a single run's folder; give a sweep's folder (multirun/<date>/<time>)"
-        elif any(p.is_dir() and any(_is_job(q) for q in p.iterdir()) for p in folder.iterdir() if p.is_dir()):
-            hint = "it holds sweep folders; give one of them (multirun/<date>/<time>)"
-        else:
-            hint = "no job folders (with .hydra/overrides.yaml or metrics.json) in it"
-        print(f"Error: {folder}: {hint}", file=sys.stderr)
+        print(f"Error: {folder}: a sweep with no job folders yet; nothing to summarise", file=sys.stderr)
         return 1
     print(_shown(folder))
     return 0

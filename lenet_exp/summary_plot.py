@@ -12,24 +12,35 @@ import io
 from collections import namedtuple
 from itertools import groupby
 
-from lenet_exp.summary_table import job_order, parsed, short
+from lenet_exp.summary_table import job_order, parsed, setting_of, short, verdict
 
 MARKERS = "os^DvP<>Xph*"
 LINES = ["-", "--", "-.", ":"]
-BEST, NOT_LEARNING, FAILED = "gold", "0.55", "tab:red"
+MAX_NAMED = 48  # jobs the curve panel's legend names, in two columns
+BEST, NOT_LEARNING, FAILED = "goldenrod", "0.55", "tab:red"
 CHANCE = {"color": NOT_LEARNING, "linestyle": ":", "linewidth": 1}  # the chance line, in every panel
 BESIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False}  # a legend beside the data
-# What a value panel draws: a job, or a setting's mean over seeds (its statuses: `2 completed, 1 pruned`)
-Point = namedtuple("Point", "overrides acc err lazy statuses complete")
+# What a value panel draws: a job, or a setting's mean over seeds with each seed's figure (`each`) and its statuses
+# (`2 completed, 1 pruned`); `key` is its setting, which has one colour and marker in every panel
+Point = namedtuple("Point", "job key overrides acc err each lazy statuses complete")
+# How summary.md judges the lead (summary_table.verdict), as a ring around the leaders: label, line style
+RINGS = {
+    "clear": ("best", "solid"),
+    "tie": ("best: a tie", "dashed"),
+    "close": ("best and next: neither clearly better", "dashed"),  # within the spread over seeds
+    "close, one seed": ("best and next: other seeds could reverse them", "dashed"),  # within SEED_NOISE
+}
 
 
 def _setting(overrides: dict, keys: list[str]) -> str:
     return ", ".join(f"{k}={short(overrides.get(k, ''))}" for k in keys)
 
 
-def _style(i: int, line: bool = True) -> dict:
-    """The i-th curve's marker and line, so that neighbours differ in both; `line` false: markers only."""
-    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINES[i % len(LINES)] if line else "none"}
+def styles(rows: list[dict], keys: list[str]) -> dict[tuple, dict]:
+    """One colour and marker per setting, the same in every panel: ten colours, then the next marker, so no two
+    settings share both (up to 120 settings)."""
+    order = dict.fromkeys(setting_of(r, keys) for r in sorted(rows, key=job_order))
+    return {key: {"color": f"C{i % 10}", "marker": MARKERS[i // 10 % len(MARKERS)]} for i, key in enumerate(order)}
 
 
 def _number_at(overrides: dict, key: str) -> bool:
@@ -39,7 +50,9 @@ def _number_at(overrides: dict, key: str) -> bool:
 
 
 def figure(summary):
-    """The summary figure of a summarize.Summary: a panel per swept number, or bars when none is, and the curves."""
+    """The summary figure of a summarize.Summary: a panel per swept number, or a row per job or setting when none
+    is, and the curves; a setting keeps its colour and marker throughout, and the leaders are ringed as summary.md
+    judges them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,7 +60,10 @@ def figure(summary):
 
     rows, seeds = summary.rows, summary.settings is not None
     keys = [k for k in summary.keys if k != "seed"] if seeds else summary.keys
-    points = _points(summary)
+    points, style = _points(summary), styles(rows, summary.keys)
+    kind, leaders = verdict(summary)
+    kind = kind if seeds or kind != "close" else "close, one seed"
+    ring = (*RINGS.get(kind, ("", "")), {x["jobs"][0] if seeds else x["job"] for x in leaders})
     scored = [pt for pt in points if pt.acc is not None]
     numeric = [k for k in keys if scored and all(_number_at(pt.overrides, k) for pt in scored)]
     categorical = [k for k in keys if k not in numeric]
@@ -55,10 +71,10 @@ def figure(summary):
     panels = max(len(numeric), 1) + 1
     fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), layout="constrained")  # a row of 2 or more
     for ax, key in zip(axes, numeric):
-        _value_panel(ax, points, key, numeric, categorical, chance, seeds)
+        _value_panel(ax, points, key, numeric, categorical, chance, seeds, style, ring)
     if not numeric:
-        _bar_panel(axes[0], rows, summary.keys, chance)
-    _curve_panel(axes[-1], rows, summary.keys, chance)
+        _dot_panel(axes[0], points, keys, chance, seeds, style, ring)
+    _curve_panel(axes[-1], rows, summary.keys, chance, style)
     fig.canvas.draw()  # lay out, then thin any tick labels that still touch
     for ax in axes:
         thin_tick_labels(ax)
@@ -79,48 +95,61 @@ def _points(summary) -> list[Point]:
     """What the value panels draw, best first: a point per job, or per setting (mean and spread) with seeds swept."""
     if summary.settings is None:
         return [
-            Point(r["overrides"], r["test_acc"], None, r["not_learning"], r["status"], r["status"] == "completed")
+            Point(r["job"], setting_of(r, summary.keys), r["overrides"], r["test_acc"], None, [], r["not_learning"],
+                  r["status"], r["status"] == "completed")
             for r in summary.rows
-        ]
+        ]  # fmt: skip
     return [
-        Point(g["values"], g["test_acc_mean"], g["test_acc_std"], g["not_learning"], g["statuses"], g["complete"])
+        Point(g["jobs"][0], tuple(g["values"].items()), g["values"], g["test_acc_mean"], g["test_acc_std"], g["accs"],
+              g["not_learning"], g["statuses"], g["complete"])
         for g in summary.settings
-    ]
+    ]  # fmt: skip
+
+
+def _marks(ax, points: list[Point], at, vertical: bool, style: dict, ring: tuple) -> None:
+    """Each point in its setting's colour and marker (hollow: pruned), its spread over seeds (along y if `vertical`)
+    and each seed, the not-learning cross and the leaders' ring; `at(pt)` is where it goes, (x, y)."""
+    label, ringstyle, leaders = ring
+    for pt in points:
+        (x, y), spread = at(pt), {"yerr" if vertical else "xerr": pt.err}
+        st, hollow = style[pt.key], "pruned" in pt.statuses
+        ax.errorbar(x, y, **spread, mfc="none" if hollow else st["color"], capsize=3, zorder=3, **st)
+        if pt.each:  # each seed's figure, faint, along the same line
+            each = ([x] * len(pt.each), pt.each) if vertical else (pt.each, [y] * len(pt.each))
+            ax.scatter(*each, s=10, color=st["color"], alpha=0.45, zorder=2)
+        if pt.lazy:
+            ax.scatter(x, y, marker="x", s=70, color=NOT_LEARNING, zorder=4)
+        if pt.job in leaders:  # a ring around, not a mark on top: the point stays visible
+            ax.scatter(x, y, s=420, facecolors="none", edgecolors=BEST, linewidths=2.2, linestyle=ringstyle, zorder=2)
+    key = {"s": 40, "facecolors": "none", "edgecolors": NOT_LEARNING}
+    if any("pruned" in pt.statuses for pt in points):
+        ax.scatter([], [], marker="o", label="pruned (hollow; acc at its last rung)", **key)
+    if any(pt.lazy for pt in points):
+        ax.scatter([], [], marker="x", s=70, color=NOT_LEARNING, label="not learning (at chance)")
+    if leaders:
+        ax.scatter([], [], s=160, facecolors="none", edgecolors=BEST, linewidths=2.2, linestyle=ringstyle, label=label)
 
 
 def _value_panel(
-    ax, points: list[Point], key: str, numeric: list[str], categorical: list[str], chance: float | None, seeds: bool
+    ax, points, key: str, numeric: list, categorical: list, chance: float | None, seeds: bool, style: dict, ring: tuple
 ) -> None:
-    """Final test accuracy against one swept number: a line per setting of the categorical keys, on a grid; seeds as a
-    mean with its spread; jobs a halving search stopped early apart, as their figures are from fewer epochs."""
+    """Final test accuracy against one swept number: a grey line joins the points of each setting of the categorical
+    keys on a grid; seeds as a mean with its spread and each seed; failed or diverged jobs along the bottom edge."""
     x = lambda pt: parsed(pt.overrides[key])
     alone = "mean test acc over seeds" if seeds else "final test acc"  # the line's name, no categorical key swept
-    label = lambda pt: _setting(pt.overrides, categorical) or alone
+    group = lambda pt: _setting(pt.overrides, categorical) or alone
     scored = [pt for pt in points if pt.acc is not None]
     finished = [pt for pt in scored if "pruned" not in pt.statuses]
-    grid = all(len({pt.overrides.get(k) for pt in finished}) == 1 for k in numeric if k != key)
-    for i, (name, group) in enumerate(groupby(sorted(finished, key=label), key=label)):
-        group = sorted(group, key=x)
-        xs, ys = [x(pt) for pt in group], [pt.acc for pt in group]
-        if seeds:
-            ax.errorbar(xs, ys, yerr=[pt.err or 0.0 for pt in group], capsize=3, label=name, **_style(i, grid))
-        else:
-            ax.plot(xs, ys, label=name, **_style(i, grid))
-
-    def mark(pts: list[Point], label: str, ys: list | None = None, **style) -> None:
-        if pts:
-            ax.scatter([x(pt) for pt in pts], ys or [pt.acc for pt in pts], label=label, **style)
-
-    pruned, lazy = [pt for pt in scored if "pruned" in pt.statuses], [pt for pt in scored if pt.lazy]
-    hollow = {"marker": "o", "s": 40, "facecolors": "none", "edgecolors": NOT_LEARNING, "zorder": 3}
-    mark(pruned, "pruned (stopped early; acc at its last rung)", **hollow)
-    mark(lazy, "not learning (at chance)", marker="x", s=70, color=NOT_LEARNING, zorder=4)
+    if all(len({pt.overrides.get(k) for pt in finished}) == 1 for k in numeric if k != key):  # a grid: join them
+        for i, (name, pts) in enumerate(groupby(sorted(finished, key=group), key=group)):
+            pts = sorted(pts, key=x)
+            xs, ys = [x(pt) for pt in pts], [pt.acc for pt in pts]
+            ax.plot(xs, ys, color="0.8", linewidth=1.2, linestyle=LINES[i % 4], label=name, zorder=1)  # no setting's
+    _marks(ax, scored, lambda pt: (x(pt), pt.acc), True, style, ring)
     broken = [pt for pt in points if pt.acc is None and _number_at(pt.overrides, key)]
-    # no figure to place them by: along the bottom edge, where their values are
-    edge = {"transform": ax.get_xaxis_transform(), "clip_on": False, "marker": "v", "s": 60, "color": FAILED}
-    mark(broken, "failed or diverged (no final acc)", [0.03] * len(broken), zorder=4, **edge)
-    best = [pt for pt in finished if pt.complete and not pt.lazy][:1]
-    mark(best, "best", marker="*", s=320, color=BEST, edgecolor="black", zorder=5)
+    if broken:  # no figure to place them by: along the bottom edge, where their values are
+        edge = {"transform": ax.get_xaxis_transform(), "clip_on": False, "marker": "v", "s": 60, "color": FAILED}
+        ax.scatter([x(pt) for pt in broken], [0.03] * len(broken), label="failed or diverged (no final acc)", **edge)
     if chance is not None:
         ax.axhline(chance, label="chance", **CHANCE)
     _value_axis(ax, sorted({x(pt) for pt in points if _number_at(pt.overrides, key)}))
@@ -128,6 +157,31 @@ def _value_panel(
     ax.set(xlabel=key, ylabel=ylabel, title=f"test acc vs {key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, **BESIDE)
+
+
+def _dot_panel(ax, points: list, keys: list, chance: float | None, seeds: bool, style: dict, ring: tuple) -> None:
+    """No swept number: a row per job, or per setting (its mean, spread and each seed), best on top, on an axis
+    fitted to the figures so that small differences show; rows without a figure marked at the left edge."""
+    shown = points[::-1]
+    name = lambda pt: _setting(pt.overrides, keys) or "the one setting"
+    names = [name(pt) if seeds else f"{pt.job}: {name(pt)}" for pt in shown]
+    place = {pt.job: y for y, pt in enumerate(shown)}
+    _marks(ax, [pt for pt in shown if pt.acc is not None], lambda pt: (pt.acc, place[pt.job]), False,
+           style, ring)  # fmt: skip
+    broken = [place[pt.job] for pt in shown if pt.acc is None]
+    if broken:
+        edge = {"transform": ax.get_yaxis_transform(), "clip_on": False, "marker": ">", "s": 60, "color": FAILED}
+        ax.scatter([0.0] * len(broken), broken, label="failed or diverged (no final acc)", **edge)
+    low, high = ax.get_xlim()
+    if chance is not None and low <= chance <= high:  # only where it does not squeeze the figures together
+        ax.axvline(chance, label="chance", **CHANCE)
+    ax.set_yticks(range(len(shown)), names, fontsize=7)
+    ax.set_ylim(-0.7, len(shown) - 0.3)
+    what = "mean final test acc (bars: spread over seeds; dots: each seed)" if seeds else "final test acc"
+    ax.set(xlabel=what, title=f"test acc per {'setting' if seeds else 'job'} (best on top)")
+    ax.grid(alpha=0.3, axis="x")
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=7, **BESIDE)
 
 
 def _value_axis(ax, values: list) -> None:
@@ -147,31 +201,24 @@ def _value_axis(ax, values: list) -> None:
     ax.set_xlim(*((low / 1.4, high * 1.4) if ax.get_xscale() == "log" else (low - pad, high + pad)))
 
 
-def _bar_panel(ax, rows: list[dict], keys: list[str], chance: float | None) -> None:
-    """No swept number: one bar per job, best on top; not-learning jobs grey, jobs without a figure listed at zero."""
-    shown = rows[::-1]
-    names = [f"{r['job']}: {_setting(r['overrides'], keys)}" if keys else str(r["job"]) for r in shown]
-    colors = [NOT_LEARNING if r.get("not_learning") else FAILED if r["test_acc"] is None else "tab:blue" for r in shown]
-    ax.barh(names, [r["test_acc"] or 0.0 for r in shown], color=colors)
-    if chance is not None:
-        ax.axvline(chance, **CHANCE)
-    ax.set(xlabel="final test acc (grey: not learning, red: no figure)", title="test acc per job (best on top)")
-    ax.tick_params(axis="y", labelsize=7)
-
-
-def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None) -> None:
-    """Every job's test accuracy per epoch; a curve that coincides with an earlier one says so in the legend."""
+def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None, style: dict) -> None:
+    """Every job's test accuracy per epoch in its setting's colour and marker (seeds of a setting: other line styles);
+    a curve that coincides with an earlier one says so in the legend."""
     from matplotlib import ticker
 
     jobs = sorted((r for r in rows if r["history"]), key=job_order)
     seen: dict[tuple, object] = {}
-    for i, r in enumerate(jobs):
-        curve = tuple(r["history"])
+    seeds: dict[tuple, int] = {}  # how many jobs of each setting are drawn so far
+    for r in jobs:
+        curve, setting = tuple(r["history"]), setting_of(r, keys)
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
         tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))
         label = f"{r['job']}: {_setting(r['overrides'], keys)}{tag}{note}"
-        ax.plot(range(1, len(curve) + 1), curve, markersize=5, linewidth=1.3, alpha=0.85, label=label, **_style(i))
+        seeds[setting] = seeds.get(setting, -1) + 1
+        line = LINES[seeds[setting] % len(LINES)]
+        ax.plot(range(1, len(curve) + 1), curve, markersize=5, linewidth=1.3, alpha=0.85, label=label, linestyle=line,
+                **style[setting])  # fmt: skip
     longest = max((len(r["history"]) for r in jobs), default=1)
     ax.set_xlim(0.5, longest + 0.5)  # one epoch too: a tick at 1, not at 0.945 and 1.05
     ticks = ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True)
@@ -180,7 +227,9 @@ def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None) ->
         ax.axhline(chance, **CHANCE)
     ax.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
     ax.grid(alpha=0.3)
-    if jobs:
+    if len(jobs) > MAX_NAMED:  # a legend that long would squeeze the panels to nothing
+        ax.set_title(f"test acc per epoch, every job ({len(jobs)}: too many to name; summary.csv lists them)")
+    elif jobs:
         ax.legend(fontsize=6, ncol=1 if len(jobs) <= 24 else 2, **BESIDE)
 
 
@@ -191,9 +240,9 @@ def label_boxes(ax) -> list:
 
 
 def overlaps(boxes: list) -> bool:
-    """Whether any two neighbouring label boxes (left to right) touch."""
+    """Whether any two neighbouring label boxes (left to right) touch or run together."""
     boxes = sorted(boxes, key=lambda b: b.x0)
-    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+    return any(a.x1 + 3 > b.x0 for a, b in zip(boxes, boxes[1:]))  # 3 pixels apart at least
 
 
 def thin_tick_labels(ax) -> None:

@@ -17,7 +17,10 @@ from lenet_exp.words import plural
 
 FIGURES = ["test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
 METRIC_COLUMNS = ["status", *FIGURES]
-SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses"]
+SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses", "epochs", "note"]
+# With one seed per setting, a lead below this may be the seeds' doing: a short run's test accuracy moves by a point or
+# more between seeds (README: 0.0035-0.0063 spread over seeds at 10 full epochs, several points on small slices).
+SEED_NOISE = 0.02
 AS_TYPED = {"True": "true", "False": "false"}  # True/False as a sweep writes them, as a user types them
 
 
@@ -42,6 +45,11 @@ def counts_text(statuses) -> str:
 
 def job_order(row: dict) -> tuple:
     return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
+
+
+def setting_of(row: dict, keys: list[str]) -> tuple:
+    """A job's setting: its values of the swept keys but seed (jobs that differ only in seed share one)."""
+    return tuple((k, row["overrides"].get(k)) for k in keys if k != "seed")
 
 
 def _csv(header: list, rows) -> str:
@@ -93,31 +101,73 @@ def _rerun_args(row: dict, *more: str) -> str:
     return " ".join(args)
 
 
-def best_lines(rows: list[dict], halving: bool = False) -> list[str]:
-    """The best job and how to rerun it; or, honestly, that the best is tied or that no job learned."""
+def standing(items: list[dict], key: str, spread: float) -> tuple[str, list[dict]]:
+    """How the best of `items` (learned jobs or settings, best first, by `key`) stands: ("tie", the tied),
+    ("close", [best, next]) when its lead is within `spread`, ("clear", [best]), or ("none", []) when none learned."""
+    if not items:
+        return "none", []
+    tied = [x for x in items if x[key] == items[0][key]]
+    if len(tied) > 1:
+        return "tie", tied
+    if len(items) > 1 and items[0][key] - items[1][key] <= spread:
+        return "close", items[:2]
+    return "clear", items[:1]
+
+
+def verdict(summary) -> tuple[str, list[dict]]:
+    """The standing of the best setting (seeds swept: by mean, within the spread over seeds) or job (one seed each:
+    within SEED_NOISE; a halving search's jobs of its last rung only), for summary.md and summary.png alike."""
+    if summary.settings is not None:
+        learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
+        spread = max((g["test_acc_std"] for g in learned[:2] if g["test_acc_std"] is not None), default=SEED_NOISE)
+        return standing(learned, "test_acc_mean", spread)
+    last = len(summary.search["rungs"]) if summary.search else None
+    learned = [r for r in summary.rows if r["status"] == "completed" and not r["not_learning"]]
+    return standing([r for r in learned if last is None or r.get("rung") == last], "test_acc", SEED_NOISE)
+
+
+def _rerun_head(fused: bool) -> str:
+    return "Rerun it alone with (it trained fused, so its figures may differ slightly):" if fused else "Rerun it with:"
+
+
+def nothing_learned(rows: list[dict]) -> list[str]:
+    """When every completed job sits at chance: say so, and that there is no best to rerun."""
     completed = [r for r in rows if r["status"] == "completed"]
-    learned = [r for r in completed if not r["not_learning"]]
-    if completed and not learned:
-        return [
-            f"No job learned: all {len(completed)} completed jobs sit at chance (best test acc within {CHANCE_MARGIN} "
-            "of guessing the most common class), so there is no best setting to rerun. Train longer or on more "
-            "examples, or try other learning rates (sigmoid needs large ones, relu smaller) or activations.",
+    if not completed or any(not r["not_learning"] for r in completed):
+        return []
+    who = "the one completed job sits" if len(completed) == 1 else f"all {len(completed)} completed jobs sit"
+    return [
+        f"No job learned: {who} at chance (best test acc within {CHANCE_MARGIN} of guessing the most common class), "
+        "so there is no best setting to rerun. Train longer or on more examples, or try other learning rates "
+        "(sigmoid needs large ones, relu smaller) or activations.",
+        "",
+    ]
+
+
+def best_lines(summary) -> list[str]:
+    """The best job and how to rerun it; or, honestly, that the best is tied or that seeds could reverse its lead."""
+    kind, leaders = verdict(summary)
+    if kind == "none":
+        return []
+    best, where = leaders[0], " of the last rung" if summary.search else ""
+    if kind == "tie":
+        jobs = ", ".join(str(r["job"]) for r in sorted(leaders, key=job_order))
+        head = f"Best{where}: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best."
+        return [f"{head} Rerun job {best['job']} with:", "", f"    python -m lenet_exp {_rerun_args(best)}", ""]
+    head = f"Best{where}: job {best['job']}, test acc {best['test_acc']:.4f}"
+    lines = [f"{head}. {_rerun_head(summary.fused)}", "", f"    python -m lenet_exp {_rerun_args(best)}", ""]
+    if kind == "close":
+        runner = leaders[1]
+        given = " ".join(o for o in summary.command or [] if not o.startswith("seed="))
+        check = f"python -m lenet_exp --multirun {given} seed=0,1,2" if given else "the sweep's command with seed=0,1,2"
+        lines += [
+            f"One seed each: its lead over job {runner['job']} ({best['test_acc'] - runner['test_acc']:.4f}) is under "
+            f"{SEED_NOISE}, small enough that other seeds could reverse it. Check over seeds:",
+            "",
+            f"    {check}",
             "",
         ]
-    if not learned:
-        return []
-    best = learned[0]
-    tied = [r for r in learned if r["test_acc"] == best["test_acc"]]
-    where = " of the last rung" if halving else ""
-    if len(tied) > 1:
-        jobs = ", ".join(str(r["job"]) for r in sorted(tied, key=job_order))
-        head = (
-            f"Best{where}: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best. "
-            f"Rerun job {best['job']} with:"
-        )
-    else:
-        head = f"Best{where}: job {best['job']}, test acc {best['test_acc']:.4f}. Rerun it with:"
-    return [head, "", f"    python -m lenet_exp {_rerun_args(best)}", ""]
+    return lines
 
 
 def rungs_text(rungs: list[int]) -> str:
@@ -128,16 +178,24 @@ def rungs_text(rungs: list[int]) -> str:
 
 
 def search_lines(summary) -> list[str]:
-    """A halving search in figures: its rungs, the work done against the full grid, its wall time."""
+    """A halving search in figures, as its own record and log count them: its settings and jobs, its rungs, the work
+    it did against the full grid (a job continued by hand past where the search pruned it: the search's epochs only),
+    its wall time."""
     s = summary.search
-    trained = sum(r["epochs_completed"] or 0 for r in summary.rows)
-    full = s["jobs"] * s["rungs"][-1]
+    rungs = s["rungs"]
+    trained = sum(
+        min(r["epochs_completed"] or 0, rungs[r["rung"] - 1]) if r.get("beyond_search") else r["epochs_completed"] or 0
+        for r in summary.rows
+    )
+    full = s["jobs"] * rungs[-1]
     minutes, seconds = divmod(round(s.get("wall_seconds") or 0), 60)
     state = "" if s.get("finished") else " (not finished: rerun the same command to continue)"
+    grid = plural(s["jobs"], "job")
+    grid = grid if s["settings"] == s["jobs"] else f"{plural(s['settings'], 'setting')} ({grid})"
     return [
-        f"Successive halving{state}: {s['settings']} settings ({s['jobs']} jobs), {rungs_text(s['rungs'])}, "
-        f"keeping the best 1/{s['eta']} after each. Work: {plural(trained, 'epoch')} trained of {full} for the full "
-        f"grid ({100 * trained / full:.0f}%); wall time {minutes} min {seconds} s.",
+        f"Successive halving{state}: {grid}, {rungs_text(rungs)}, keeping the best 1/{s['eta']} after each. "
+        f"Work: {plural(trained, 'epoch')} trained of {full} for the full grid ({100 * trained / full:.0f}%); "
+        f"wall time {minutes} min {seconds} s.",
         "",
     ]
 
@@ -146,27 +204,28 @@ def _setting_name(setting: dict, keys: list[str]) -> str:
     return ", ".join(f"{k}={setting['values'][k]}" for k in keys)
 
 
-def setting_lines(summary) -> list[str]:
+def setting_lines(summary, fused: bool = False) -> list[str]:
     """With seeds swept: the best setting by mean (and its lead over the next), then every setting's row."""
     keys = [k for k in summary.keys if k != "seed"]
     lines = ["## By setting (mean over seeds)", ""]
-    learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
-    if learned:
-        best = learned[0]
+    kind, leaders = verdict(summary)
+    if kind != "none":
+        best = leaders[0]
         spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
+        learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
         lead = ""
         if len(learned) > 1:
-            gap = best["test_acc_mean"] - learned[1]["test_acc_mean"]
-            lead = f", {gap:.4f} above the next setting"
-            if gap <= max(g["test_acc_std"] or 0.0 for g in learned[:2]):
-                # within the seeds' own spread: more seeds, not this ranking, can tell them apart
-                lead += (
-                    f" ({_setting_name(learned[1], keys)}), less than the spread over seeds: neither is clearly better"
-                )
+            runner = learned[1]
+            lead = f", {best['test_acc_mean'] - runner['test_acc_mean']:.4f} above the next setting"
+            if kind in ("close", "tie"):  # within the seeds' own spread: more seeds, not this ranking, can tell
+                lead += f" ({_setting_name(runner, keys)}), less than the spread over seeds: neither is clearly better"
+            if best["epochs"] != runner["epochs"]:
+                lead += f" (after {best['epochs']} epochs against {runner['epochs']}: not like with like)"
+        name = f"Best setting: {_setting_name(best, keys)}" if keys else "The one setting (only seed swept)"
         seeds = ",".join(map(str, best["seeds"]))
         lines += [
-            f"Best setting: {_setting_name(best, keys)}: mean test acc {best['test_acc_mean']:.4f}{spread} "
-            f"over {best['n']} seeds{lead}. Rerun it with:",
+            f"{name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {plural(best['n'], 'seed')}{lead}. "
+            f"{_rerun_head(fused)}",
             "",
             f"    python -m lenet_exp --multirun {_rerun_args(best, f'seed={seeds}')}",
             "",
@@ -182,9 +241,11 @@ def to_markdown(summary) -> str:
     lines = [f"# Sweep summary: {summary.sweep_dir}", "", f"{plural(len(rows), 'job')}: {counts}", ""]
     if summary.search:
         lines += search_lines(summary)
-    if summary.settings is not None:
-        lines += setting_lines(summary)
-    lines += best_lines(rows, halving=bool(summary.search))
+    lines += nothing_learned(rows)
+    if summary.settings is not None:  # the setting's mean is the verdict: a best seed is no best job
+        lines += setting_lines(summary, summary.fused)
+    else:
+        lines += best_lines(summary)
     rungs = len(summary.search["rungs"]) if summary.search else 0
     table = []
     for r in rows:

@@ -11,12 +11,13 @@ import hashlib
 import json
 import re
 import shutil
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.config import ConfigError
+from lenet_exp.config import ConfigError, no_plugin_key
 from lenet_exp.run_folder import (
     METRICS,
     RESUMABLE_CHANGES,
@@ -28,6 +29,7 @@ from lenet_exp.run_folder import (
     settings_of,
     write_json,
 )
+from lenet_exp.words import plural
 
 IGNORED = ("hydra.", "hparams_search")  # overrides that say how to sweep, not what is trained
 SWEEP_RECORD = "sweep.json"  # what makes the folder's sweep the same sweep, written before the first job
@@ -44,6 +46,10 @@ SWEEP_FILES = (
     "optimization_results.yaml",
     HALVING,
 )
+# sweep.json's entries: their type, in words
+RECORD_SHAPE = {k: (dict, "mapping") for k in ("sweeper", "settings")} | {
+    k: (list, "list of texts") for k in ("overrides", "swept")
+}
 # Sweeper keys that do not change what any job trains: a rerun may change them.
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
@@ -153,7 +159,9 @@ def check_plugin_settings(cfg: DictConfig) -> None:
     }
     for part in ("launcher", "sweeper"):
         node, prefix = cfg.hydra[part], f"hydra.{part}."
-        target = str(node.get("_target_", ""))
+        target, kind = str(node.get("_target_", "")), OmegaConf.get_type(node)
+        if is_dataclass(kind) and (new := [k for k in node if k not in {f.name for f in fields(kind)}]):
+            raise ConfigError(no_plugin_key(f"{prefix}{new[0]}", kind))  # a `+key` its plugin would choke on
         if "lenet_exp" in target:  # lenet_exp's own plugins, by their config classes' rules
             check(OmegaConf.to_object(node), prefix)
         for key, rule in next((rules for name, rules in others.items() if name in target.lower()), {}).items():
@@ -223,6 +231,11 @@ def _earlier_identity(sweep_dir: Path) -> dict | None:
     """The folder's sweep record: sweep.json, or for a folder an older lenet_exp made, its multirun.yaml."""
     record = read_json(sweep_dir / SWEEP_RECORD)
     if record is not None:
+        if wrong := next((k for k, kind in RECORD_SHAPE.items() if not _holds(record.get(k), kind)), None):
+            raise FolderRefused(
+                f"{sweep_dir / SWEEP_RECORD}: damaged ({wrong} is not a {RECORD_SHAPE[wrong][1]}), so the sweep it "
+                "records cannot be compared with this command; restore the file, or choose a new hydra.sweep.dir"
+            )
         return record
     saved = sweep_dir / "multirun.yaml"
     if not saved.is_file():
@@ -294,7 +307,7 @@ def _check_epochs(sweep_dir: Path, cfg: DictConfig) -> None:
         key, asked = "hydra.sweeper.max_epochs", cfg.hydra.sweeper.max_epochs
     if asked < trained:
         raise FolderRefused(
-            f"{sweep_dir} holds jobs trained for {trained} epochs already; {key}={asked} asks for fewer. "
+            f"{sweep_dir} holds jobs trained for {plural(trained, 'epoch')} already; {key}={asked} asks for fewer. "
             f"Give {key}={trained} or more to continue them, or choose a new hydra.sweep.dir"
         )
 
@@ -327,6 +340,11 @@ def _epochs_trained(job_dir: Path) -> int:
         return (RunFolder(job_dir).metrics() or {}).get("epochs_completed") or 0
     except DamagedRecord:
         return 0
+
+
+def _holds(value, kind: tuple[type, str]) -> bool:
+    """An entry of sweep.json of its kind, or absent (as an older lenet_exp may have left it)."""
+    return value is None or isinstance(value, kind[0]) and (kind[0] is dict or all(isinstance(v, str) for v in value))
 
 
 def _without(d: dict, keys: tuple) -> dict:

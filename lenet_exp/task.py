@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +24,7 @@ from omegaconf import DictConfig
 from lenet_exp.config import ConfigError
 from lenet_exp.data import DataError
 from lenet_exp.logger import hparams_of
-from lenet_exp.run_folder import CheckpointError, FolderRefused, remove_empty
+from lenet_exp.run_folder import CheckpointError, DamagedRecord, FolderRefused, RunFolder, remove_empty
 from lenet_exp.summarize import write_summary
 from lenet_exp.sweep import note_refusal
 from lenet_exp.words import one_line
@@ -86,7 +87,7 @@ def refresh_summary(sweep_dir: Path, in_worker: bool = False) -> None:
 def job_outcome(result: dict | BaseException, job, sweep_dir: Path | None, label: str = "") -> float:
     """What a job's end means: its final test accuracy for the sweeper (NO_ACCURACY without one); an error in one line,
     which ends a run alone (exit 2 for a user's mistake, 1 for the machine's; a bug keeps its traceback); in a sweep,
-    a folder's refusal noted for the summary."""
+    a folder's refusal, or an end the job's folder could not record, noted in the sweep folder for the summary."""
     if isinstance(result, dict):
         return NO_ACCURACY if result.get("test_acc") is None else result["test_acc"]
     user = isinstance(result, USER_ERRORS)
@@ -98,9 +99,67 @@ def job_outcome(result: dict | BaseException, job, sweep_dir: Path | None, label
         raise result  # a bug: the traceback helps; metrics.json already says failed
     else:
         log.error("%sjob failed", label, exc_info=result)
-    if isinstance(result, FolderRefused) and sweep_dir is not None:
-        note_refusal(sweep_dir, job.run_dir, str(result), list(job.hydra_cfg.hydra.overrides.task))
+    if sweep_dir is not None and (isinstance(result, FolderRefused) or not recorded_failed(job.run_dir)):
+        with suppress(OSError):  # a sweep folder that takes no writes either: the error line above is all there is
+            note_refusal(sweep_dir, job.run_dir, one_line(result), list(job.hydra_cfg.hydra.overrides.task))
     return NO_ACCURACY
+
+
+def recorded_failed(run_dir: Path) -> bool:
+    """Whether the job's metrics.json says it failed; when its folder took no more writes (read-only, say), it still
+    holds an earlier state, and only the sweep folder can record the end."""
+    try:
+        return (RunFolder(run_dir).metrics() or {}).get("status") == "failed"
+    except DamagedRecord:
+        return False
+
+
+@contextmanager
+def worker_deaths_in_one_line(args: list[str]):
+    """A worker process of a parallel sweep killed (SIGTERM, the out-of-memory killer) breaks the launcher's pool, whose
+    error Hydra would print as a traceback: end instead in one line, with the summary brought up to date (a job its
+    dead worker left `running` shows as interrupted). `args`: the command line, which pins hydra.sweep.dir."""
+    from concurrent.futures import BrokenExecutor
+
+    from hydra._internal import utils
+
+    report = utils.run_and_report
+
+    def guarded(func):
+        def run():
+            try:
+                return func()
+            except BrokenExecutor as e:
+                codes = re.search(r"exit codes of the workers are (\S+)", str(e))
+                why = f" ({codes.group(1)})" if codes else ""
+                raise SystemExit(
+                    f"Error: a worker process of the sweep ended unexpectedly{why}; {sweep_end(args)}"
+                ) from None
+
+        return report(run)
+
+    utils.run_and_report = guarded
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")  # a killed worker's semaphores
+    try:
+        yield
+    finally:
+        utils.run_and_report = report
+
+
+def sweep_end(args: list[str]) -> str:
+    """Where a sweep stopped short stands: its summary refreshed, and how to go on."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    pinned = [a for a in args if a.startswith("hydra.sweep.dir=")]
+    if not pinned:
+        return "rerun the same command to continue"
+    sweep_dir = Path(str(OverridesParser.create().parse_override(pinned[-1]).value()))
+    with suppress(OSError):
+        write_summary(sweep_dir)
+    return (
+        f"the jobs it started stay at their last checkpoints (see {sweep_dir / 'summary.md'}); rerun the same "
+        "command to continue"
+    )
 
 
 def task(cfg: DictConfig) -> float:

@@ -43,6 +43,7 @@ from lenet_exp.run_folder import (
     RunFolder,
     locked,
     not_learning,
+    remove_empty,
     settings_of,
 )
 from lenet_exp.signals import Interrupted, StopSignals
@@ -251,10 +252,11 @@ class Run:
     plan: Plan
 
 
-def prepare(cfg: DictConfig, folder: RunFolder) -> Run | dict:
+def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
     """Check the config, the model against the data and the folder's record, then load the data; write nothing.
 
-    Returns the metrics of a finished run asked for again instead of a Run. Refusals raise ConfigError.
+    Returns the plan of a finished run asked for again (its figures and what it is) instead of a Run. Refusals raise
+    ConfigError.
     """
     s = check_config(cfg)
     device = setup_device(s)
@@ -262,7 +264,7 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | dict:
     check_trainable(cfg, model, DATASETS[s.data.name], s.data.name, device)
     plan = folder.plan(settings_of(cfg), s.trainer.epochs)
     if plan.done:
-        return plan.done
+        return plan
     p = Progress()
     if plan.state:
         try:
@@ -314,10 +316,9 @@ def start(job: Job, stop: StopSignals) -> Run | dict:
             folder.write_record(job.cfg, job.hydra_cfg)
             folder.record_end(str(e))
         raise
-    if isinstance(run, dict):
-        shown = "-" if run.get("test_acc") is None else f"{run['test_acc']:.4f}"
-        print(f"{job.run_dir} already holds this run, {run['status']} (test acc {shown}): not retraining.")
-        return run
+    if isinstance(run, Plan):
+        print(run.note)
+        return run.done
     with stop.writing():  # a signal now waits: the record is written whole
         folder.write_record(job.cfg, job.hydra_cfg)
     if stop.signum is not None:
@@ -505,17 +506,7 @@ def train_group(jobs: list[Job], parent_pid: int | None = None, fuse: bool = Fal
     """
     results: list[dict | BaseException | None] = [None] * len(jobs)
     with ExitStack() as held, StopSignals(parent_pid) as stop:
-        runs: dict[int, Run] = {}
-        for i, job in enumerate(jobs):
-            try:
-                with ExitStack() as lock:  # a job refused alone lets its folder go (removed, if it made it empty)
-                    lock.enter_context(locked(job.run_dir))
-                    results[i] = start(job, stop)
-                    held.push(lock.pop_all())
-            except Exception as e:
-                results[i] = e
-            if isinstance(results[i], Run):
-                runs[i] = results[i]
+        runs = start_all(jobs, stop, held, results)
         for idxs in fused_groups(runs) if fuse else [[i] for i in runs]:
             group, first = [runs[i] for i in idxs], runs[idxs[0]]
             show_bar = not fuse and wants_bar(first.s.trainer.progress, in_worker=parent_pid is not None)
@@ -527,6 +518,31 @@ def train_group(jobs: list[Job], parent_pid: int | None = None, fuse: bool = Fal
             for i, result in zip(idxs, figures):
                 results[i] = result
     return results
+
+
+def start_all(jobs: list[Job], stop: StopSignals, held: ExitStack, results: list) -> dict[int, Run]:
+    """Lock and start each job (`results` gets its Run, figures or error; `held` keeps the locks of those that train).
+    A signal now stops all, saying what was written, and leaves none of the jobs' folders empty."""
+    runs: dict[int, Run] = {}
+    for i, job in enumerate(jobs):
+        try:
+            with ExitStack() as lock:  # a job refused alone lets its folder go (removed, if it made it empty)
+                lock.enter_context(locked(job.run_dir))
+                results[i] = start(job, stop)
+                held.push(lock.pop_all())
+        except Interrupted as e:
+            if runs:  # the jobs started before it wrote their records
+                e.note = (
+                    "before training started; nothing was trained (the jobs started so far recorded their settings)"
+                )
+            for other in jobs:  # a launcher made every job's folder: those still empty go
+                remove_empty(other.run_dir, up_to=other.run_dir)
+            raise
+        except Exception as e:
+            results[i] = e
+        if isinstance(results[i], Run):
+            runs[i] = results[i]
+    return runs
 
 
 def train(cfg: DictConfig, run_dir: Path, hparams: dict | None = None) -> dict:
@@ -541,7 +557,7 @@ def train(cfg: DictConfig, run_dir: Path, hparams: dict | None = None) -> dict:
 def failure_reason(e: BaseException) -> str:
     """One line: the error's kind and message; for a file error, the file and the system's words."""
     if isinstance(e, OSError) and e.filename:
-        return f"{type(e).__name__}: {e.filename}: {e.strerror}"
+        return f"{type(e).__name__}: {one_line(e)}"
     return one_line(f"{type(e).__name__}: {e}", 300)
 
 

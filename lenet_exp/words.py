@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 
 def one_line(error: BaseException | str, limit: int | None = None) -> str:
     """The text (an error's message, else its kind) on one line, a file error as `<file>: <reason>`; past `limit`
     characters it is cut at a word and ends in ` ...`."""
     if isinstance(error, OSError) and error.filename and error.strerror:
-        text = f"{error.filename}: {error.strerror}"
+        text = f"{os.fsdecode(error.filename)}: {error.strerror}"  # a path given as bytes, shown as text
     else:
         text = " ".join(str(error).split()) or type(error).__name__
     if limit is not None and len(text) > limit:

@@ -1,12 +1,13 @@
 """Data loading: IDX files right and wrong (raw and gz), the search order, checksums, the download path."""
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import SYSTEM_FASHION_MNIST, idx_bytes, write_idx, write_split_files
+from helpers import HANG, SYSTEM_FASHION_MNIST, idx_bytes, start_patched, write_idx, write_split_files
 
 from lenet_exp import data
 from lenet_exp.data import DataError, DatasetSpec, load_dataset, load_idx
@@ -141,3 +142,27 @@ def test_fashion_mnist_checksum_guards_a_damaged_copy(fashion_mnist, tmp_path):
     labels.write_bytes(bytes(content))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: checksum mismatch"):
         load_dataset("fashion_mnist", tmp_path, download=False)
+
+
+FAILING_DOWNLOAD = """
+from torchvision import datasets
+def fail(self, *args, **kwargs):
+    mirrors = "".join(f"Tried https://mirror{i}.example/mnist/, got: <urlopen error timed out>\\n" for i in range(4))
+    raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\\n" + mirrors)
+datasets.MNIST.__init__ = fail
+"""
+
+
+def test_a_failed_downloads_whole_reason_with_its_remedy_reaches_every_record(tmp_path):
+    """A long mirror error and a long data.root: the remedy at the end of the line survives in metrics.json, the
+    summary and the console."""
+    root = tmp_path / ("d" * 120) / ("e" * 120)
+    args = ["-m", "data=mnist", f"data.root={root}", "device=cpu", "trainer.epochs=1", "hydra.sweep.dir=sweep"]
+    proc = start_patched(FAILING_DOWNLOAD, *args, cwd=tmp_path)
+    out, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 1, err
+    remedy = "check the network, or put the files in data.root and set data.download=false"
+    metrics = json.loads(next((tmp_path / "sweep").glob("0_*/metrics.json")).read_text())
+    assert metrics["status"] == "failed" and metrics["error"].endswith(remedy) and "mirror3.example" in metrics["error"]
+    assert f"- job 0: {metrics['error']}\n" in (tmp_path / "sweep" / "summary.md").read_text()
+    assert f"Error: {metrics['error']}\n" in err and "\n" not in metrics["error"]

@@ -4,6 +4,7 @@ halving search, every job's files as a run alone leaves them, and Hydra's own la
 import errno
 import json
 import logging
+import re
 import signal
 import time
 
@@ -102,6 +103,9 @@ def test_which_settings_split_a_group():
         key("device.compile=true") is None and key("+optimizer.nesterov=true", "optimizer.momentum=0.9") is None
     )  # alone
     assert key("activation._target_=torch.nn.PReLU") is None  # an activation with weights of its own trains alone
+    # one that is not a function of each number alone: applied to all models' numbers at once, it would mix them
+    assert key("activation._target_=torch.nn.Softmax", "+activation.dim=1") is None
+    assert key("activation._target_=torch.nn.RReLU") is None and key("activation=leaky_relu") == key()
     keys = [same, same, None, same, key("optimizer=adam"), key("optimizer=adam")]
     assert groups_of(keys, max_models=2) == [[0, 1], [2], [3], [4, 5]]
 
@@ -261,6 +265,29 @@ def test_a_fused_halving_search(tmp_path, fashion_mnist):
     for r in rows:
         steps = [s for s, _ in scalars(tmp_path / "sweep" / r["run_dir"])["train/loss"]]
         assert steps == list(range(1, 4 * int(r["epochs_completed"]) + 1))
+    # rung 2 is a launch of its own: its lines still name the jobs by their folders' numbers, as summary.csv does
+    done = sorted(int(r["job"]) for r in rows if r["status"] == "completed")
+    rung2 = proc.stdout[proc.stdout.index("Rung 2 of 2") :]
+    assert sorted({int(n) for n in re.findall(r"\[job (\d+)\]", rung2)}) == done
+    assert sorted(map(int, re.findall(r"\t#(\d+) : ", rung2))) == done
+    named = re.search(r"Training jobs (\d+), (\d+) as one fused model", rung2)
+    assert sorted(map(int, named.groups())) == done
+
+
+def test_an_activation_that_mixes_numbers_trains_alone_with_the_figures_of_a_plain_sweep(tmp_path, fashion_mnist):
+    """Softmax over channels, applied to all of a fused model's numbers at once, would mix its models: alone."""
+    args = [*SLICE, "data.limit_train=512", "trainer.epochs=1", "seed=0,1", "activation._target_=torch.nn.Softmax"]
+    fused = run_cli("-m", "hydra/launcher=fused", *args, "+activation.dim=1", "hydra.sweep.dir=fused", cwd=tmp_path)
+    plain = run_cli("-m", *args, "+activation.dim=1", "hydra.sweep.dir=plain", cwd=tmp_path)
+    assert fused.returncode == plain.returncode == 0, fused.stderr + plain.stderr
+    assert "as one fused model" not in fused.stdout
+    assert figures_of(tmp_path / "fused") == figures_of(tmp_path / "plain") and len(figures_of(tmp_path / "fused")) == 2
+
+
+def figures_of(sweep) -> dict:
+    """Each job's metrics.json but for its timings."""
+    untimed = lambda metrics: {k: v for k, v in metrics.items() if "seconds" not in k and "per_sec" not in k}  # noqa: E731
+    return {job.parent.name: untimed(json.loads(job.read_text())) for job in sweep.glob("*_*/metrics.json")}
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("fused", [])])

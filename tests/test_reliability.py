@@ -42,7 +42,7 @@ BAD_INPUTS = {
     ),
     "optimizer.lr=[0.1": "optimizer.lr=[0.1: not a valid override",
     "+optimizer.learning_rate=0.1": "optimizer: SGD.__init__() got an unexpected keyword argument 'learning_rate'",
-    "device=cuda": "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu",
+    "device.name=cuda": "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu",
     "resume=nowhere": "resume=nowhere: not a run folder",
 }
 
@@ -60,7 +60,7 @@ def bad_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("override", BAD_INPUTS)
 def test_bad_input_gets_a_clear_error(bad_runs, override):
-    if override == "device=cuda" and torch.cuda.is_available():
+    if override == "device.name=cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is present here")
     cwd, procs = bad_runs
     proc = procs[override]

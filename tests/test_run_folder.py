@@ -18,6 +18,7 @@ from helpers import (
     epochs_completed,
     make_job,
     mount_tmpfs,
+    read_csv,
     run_cli,
     run_in_new_folder,
     scalars,
@@ -124,7 +125,11 @@ def test_the_lock_is_the_kernels_and_dies_with_its_process(tmp_path):
 
 REFUSED_RERUNS = {
     "other settings": (["optimizer.lr=0.3"], "holds a run with other settings (optimizer.lr=0.9 there, 0.3 now)"),
-    "fewer epochs": (["trainer.epochs=1"], "has trained 2 epochs already; trainer.epochs=1 asks for fewer"),
+    "fewer epochs": (
+        ["trainer.epochs=1"],
+        "has trained 2 epochs already (status completed); trainer.epochs=1 asks for fewer. "
+        "Give trainer.epochs=3 or more",
+    ),
     "bf16 on resume": (["device.amp=true"], "holds a run with other settings (device.amp=False there, True now)"),
     "compile on resume": (["device.compile=true"], "(device.compile=False there, True now)"),
 }
@@ -482,6 +487,7 @@ def test_a_signal_while_files_are_written_before_training_waits_for_them():
         with pytest.raises(Interrupted):
             os.kill(os.getpid(), signal.SIGTERM)  # outside a write, before training: stop at once
             time.sleep(0.01)
+        stop.signum = None  # handled here: none is left pending for the block's end
 
 
 def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
@@ -495,6 +501,7 @@ def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
         with pytest.raises(Interrupted) as hard:
             os.kill(os.getpid(), signal.SIGINT)  # a second one between steps: stop now
             time.sleep(0.01)
+        stop.signum = None  # handled here: none is left pending for the block's end
         assert not hard.value.saved
 
 
@@ -690,3 +697,216 @@ def test_a_metrics_json_no_run_writes_is_a_damaged_record_not_a_traceback(tmp_pa
     (tmp_path / "metrics.json").write_text(text)
     with pytest.raises(run_folder.DamagedRecord, match="metrics.json"):
         RunFolder(tmp_path).metrics()
+
+
+# 5. Records that stay true at the edges ----------------------------------------------------------------------
+
+
+def hparams_session(run_dir) -> tuple[set, str]:
+    """The run's HParams session as TensorBoard reads it: its hparam names and its end status."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+    return set(start.session_start_info.hparams), api_pb2.Status.Name(end.session_end_info.status)
+
+
+@pytest.fixture(scope="module")
+def halving(tmp_path_factory, fashion_mnist):
+    """A halving search of two settings over rungs of 1 and 3 epochs: job 1 pruned after 1 epoch."""
+    cwd = tmp_path_factory.mktemp("halving")
+    args = ["-m", "hparams_search=halving", "optimizer.lr=0.9,0.1", *QUICK[:-1], "trainer.epochs=3"]
+    proc = run_cli(*args, "hydra.sweep.dir=sweep", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    jobs = {json.loads((p / "metrics.json").read_text())["status"]: p for p in (cwd / "sweep").iterdir() if p.is_dir()}
+    assert set(jobs) == {"completed", "pruned"}
+    return cwd, jobs
+
+
+def test_hparams_status_agrees_with_metrics_json_and_holds_only_the_swept_keys(halving):
+    """Pruned (by the search, after the run ended) is not a success; a rung's trainer.epochs is not swept."""
+    _, jobs = halving
+    assert hparams_session(jobs["completed"]) == ({"optimizer.lr"}, "STATUS_SUCCESS")
+    assert hparams_session(jobs["pruned"]) == ({"optimizer.lr"}, "STATUS_UNKNOWN")
+
+
+@pytest.mark.parametrize("extra", [[], ["trainer.epochs=1"]])
+def test_a_pruned_job_asked_for_no_more_epochs_changes_nothing_and_says_how_to_continue(halving, extra):
+    cwd, jobs = halving
+    before = snapshot(cwd / "sweep")
+    proc = run_cli(f"resume={jobs['pruned']}", *extra, cwd=cwd)
+    assert proc.returncode == 0 and "Resuming" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.stdout.strip().splitlines() == [
+        f"{jobs['pruned']} already holds this run, pruned by its search after rung 1 of 2 (1 epoch): test acc "
+        f"{json.loads((jobs['pruned'] / 'metrics.json').read_text())['test_acc']:.4f}, ranked 2 of 2: not retraining; "
+        "give trainer.epochs=2 or more to continue it"
+    ]
+    assert snapshot(cwd / "sweep") == before  # bytes and times: metrics.json, .hydra/, no final.pt
+
+
+def test_a_pruned_job_continued_is_completed_in_its_record_and_in_tensorboard(halving, tmp_path):
+    cwd, jobs = halving
+    job = shutil.copytree(jobs["pruned"], tmp_path / jobs["pruned"].name)
+    proc = run_cli(f"resume={job}", "trainer.epochs=2", cwd=cwd)
+    assert proc.returncode == 0 and "Resuming in" in proc.stdout + proc.stderr, proc.stderr
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    assert hparams_session(job)[1] == "STATUS_SUCCESS"
+
+
+def test_a_diverged_run_is_a_failure_in_tensorboard(tmp_path, fashion_mnist):
+    proc = run_cli(*QUICK, "optimizer.lr=100", "activation=relu", "seed=1", "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "diverged"
+    assert hparams_session(tmp_path / "run")[1] == "STATUS_FAILURE"
+
+
+def damage_settings(state):
+    state["settings"] = "not a mapping"
+
+
+def damage_epoch(epoch):
+    return lambda state: state["progress"].update(epoch=epoch)
+
+
+def damage_history(state):
+    state["progress"]["epoch"] = 1
+    state["progress"]["history"] = {k: v[:1] for k, v in state["progress"]["history"].items()}
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (damage_settings, "its settings or weights are not a mapping"),
+        (damage_epoch(-1), "no readable progress in it"),
+        (damage_epoch(99), "progress.epoch=99, but its history holds 2 epochs"),
+        (damage_history, "progress.epoch=1, but metrics.json says 2 epochs completed"),
+    ],
+)
+def test_a_checkpoint_damaged_in_its_fields_is_refused_in_one_line(done_run, tmp_path, damage, reason):
+    run = shutil.copytree(done_run, tmp_path / "run")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    damage(state)
+    torch.save(state, run / "checkpoints" / "last.pt")
+    before = snapshot(run)
+    proc = run_cli(f"resume={run}", "trainer.epochs=3", cwd=tmp_path)
+    line = one_line_error(proc)
+    assert line.startswith(f"Error: {run / 'checkpoints' / 'last.pt'}: cannot resume") and reason in line
+    assert snapshot(run) == before
+
+
+READ_ONLY_AFTER_EPOCH_1 = """
+import subprocess
+from lenet_exp import train
+end_epoch = train.Member.end_epoch
+def read_only_after(self, test_acc):
+    end_epoch(self, test_acc)
+    if self.folder.path.name.startswith("0_"):
+        d = str(self.folder.path)
+        subprocess.run(["mount", "--bind", d, d], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", d], check=True)
+train.Member.end_epoch = read_only_after
+"""
+
+
+def test_a_job_folder_turned_read_only_ends_the_sweep_not_completed(tmp_path, fashion_mnist):
+    if os.geteuid() != 0 or not mount_tmpfs(tmp_path / "probe", "1m"):
+        pytest.skip("needs root and mounts to make a folder read-only")
+    unmount(tmp_path / "probe")
+    job = tmp_path / "sweep" / "0_seed=0"
+    args = ["-m", *QUICK, "trainer.epochs=3", "seed=0,1", "hydra.sweep.dir=sweep"]
+    try:
+        proc = start_patched(READ_ONLY_AFTER_EPOCH_1, *args, cwd=tmp_path)
+        out, err = proc.communicate(timeout=HANG)
+    finally:
+        unmount(job)
+    assert proc.returncode == 1 and "Traceback" not in out + err and ".tmp" not in err, err
+    assert f"Error: {job}/" in err and err.strip().endswith("1 did not finish (job 0 refused); see sweep/summary.md")
+    rows = {r["job"]: r for r in read_csv(tmp_path / "sweep" / "summary.csv")}
+    assert rows["0"]["status"] == "refused" and str(job) in rows["0"]["error"] and rows["1"]["status"] == "completed"
+
+
+SLOW_SECOND_START = """
+import time
+from lenet_exp import train
+prepare, calls = train.prepare, []
+def slow(cfg, folder):
+    calls.append(folder)
+    if len(calls) == 2:
+        print("STARTING-2", flush=True)
+        time.sleep(60)
+    return prepare(cfg, folder)
+train.prepare = slow
+"""
+
+
+def test_a_fused_sweep_stopped_while_its_jobs_start_says_what_was_written_and_leaves_no_empty_folder(tmp_path):
+    args = ["-m", "hydra/launcher=fused", *QUICK[:-1], "trainer.epochs=1", "optimizer.lr=0.1,0.2,0.3"]
+    proc = start_patched(SLOW_SECOND_START, *args, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    while (line := proc.stdout.readline()) != "STARTING-2\n":
+        assert line, proc.communicate()[1]  # the second job never started
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "Interrupted by SIGTERM: before training started; nothing was trained (the jobs started so far recorded their "
+        "settings)."
+    )
+    jobs = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
+    assert [p.name for p in jobs] == ["0_optimizer.lr=0.1"] and os.listdir(jobs[0]) == [".hydra"]
+    again = run_cli(*args, "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert {r["status"] for r in read_csv(tmp_path / "sweep" / "summary.csv")} == {"completed"}
+
+
+def workers_of(pid: int) -> list[int]:
+    """The sweep's worker processes: its children that hold a file under a job folder (its lock)."""
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
+    return [c for c in children if any("sweep/" in _link(c, fd) for fd in _fds(c))]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _fds(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+
+
+def _link(pid: int, fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_completes_all(tmp_path, sig):
+    pytest.importorskip("joblib")
+    args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *LONGER[:-1], "trainer.epochs=2"]
+    args += ["optimizer.lr=0.1,0.2,0.3", "hydra.sweep.dir=sweep"]
+    proc = start_cli(*args, cwd=tmp_path)
+    deadline = time.monotonic() + HANG
+    while not any(epochs_completed(p) for p in (tmp_path / "sweep").glob("*_*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(workers_of(proc.pid)[0], sig)
+    out = proc.communicate(timeout=HANG)[0]
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert out.strip().splitlines()[-1].startswith("Error: a worker process of the sweep ended unexpectedly")
+    rows = read_csv(tmp_path / "sweep" / "summary.csv")
+    assert rows and all(r["status"] in ("interrupted", "failed") for r in rows), rows  # none left running
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rows = read_csv(tmp_path / "sweep" / "summary.csv")
+    assert [r["status"] for r in rows] == ["completed"] * 3

@@ -3,6 +3,7 @@ through the command (statuses, continuous curves, summaries, a kill and a rerun)
 the HParams dashboard of a real TensorBoard server."""
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -13,13 +14,16 @@ import types
 import urllib.request
 
 import pytest
-from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli
+from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli, start_patched
 
 from hydra_plugins.lenet_exp_halving._impl import (
     Job,
+    RepeatedJob,
     RungIncomplete,
     SearchRecord,
+    jobs_of_grid,
     keep_count,
+    renumbered,
     rung_epochs,
     search,
     settings_of,
@@ -162,6 +166,29 @@ def test_a_rerun_trains_nothing_done_and_makes_the_same_choices(tmp_path):
     assert record["finished"] and [r["kept"] for r in record["rung_choices"]] == [3, 1, 1]
 
 
+@pytest.mark.parametrize(
+    "grid",
+    [
+        [["seed=0"], ["seed=0"]],
+        [["optimizer.lr=0.1", "seed=0"], ["optimizer.lr=0.10", "seed=0"]],
+        [["optimizer.betas=[0.9,0.99]"], ["optimizer.betas=[0.9, 0.99]"]],
+        [["activation=relu", "optimizer.lr=1"], ["activation=relu", "optimizer.lr=1.0"]],
+    ],
+)
+def test_a_grid_point_given_twice_is_refused_not_merged_or_trained_twice(tmp_path, grid):
+    with pytest.raises(RepeatedJob, match="the same job as .* give each value of a swept key once"):
+        jobs_of_grid(grid, tmp_path, ["optimizer.lr", "seed", "optimizer.betas", "activation"])
+    distinct = jobs_of_grid([["optimizer.lr=0.1", "seed=0"], ["optimizer.lr=0.1", "seed=1"]], tmp_path, ["seed"])
+    assert [j.folder.name for j in distinct] == ["0_seed=0", "1_seed=1"] and len(settings_of(distinct)) == 1
+
+
+def test_a_launchers_lines_show_each_jobs_own_number():
+    numbers = {6: 5, 7: 3}
+    assert renumbered("\t#6 : optimizer.lr=0.9 trainer.epochs=3", numbers) == "\t#5 : optimizer.lr=0.9 trainer.epochs=3"
+    assert renumbered("\t#2 : optimizer.lr=0.9", numbers) == "\t#2 : optimizer.lr=0.9"  # not this batch's
+    assert renumbered("epoch #6 : x", numbers) == "epoch #6 : x" and renumbered(None, numbers) is None
+
+
 def test_the_issues_grid_costs_a_third_of_its_full_price(tmp_path):
     """30 settings, eta 3, 1 to 10 epochs: rungs 1, 3, 9, 10 train 30 + 10*2 + 4*6 + 2*1 = 76 of 300 epochs."""
     jobs = grid(tmp_path, 30)
@@ -206,10 +233,107 @@ def test_a_real_halving_search(halving_search):
         steps = [s for s, _ in scalars(sweep / r["run_dir"])["train/loss"]]
         assert steps == list(range(1, 4 * int(r["epochs_completed"]) + 1)), j  # 4 steps an epoch, a point each
     md = (sweep / "summary.md").read_text()
-    assert (
-        "Successive halving: 6 settings (6 jobs), rungs at 1, 3 epochs" in md and "Work: 10 epochs trained of 18" in md
-    )
+    assert "Successive halving: 6 jobs, rungs at 1, 3 epochs" in md and "Work: 10 epochs trained of 18" in md
     assert "Best of the last rung: job" in md and "trainer.epochs=3" in md
+
+
+def test_the_searchs_log_numbers_jobs_as_their_folders_and_summary_rows(halving_search):
+    """Rung 2 is launched as a batch of its own: its lines still show jobs 5 and 3 (say), never the launch's 6 and 7."""
+    sweep, proc = halving_search
+    record = json.loads((sweep / "halving.json").read_text())
+    first, last = (c["ranked_jobs"] for c in record["rung_choices"])
+    assert (
+        record["settings"] == record["jobs"] == 6 and "Successive halving: 6 jobs, rungs at 1, 3 epochs" in proc.stdout
+    )
+    assert re.findall(r"\t#(\d+) : ", proc.stdout) == [str(n) for n in [*range(6), *first[:2]]]
+    assert (
+        f"Rung 1 of 2 (1 epoch): jobs {first[0]}, {first[1]} go on, jobs {', '.join(map(str, first[2:]))} pruned"
+        in (proc.stdout)
+    )
+    assert f"Rung 2 of 2 (3 epochs): training jobs {first[0]}, {first[1]}" in proc.stdout
+    assert f"Rung 2 of 2 (3 epochs): jobs {last[0]}, {last[1]}, best first" in proc.stdout
+    folders = {int(p.name.split("_")[0]) for p in sweep.iterdir() if p.is_dir()}
+    rows = {int(r["job"]) for r in read_csv(sweep / "summary.csv")}
+    assert folders == rows == set(range(6))
+
+
+def test_a_job_continued_by_hand_keeps_the_searchs_record_and_counts_true(halving_search, tmp_path):
+    unbroken, _ = halving_search
+    sweep = tmp_path / "search"
+    shutil.copytree(unbroken, sweep)
+    first = json.loads((unbroken / "halving.json").read_text())["rung_choices"][0]["ranked_jobs"]
+    job = next(sweep.glob(f"{first[-1]}_*"))  # pruned at rung 1
+    assert run_cli(f"resume={job}", "trainer.epochs=3", cwd=tmp_path).returncode == 0 and epochs_completed(job) == 3
+    rerun = run_cli(*SEARCH, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Successive halving: 6 jobs, rungs" in rerun.stdout and "Launching" not in rerun.stdout
+    record, before = (json.loads((folder / "halving.json").read_text()) for folder in (sweep, unbroken))
+    assert record["finished"] and (record["settings"], record["jobs"]) == (6, 6)
+    assert [c["ranked_jobs"] for c in record["rung_choices"]] == [c["ranked_jobs"] for c in before["rung_choices"]]
+    assert first[-1] not in record["rung_choices"][1]["ranked_jobs"]  # it reached rung 2 by hand, not in the search
+    row = next(r for r in read_csv(sweep / "summary.csv") if r["job"] == str(first[-1]))
+    assert row["rung"] == "1" and row["epochs_completed"] == "3"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["[1, 2]", '{"wall_seconds": "abc", "jobs": "six", "rungs": [[1]], "rung_choices": {"0": 1}, "finished": 1}'],
+)
+def test_a_damaged_search_record_is_rewritten_with_a_word(halving_search, tmp_path, damage):
+    """halving.json holds only figures for the summary (the search reads its jobs' folders): a rerun says so and
+    writes it anew, making the same choices."""
+    unbroken, _ = halving_search
+    sweep = tmp_path / "search"
+    shutil.copytree(unbroken, sweep)
+    (sweep / "halving.json").write_text(damage)
+    rerun = run_cli(*SEARCH, cwd=tmp_path)
+    assert rerun.returncode == 0 and "Traceback" not in rerun.stdout + rerun.stderr, rerun.stderr
+    assert "halving.json: " in rerun.stdout and "rewritten, its wall time counted from now" in rerun.stdout
+    assert "Launching" not in rerun.stdout
+    record, before = (json.loads((folder / "halving.json").read_text()) for folder in (sweep, unbroken))
+    assert record["finished"] is True and {k: record[k] for k in ("jobs", "settings", "rungs", "rung_choices")} == {
+        k: before[k] for k in ("jobs", "settings", "rungs", "rung_choices")
+    }
+    assert "not finished" not in (sweep / "summary.md").read_text()
+
+
+def test_a_damaged_job_record_stops_the_search_in_one_line_and_moving_it_away_recovers(halving_search, tmp_path):
+    unbroken, _ = halving_search
+    sweep = tmp_path / "search"
+    shutil.copytree(unbroken, sweep)
+    pruned = json.loads((unbroken / "halving.json").read_text())["rung_choices"][0]["ranked_jobs"][-1]
+    job = next(sweep.glob(f"{pruned}_*"))
+    (job / "metrics.json").write_text('{"status": "pruned", "epochs_completed": 1, "history": {"test_acc": "abc"}}')
+    others = {p: p.read_bytes() for p in sweep.glob("*/metrics.json") if p.parent != job}
+    refused = run_cli(*SEARCH, cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stdout + refused.stderr, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"Error: halving stopped before choosing at rung 1 (1 epoch): job {pruned} has no test")
+    assert "damaged: metrics.json: history is" in line and "move it away to train the job again" in line
+    assert {p: p.read_bytes() for p in others} == others  # nothing ranked, nothing pruned
+    shutil.move(job, tmp_path / "away")
+    rerun = run_cli(*SEARCH, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert re.findall(r"\t#(\d+) : ", rerun.stdout) == [str(pruned)]  # that job alone trains again, to rung 1
+    assert choices(sweep) == choices(unbroken) and figures(sweep) == figures(unbroken)
+
+
+def choices(sweep) -> list:
+    return [c["ranked_jobs"] for c in json.loads((sweep / "halving.json").read_text())["rung_choices"]]
+
+
+def figures(sweep) -> list:
+    return sorted((r["job"], r["status"], r["test_acc"]) for r in read_csv(sweep / "summary.csv"))
+
+
+def wait_for(proc, text: str) -> str:
+    """The process's output up to the first line holding `text` (it must come before the process ends)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never came:\n{''.join(seen)}")
 
 
 def test_a_pruned_job_resumes_alone_with_resume(halving_search, tmp_path):
@@ -227,22 +351,63 @@ def test_a_pruned_job_resumes_alone_with_resume(halving_search, tmp_path):
 def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_path):
     unbroken, _ = halving_search
     proc = start_cli(*SEARCH, cwd=tmp_path)
-    sweep, deadline = tmp_path / "search", time.time() + HANG
-    while not (sweep / "halving.json").exists():  # rung 1 is done; rung 2 starts
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    sweep = tmp_path / "search"
+    wait_for(proc, "Rung 2 of 2 (3 epochs): training")  # rung 1 is done; rung 2 starts
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
+    out, _ = proc.communicate(timeout=HANG)
+    # 143 from a job's or the search's own stop; -15 where the signal found the launcher between two jobs
+    assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), out
+    assert out.strip().splitlines()[-1].startswith("Interrupted by SIGTERM: ")
+    assert json.loads((sweep / "halving.json").read_text())["finished"] is False
     rerun = run_cli(*SEARCH, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "Launching 6 jobs" not in rerun.stdout  # the finished rung is not redone
-    choices = lambda folder: [
-        r["ranked_jobs"] for r in json.loads((folder / "halving.json").read_text())["rung_choices"]
-    ]  # noqa: E731
-    assert choices(sweep)[-2:] == choices(unbroken)
-    figures = lambda folder: sorted((r["job"], r["status"], r["test_acc"]) for r in read_csv(folder / "summary.csv"))  # noqa: E731
-    assert figures(sweep) == figures(unbroken)
+    assert choices(sweep) == choices(unbroken) and figures(sweep) == figures(unbroken)
+
+
+SLOW_PRUNE = """
+import time
+import hydra_plugins.lenet_exp_halving._impl as halving
+_prune = halving.prune
+def prune(job, note):
+    print("PRUNING", flush=True)
+    time.sleep(3)
+    _prune(job, note)
+halving.prune = prune
+"""
+SLOW_FINISH = """
+import time
+import lenet_exp.train as train
+_finish = train.Member.finish
+def finish(self, status):
+    print("FINISHING", flush=True)
+    time.sleep(3)
+    _finish(self, status)
+train.Member.finish = finish
+"""
+
+
+@pytest.mark.parametrize(
+    "patch, marker, sig",
+    [(SLOW_PRUNE, "PRUNING", signal.SIGTERM), (SLOW_FINISH, "FINISHING", signal.SIGINT)],
+    ids=["while pruning", "as a job's last epoch ends"],
+)
+def test_an_interrupted_search_never_exits_0_and_its_rerun_finishes_it(halving_search, tmp_path, patch, marker, sig):
+    """A signal between the search's own steps, or one that came as a job was finishing (once lost, so the search
+    went on and could end 0): the exit status and one line say it stopped; the record says it did not finish."""
+    unbroken, _ = halving_search
+    proc = start_patched(patch, *SEARCH, cwd=tmp_path)
+    wait_for(proc, marker)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"Interrupted by {sig.name}: ")
+    assert err.strip().endswith("rerun the same command to continue.")
+    assert json.loads((tmp_path / "search" / "halving.json").read_text())["finished"] is False
+    rerun = run_cli(*SEARCH, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert choices(tmp_path / "search") == choices(unbroken) and figures(tmp_path / "search") == figures(unbroken)
 
 
 @pytest.mark.slow
@@ -357,12 +522,7 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
         server.terminate()
         server.wait(30)
     infos = [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]]
-    assert sorted(infos[:3]) == [
-        ("activation", True),
-        ("optimizer.lr", True),
-        ("trainer.epochs", True),
-    ]  # pruned jobs stopped earlier
-    assert not any(differs for _, differs in infos[3:])
+    assert sorted(infos) == [("activation", True), ("optimizer.lr", True)]  # the swept keys; not a rung's epochs
     assert {"train/loss", "train/acc", "test/acc", "test/best_acc"} <= {
         m["name"]["tag"] for m in experiment["metricInfos"]
     }

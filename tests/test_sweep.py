@@ -3,11 +3,21 @@
 import csv
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 import yaml
-from helpers import HANG, SYSTEM_FASHION_MNIST, epochs_completed, run_cli, scalars, start_cli, tensorboard_plugins
+from helpers import (
+    HANG,
+    SYSTEM_FASHION_MNIST,
+    epochs_completed,
+    read_csv,
+    run_cli,
+    scalars,
+    start_cli,
+    tensorboard_plugins,
+)
 
 pytestmark = pytest.mark.slow
 SWEEP = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
@@ -97,7 +107,53 @@ def test_summarize_command_rebuilds_the_summary(grid, tmp_path):
     proc = run_cli(str(sweep), module="lenet_exp.summarize", cwd=tmp_path)
     assert proc.returncode == 0 and "Best: job" in proc.stdout
     assert len(read_summary(sweep)) == 4
-    assert run_cli(str(tmp_path), module="lenet_exp.summarize", cwd=tmp_path).returncode == 1
+    assert run_cli(str(tmp_path), module="lenet_exp.summarize", cwd=tmp_path).returncode == 2  # not a sweep
+
+
+def test_a_seed_sweep_one_seed_trained_on_by_hand_is_compared_like_with_like(tmp_path, fashion_mnist):
+    """seed=0,1 alone: its one setting named as such; job 0 continued with resume= to 2 epochs: the setting's mean is
+    at the epoch both seeds trained, and summary_by_setting.csv says so."""
+    learns = ["activation=relu", "optimizer=adam", "optimizer.lr=0.003"]
+    proc = run_cli("-m", *SWEEP, "trainer.epochs=1", *learns, "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "The one setting (only seed swept): mean test acc" in md and md in proc.stdout
+    assert "Best setting: :" not in md and "over 2 seeds" in md
+    job0 = next((tmp_path / "sweep").glob("0_*"))
+    assert run_cli(f"resume={job0}", "trainer.epochs=2", cwd=tmp_path).returncode == 0
+    proc = run_cli("sweep", module="lenet_exp.summarize", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    accs = [
+        json.loads(m.read_text())["history"]["test_acc"] for m in sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    ]
+    assert [len(a) for a in accs] == [2, 1]
+    (setting,) = read_csv(tmp_path / "sweep" / "summary_by_setting.csv")
+    assert (
+        setting["n"] == "2"
+        and setting["epochs"] == "1"
+        and setting["note"] == "seeds trained 1-2 epochs: figures after 1"
+    )
+    assert float(setting["test_acc_mean"]) == pytest.approx((accs[0][0] + accs[1][0]) / 2)
+
+
+def test_a_job_whose_folder_turned_read_only_is_never_completed(tmp_path, fashion_mnist):
+    """Rerun with more epochs while job 0's folder takes no writes: its metrics.json still says completed (1 epoch);
+    the summary does not, and the sweep exits 1."""
+    args = ["-m", *SWEEP, "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep"]
+    assert run_cli(*args, "trainer.epochs=1", cwd=tmp_path).returncode == 0
+    job0 = next((tmp_path / "sweep").glob("0_*"))
+    if subprocess.run(["mount", "--bind", job0, job0], capture_output=True).returncode:
+        pytest.skip("needs bind mounts (root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", job0], check=True, capture_output=True)
+        proc = run_cli(*args, "trainer.epochs=2", cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", "-l", job0], capture_output=True)
+    assert proc.returncode == 1 and "job 0" in proc.stderr.splitlines()[-1]
+    assert json.loads((job0 / "metrics.json").read_text())["status"] == "completed"  # its own record, as it was
+    rows = {r["job"]: r for r in read_summary(tmp_path / "sweep")}
+    assert rows["0"]["status"] != "completed" and rows["0"]["epochs_completed"] == "1"
+    assert rows["1"]["status"] == "completed" and rows["1"]["epochs_completed"] == "2"
 
 
 def test_diverged_and_failed_jobs_are_recorded_and_hide_nothing(tmp_path, fashion_mnist):

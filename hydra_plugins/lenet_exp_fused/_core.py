@@ -78,6 +78,13 @@ def run_alone(launcher, cfg: DictConfig) -> JobReturn:
     return ret
 
 
+def shown_number(cfg: DictConfig, run_dir: Path) -> int:
+    """The job's number as the user sees it: its folder's (`5_activation=relu`: 5), as in summary.md and a halving
+    search's lines, whose rungs are launched in batches numbered on from the last; else Hydra's launch index."""
+    head = run_dir.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else int(cfg.hydra.job.num)
+
+
 def job_logger(num: int, run_dir: Path) -> logging.Logger:
     """A fused job's log: its own train.log (the format of a run alone), and the console with its job number."""
     logger = logging.getLogger(f"lenet_exp.fused.job{num}")
@@ -110,7 +117,7 @@ def _job(cfg: DictConfig):
         del task_cfg["hydra"]
     hparams = hparams_of(task_cfg, list(cfg.hydra.overrides.task), dict(cfg.hydra.runtime.choices))
     hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
-    return Job(task_cfg, run_dir, hparams, hydra_cfg, job_logger(cfg.hydra.job.num, run_dir), in_sweep=True)
+    return Job(task_cfg, run_dir, hparams, hydra_cfg, job_logger(shown_number(cfg, run_dir), run_dir), in_sweep=True)
 
 
 def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
@@ -124,7 +131,8 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
         log.info(f"\t#{cfg.hydra.job.num} : {' '.join(filter_overrides(cfg.hydra.overrides.task))}")
         jobs.append(_job(cfg))
         launcher.hydra_context.callbacks.on_job_start(config=cfg, task_function=launcher.task_function)
-    log.info(f"Training jobs {', '.join(str(c.hydra.job.num) for c in configs)} as one fused model")
+    shown = [shown_number(cfg, job.run_dir) for cfg, job in zip(configs, jobs)]
+    log.info(f"Training jobs {', '.join(map(str, shown))} as one fused model")
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     try:
         results = train_group(jobs, fuse=True)
@@ -132,8 +140,8 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
         refresh_summary(sweep_dir)
         stop(e.signum, e.note or "every job of the group saved its checkpoint; rerun the same command to continue")
     returns = []
-    for cfg, job, result in zip(configs, jobs, results):
-        value = job_outcome(result, job, sweep_dir, label=f"job {cfg.hydra.job.num}: ")
+    for cfg, job, result, num in zip(configs, jobs, results, shown):
+        value = job_outcome(result, job, sweep_dir, label=f"job {num}: ")
         ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=job.cfg, hydra_cfg=job.hydra_cfg,
                         working_dir=os.getcwd(), task_name=str(cfg.hydra.job.name), status=JobStatus.COMPLETED,
                         _return_value=value)  # fmt: skip

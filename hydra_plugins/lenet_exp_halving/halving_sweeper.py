@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,8 +17,11 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.lenet_exp_halving import _impl
+from lenet_exp.signals import Interrupted
 from lenet_exp.summary_table import rungs_text
 from lenet_exp.sweep import swept_keys
+from lenet_exp.task import refresh_summary, stop
+from lenet_exp.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,7 @@ class HalvingSweeper(Sweeper):
         self.launcher = None
         self.hydra_context: HydraContext | None = None
         self.launched = 0
+        self.outside: dict = {}  # the signal handlers outside the search's own steps: the launcher's and its jobs'
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -41,27 +46,41 @@ class HalvingSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         given = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         grid = BasicSweeper.split_arguments(parser.parse_overrides(given), None)[0]
         max_epochs = self.max_epochs or int(self.config.trainer.epochs)
         rungs = _impl.rung_epochs(self.min_epochs, self.eta, max_epochs)
-        jobs = _impl.jobs_of_grid(grid, sweep_dir, swept_keys(sweep_dir, self.params))
-        log.info("Successive halving: %d jobs, %s, keeping 1/%d after each", len(jobs), rungs_text(rungs), self.eta)
+        try:
+            jobs = _impl.jobs_of_grid(grid, sweep_dir, swept_keys(sweep_dir, self.params))
+        except _impl.RepeatedJob as e:
+            print(f"Error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        settings = _impl.settings_of(jobs)
+        grid = plural(len(jobs), "job")  # in the summary's words: settings named where seeds make them fewer than jobs
+        grid = grid if len(settings) == len(jobs) else f"{plural(len(settings), 'setting')} ({grid})"
+        log.info("Successive halving: %s, %s, keeping the best 1/%d after each", grid, rungs_text(rungs), self.eta)
         record = _impl.SearchRecord(sweep_dir, self.eta, rungs, jobs, started=time.monotonic())
         try:
-            return _impl.search(_impl.settings_of(jobs), rungs, self.eta, train=self._train, record=record)
+            with _impl.signal_handlers(dict.fromkeys(_impl.STOP_SIGNALS, _impl.interrupt)) as self.outside:
+                return _impl.search(settings, rungs, self.eta, train=self._train, record=record)
         except _impl.RungIncomplete as e:
             print(f"Error: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise SystemExit(e.status) from None
+        except Interrupted as e:
+            refresh_summary(sweep_dir)  # the statuses the search wrote so far (pruned) show in the summary
+            stop(e.signum, _impl.STOPPED)
         finally:
             record.save()
 
     def _train(self, jobs: list[_impl.Job], epochs: int) -> None:
-        """One rung for the launcher: each job to `epochs` epochs in its own folder, from its checkpoint."""
+        """One rung for the launcher: each job to `epochs` epochs in its own folder, from its checkpoint. The launcher
+        and its jobs handle signals as in any sweep; its lines show each job's own number."""
         batch = [job.launch_overrides(epochs) for job in jobs]
         self.validate_batch_is_legal(batch)
-        self.launcher.launch(batch, initial_job_idx=self.launched)
+        numbers = {self.launched + i: job.num for i, job in enumerate(jobs)}
+        with _impl.signal_handlers({**self.outside, signal.SIGTERM: _impl.last_word}), _impl.numbered(numbers):
+            self.launcher.launch(batch, initial_job_idx=self.launched)
         self.launched += len(batch)

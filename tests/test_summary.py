@@ -1,0 +1,240 @@
+"""Summaries that claim only what happened: seeds counted by their figures, like compared with like, rungs the search
+gave, epochs asked against epochs trained, leads that seeds could reverse, and a picture that agrees with summary.md."""
+
+import json
+import subprocess
+
+import pytest
+from helpers import SMALL, make_job, read_csv, run_cli
+
+from lenet_exp.summarize import SummaryCallback, collect
+from lenet_exp.summary_plot import figure
+from lenet_exp.summary_table import to_markdown
+
+
+def metrics(history: list[float], status: str = "completed", chance: float = 0.1) -> dict:
+    return {
+        "status": status,
+        "epochs_completed": len(history),
+        "test_acc": history[-1] if history else None,
+        "best_test_acc": max(history, default=None),
+        "chance_test_acc": chance,
+        "history": {"test_acc": history},
+    }
+
+
+def seed_sweep(root, accs: dict[str, list], keys=("optimizer.lr", "seed")):
+    """A seed sweep over one key: value -> each seed's test-accuracy curve (None: that seed failed)."""
+    (root / "sweep.json").write_text(json.dumps({"swept": list(keys), "overrides": []}))
+    job = 0
+    for value, curves in accs.items():
+        for seed, curve in enumerate(curves):
+            m = metrics(curve) if curve else {**metrics([]), "status": "failed", "error": "data error"}
+            make_job(root, f"{job}_{keys[0]}={value},seed={seed}", [f"{keys[0]}={value}", f"seed={seed}"], m)
+            job += 1
+    return collect(root)
+
+
+def test_n_counts_the_seeds_with_a_figure_not_the_jobs(tmp_path):
+    summary = seed_sweep(tmp_path, {"0.1": [[0.8], [0.82], None], "0.3": [[0.7], [0.72], [0.71]]})
+    by_lr = {g["values"]["optimizer.lr"]: g for g in summary.settings}
+    assert by_lr["0.1"]["n"] == 2 and by_lr["0.1"]["statuses"] == "2 completed, 1 failed"
+    assert by_lr["0.3"]["n"] == 3 and not by_lr["0.1"]["complete"]
+
+
+def test_seeds_trained_for_different_epochs_are_compared_like_with_like(tmp_path):
+    """One seed continued with resume= to 3 epochs: the setting's mean is at the epoch both reached, and says so."""
+    summary = seed_sweep(tmp_path, {"0.1": [[0.6, 0.7, 0.8], [0.62]]})
+    setting = summary.settings[0]
+    assert setting["epochs"] == 1 and setting["test_acc_mean"] == pytest.approx(0.61)
+    assert setting["note"] == "seeds trained 1-3 epochs: figures after 1"
+    assert "| 0.1 | 2 | 0.6100 |" in to_markdown(summary) and "figures after 1" in to_markdown(summary)
+
+
+def halving_sweep(root, choices: list[dict], jobs: dict[int, tuple[str, dict]], rungs=(1, 3)) -> None:
+    record = {"eta": 3, "rungs": list(rungs), "jobs": len(jobs), "settings": len(jobs), "finished": True}
+    (root / "halving.json").write_text(json.dumps({**record, "rung_choices": choices, "wall_seconds": 5}))
+    for num, (lr, m) in jobs.items():
+        make_job(root, f"{num}_optimizer.lr={lr}", [f"optimizer.lr={lr}"], m)
+
+
+def test_a_pruned_job_continued_by_hand_claims_no_rung_and_is_not_the_best(tmp_path):
+    choices = [
+        {"epochs": 1, "ranked_jobs": [1, 0, 2], "kept": 1, "scores": {}},
+        {"epochs": 3, "ranked_jobs": [1], "kept": 1, "scores": {}},
+    ]
+    pruned = {**metrics([0.5]), "status": "pruned", "note": "after rung 1 of 2 (1 epoch): test acc 0.5000"}
+    by_hand = metrics([0.5, 0.8, 0.9])  # pruned at rung 1, then resume=<folder> trainer.epochs=3: completed
+    halving_sweep(tmp_path, choices, {0: ("0.1", by_hand), 1: ("0.3", metrics([0.6, 0.7, 0.75])), 2: ("0.9", pruned)})
+    summary = collect(tmp_path)
+    rows = {r["job"]: r for r in summary.rows}
+    assert (rows[0]["rung"], rows[1]["rung"], rows[2]["rung"]) == (1, 2, 1)
+    assert rows[0]["status"] == "completed" and "pruned after rung 1, continued by hand to 3 epochs" in rows[0]["note"]
+    md = to_markdown(summary)
+    assert "Best of the last rung: job 1, test acc 0.7500" in md
+    assert "Successive halving: 3 jobs, rungs at 1, 3 epochs" in md and "Work: 5 epochs trained of 9" in md
+    assert {r["rung"] for r in read_csv_rows(tmp_path, summary)} == {"1", "2"}
+
+
+def read_csv_rows(root, summary):
+    from lenet_exp.summary_table import to_csv
+
+    (root / "check.csv").write_text(to_csv(summary))
+    return read_csv(root / "check.csv")
+
+
+def test_one_setting_one_job_one_epoch_in_the_singular(tmp_path):
+    choices = [{"epochs": 1, "ranked_jobs": [0], "kept": 1, "scores": {}}]
+    halving_sweep(tmp_path, choices, {0: ("0.1", metrics([0.6]))}, rungs=(1,))
+    md = to_markdown(collect(tmp_path))
+    assert "Successive halving: 1 job, one rung of 1 epoch," in md and "Work: 1 epoch trained of 1" in md
+    assert "1 settings" not in md and "1 jobs" not in md and "1 epochs" not in md
+
+
+def test_a_job_short_of_the_epochs_asked_is_never_completed(tmp_path):
+    """Its folder refused the later epochs' writes: metrics.json still says completed, from an earlier epoch."""
+    (tmp_path / "multirun.yaml").write_text("trainer:\n  epochs: 3\n")
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], metrics([0.5]))
+    make_job(tmp_path, "1_optimizer.lr=0.3", ["optimizer.lr=0.3"], metrics([0.5, 0.6, 0.7]))
+    summary = collect(tmp_path)
+    rows = {r["job"]: r for r in summary.rows}
+    assert rows[0]["status"] == "unfinished" and rows[0]["note"] == "trained 1 of 3 epochs asked"
+    assert "| 0 | 0.1 | unfinished, trained 1 of 3 epochs asked |" in to_markdown(summary)
+    with pytest.raises(SystemExit) as stop:
+        SummaryCallback().on_multirun_end(config=type("C", (), {"hydra": type("H", (), {"sweep": type("S", (), {
+            "dir": str(tmp_path)})})})())  # fmt: skip
+    assert "1 did not finish (job 0 unfinished)" in str(stop.value.code)
+
+
+def test_a_seeds_only_sweep_names_its_one_setting(tmp_path):
+    summary = seed_sweep(tmp_path, {"": [[0.8], [0.82], [0.81]]}, keys=("seed",))
+    md = to_markdown(summary)
+    assert "The one setting (only seed swept): mean test acc 0.8100 ± 0.0100 over 3 seeds" in md
+    assert "Best setting: :" not in md and "Best: job" not in md  # a best seed is no best job
+
+
+@pytest.mark.parametrize("accs, close", [((0.85, 0.84, 0.7), True), ((0.85, 0.8, 0.7), False)])
+def test_a_single_seed_lead_seeds_could_reverse_says_so(tmp_path, accs, close):
+    given = ["optimizer.lr=0.1,0.3,0.9", "trainer.epochs=1", "hydra.sweep.dir=x"]
+    (tmp_path / "sweep.json").write_text(json.dumps({"swept": ["optimizer.lr"], "overrides": given}))
+    for n, (lr, acc) in enumerate(zip(("0.1", "0.3", "0.9"), accs)):
+        make_job(tmp_path, f"{n}_optimizer.lr={lr}", [f"optimizer.lr={lr}"], metrics([acc]))
+    summary = collect(tmp_path)
+    md = to_markdown(summary)
+    assert "Best: job 0, test acc 0.8500. Rerun it with:" in md
+    line = "One seed each: its lead over job 1 (0.0100) is under 0.02, small enough that other seeds could reverse it"
+    assert (line in md) is close
+    assert ("python -m lenet_exp --multirun optimizer.lr=0.1,0.3,0.9 trainer.epochs=1 seed=0,1,2" in md) is close
+    labels = value_axes(figure(summary))[0].get_legend_handles_labels()[1]
+    assert ("best and next: other seeds could reverse them" in labels) is close and ("best" in labels) is not close
+
+
+def test_a_fused_sweep_says_a_rerun_alone_may_differ(tmp_path):
+    job = make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], metrics([0.6]))
+    launcher = "hydra_plugins.lenet_exp_fused.fused_launcher.FusedLauncher"
+    (job / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  launcher:\n    _target_: {launcher}\n")
+    md = to_markdown(collect(tmp_path))
+    assert "Rerun it alone with (it trained fused, so its figures may differ slightly):" in md
+
+
+# summary.png ---------------------------------------------------------------------------------------------------------
+
+
+def value_axes(fig):
+    return [ax for ax in fig.axes if ax.get_title().startswith("test acc vs")]
+
+
+def curve_axes(fig):
+    return next(ax for ax in fig.axes if ax.get_title().startswith("test acc per epoch"))
+
+
+def test_a_categorical_seed_sweep_draws_means_with_their_spread_on_a_fitted_axis(tmp_path):
+    summary = seed_sweep(tmp_path, {"relu": [[0.85], [0.856]], "tanh": [[0.87], [0.872]]}, keys=("activation", "seed"))
+    ax = figure(summary).axes[0]
+    assert ax.get_title() == "test acc per setting (best on top)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["activation=relu", "activation=tanh"]
+    low, high = ax.get_xlim()
+    assert 0.8 < low < 0.85 and 0.872 < high < 0.9  # not from zero: 0.853 and 0.871 look apart
+    assert not ax.patches  # no bars
+
+
+def test_a_setting_keeps_its_colour_and_marker_in_both_panels_and_no_two_jobs_share_both(tmp_path):
+    for n in range(12):
+        lr = f"{0.05 * (n + 1):.2f}"
+        make_job(tmp_path, f"{n}_optimizer.lr={lr}", [f"optimizer.lr={lr}"], metrics([0.5, 0.5 + 0.02 * n]))
+    fig = figure(collect(tmp_path))
+    curves = {line.get_label().split(":")[0]: line for line in curve_axes(fig).get_lines() if ":" in line.get_label()}
+    looks = {(line.get_color(), line.get_marker()) for line in curves.values()}
+    assert len(looks) == 12  # job 0 and job 10 differ
+    points = [c for c in value_axes(fig)[0].containers]  # one errorbar per job, in the order of summary.rows
+    rows = collect(tmp_path).rows
+    for row, point in zip(rows, points):
+        drawn = point.lines[0]
+        assert (drawn.get_color(), drawn.get_marker()) == (
+            curves[str(row["job"])].get_color(),
+            curves[str(row["job"])].get_marker(),
+        )
+
+
+def test_the_picture_rings_the_leaders_summary_md_names(tmp_path):
+    """Within the spread over seeds: summary.md says neither is clearly better, and the picture rings both, dashed."""
+    summary = seed_sweep(tmp_path, {"0.1": [[0.45], [0.63], [0.55]], "0.3": [[0.44], [0.64], [0.54]]})
+    assert "neither is clearly better" in to_markdown(summary)
+    ax = value_axes(figure(summary))[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "best and next: neither clearly better" in labels and "best" not in labels
+    rings = [c for c in ax.collections if hasattr(c, "get_sizes") and list(c.get_sizes()) == [420]]
+    assert len(rings) == 2 and all(len(c.get_facecolors()) == 0 for c in rings)  # rings: the points show through
+
+
+def test_pruned_points_keep_their_setting_colour(tmp_path):
+    choices = [{"epochs": 1, "ranked_jobs": [1, 0], "kept": 1, "scores": {}}]
+    pruned = {**metrics([0.5]), "status": "pruned", "note": "after rung 1 of 2"}
+    halving_sweep(tmp_path, choices, {0: ("0.1", pruned), 1: ("0.3", metrics([0.6, 0.7, 0.75]))})
+    fig = figure(collect(tmp_path))
+    point = next(c for c in value_axes(fig)[0].containers if c.lines[0].get_xdata()[0] == 0.1).lines[0]
+    curve = next(line for line in curve_axes(fig).get_lines() if line.get_label().startswith("0:"))
+    assert point.get_markerfacecolor() == "none" and point.get_color() == curve.get_color()
+
+
+# the command -------------------------------------------------------------------------------------------------------
+
+
+def test_summarize_refuses_what_is_not_a_sweep_in_one_line_writing_nothing(tmp_path):
+    run = make_job(tmp_path / "outputs" / "2026-11-29", "17-00-00", [], metrics([0.6])).parent.parent.parent
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "outputs/2026-11-29": "holds single runs (outputs/<date>/<time>), not a sweep",
+        "outputs/2026-11-29/17-00-00": "a single run's folder, not a sweep",
+        "empty": "no sweep in it",
+    }
+    for folder, why in cases.items():
+        proc = run_cli(folder, module="lenet_exp.summarize", cwd=run)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"Error: {folder}: {why}"), proc.stderr
+        assert proc.stderr.count("\n") == 1 and "multirun/<date>/<time>" in proc.stderr
+    assert not list(tmp_path.rglob("summary*"))
+
+
+@pytest.mark.slow
+def test_a_summary_that_cannot_be_written_fails_the_sweep_in_one_line(tmp_path, fashion_mnist):
+    """A full disk for the summary only: the sweep exits 1 naming the file; the jobs' records stand."""
+    patch = (
+        "import lenet_exp.summarize as s\n"
+        "def full(path, data): raise OSError(28, 'No space left on device')\n"
+        "s.atomic_write = full\n"
+        "from lenet_exp.__main__ import main\n"
+        "import sys; sys.argv = ['lenet_exp', *sys.argv[1:]]; main()\n"
+    )
+    args = ["--multirun", *SMALL, "trainer.epochs=1", "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep"]
+    proc = subprocess.run(["python", "-c", patch, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == f"Error: summary not written: {tmp_path}/sweep/summary.csv: No space left on device; "
+        "the jobs' own files are kept"
+        or last.startswith("Error: summary not written: sweep/summary.csv: No space")
+    )
+    assert "Traceback" not in proc.stderr and not list((tmp_path / "sweep").glob("summary*"))
+    statuses = [json.loads(m.read_text())["status"] for m in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert statuses == ["completed", "completed"]
