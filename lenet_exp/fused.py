@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 
 import torch
 from hydra.utils import instantiate
@@ -176,8 +177,10 @@ class FusedOptimizer:
         return t.view(-1, *([1] * (p.dim() - 1)))
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
+    def step(self, active: torch.Tensor, factor: float = 1.0) -> None:
+        """One step of each active model, at its own learning rate times the group's schedule `factor`."""
         self.steps += 1
+        lr = self.lr * factor
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
@@ -189,7 +192,7 @@ class FusedOptimizer:
                     buf = self.state[i]["momentum_buffer"] = grad.clone()
                 else:
                     buf.mul_(per(self.momentum)).add_(grad * (1 - per(self.dampening)))
-                update = torch.where(per(self.momentum) > 0, buf, grad) * per(self.lr)
+                update = torch.where(per(self.momentum) > 0, buf, grad) * per(lr)
             else:
                 state = self.state[i]
                 if not state:
@@ -198,7 +201,7 @@ class FusedOptimizer:
                 state["exp_avg_sq"].mul_(per(self.beta2)).add_(grad * grad * (1 - per(self.beta2)))
                 bias1, bias2 = 1 - self.beta1**self.steps, 1 - self.beta2**self.steps
                 denom = (state["exp_avg_sq"].sqrt() / per(bias2.sqrt())).add_(per(self.eps))
-                update = state["exp_avg"] / denom * per(self.lr / bias1)
+                update = state["exp_avg"] / denom * per(lr / bias1)
             p.sub_(torch.where(per(active), update, torch.zeros_like(update)))
 
     def member_state(self, g: int, model: LeNet, optimizer: torch.optim.Optimizer) -> dict:
@@ -279,8 +282,18 @@ class FusedTrainee:
             losses, total, correct = step_loss(logits, labels, active)
         self.optimizer.zero_grad()
         total.backward()
-        self.optimizer.step(active)
+        self.optimizer.step(active, self.factor())
+        with warnings.catch_warnings():  # the runs' own optimizers take no step (the fused one does): torch warns
+            warnings.simplefilter("ignore", UserWarning)
+            for r in (r for r in self.runs if r.scheduler):  # each run's own schedule: its last.pt and its train/lr
+                r.scheduler.step()
         return losses.detach() * labels.shape[1], correct
+
+    def factor(self) -> float:
+        """The schedule's factor for this step, the same for every model of the group (fusion_key holds the schedule):
+        the factor a run alone's LambdaLR applies to its base learning rate."""
+        scheduler = self.runs[0].scheduler
+        return scheduler.lr_lambdas[0](scheduler.last_epoch) if scheduler else 1.0
 
     @torch.inference_mode()
     def evaluate(self, data) -> list[float]:
@@ -304,6 +317,8 @@ class FusedTrainee:
         run = self.runs[g]
         run.model.load_state_dict(self.model.model_state(g))
         optimizer = instantiate(run.cfg.optimizer)(run.model.parameters())
+        for group, own in zip(optimizer.param_groups, run.optimizer.param_groups):  # the rate on its schedule
+            group.update({k: own[k] for k in ("lr", "initial_lr") if k in own})
         return run.model.state_dict(), self.optimizer.member_state(g, run.model, optimizer)
 
 

@@ -385,8 +385,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# keys added since an earlier version saved its runs, at the value that trains as that version did
+ADDED_KEYS = {"scheduler.name": "none", "scheduler.epochs": None}
+
+
 def first_difference(then: dict, now: dict) -> str | None:
-    """`key=<there> there, <now> now` for the first key whose value differs, or None."""
+    """`key=<there> there, <now> now` for the first key whose value differs, or None. A run saved before a key was
+    added holds it at the value that trains as before."""
+    then = {**ADDED_KEYS, **then}
     changed = sorted(k for k in then.keys() | now.keys() if then.get(k, "<unset>") != now.get(k, "<unset>"))
     if not changed:
         return None

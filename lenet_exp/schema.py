@@ -84,6 +84,33 @@ class AdamSettings(OptimizerSettings):
     weight_decay: float = checked(NON_NEGATIVE)
 
 
+SCHEDULE_EPOCHS = int_at_least(1, null="trainer.epochs")
+FRACTION: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
+POSITIVE: Rule = (lambda v: 0 < v < math.inf, "a finite number > 0")
+
+
+@dataclass
+class NoSchedule:
+    """scheduler/: a constant learning rate."""
+
+    name: str = checked(one_of("none"))
+    epochs: int | None = checked(SCHEDULE_EPOCHS)
+
+
+@dataclass
+class CosineSchedule(NoSchedule):
+    name: str = checked(one_of("cosine"))
+    warmup: float = checked(FRACTION)
+
+
+@dataclass
+class OneCycleSchedule(NoSchedule):
+    name: str = checked(one_of("onecycle"))
+    pct_start: float = checked((lambda v: 0 < v < 1, "a number in (0, 1)"))
+    div_factor: float = checked(POSITIVE)
+    final_div_factor: float = checked(POSITIVE)
+
+
 @dataclass
 class DataSettings:
     name: str = checked(one_of(*DATASETS))
@@ -119,6 +146,7 @@ class Settings:
     model: LeNetSettings = MISSING
     activation: Any = MISSING  # the options hold different keys, each passed to its class
     optimizer: Any = MISSING  # each option names its own schema (SGDSettings, AdamSettings) in its defaults list
+    scheduler: Any = MISSING  # likewise (NoSchedule, CosineSchedule, OneCycleSchedule)
     data: DataSettings = MISSING
     device: DeviceSettings = MISSING
     trainer: TrainerSettings = MISSING
@@ -200,5 +228,12 @@ def hint(key: str, known: list[str]) -> str:
 
 
 # the schemas conf/config.yaml and conf/optimizer/*.yaml name in their defaults lists
-for _name, _node in (("lenet_exp_schema", Settings), ("sgd_schema", SGDSettings), ("adam_schema", AdamSettings)):
+for _name, _node in (
+    ("lenet_exp_schema", Settings),
+    ("sgd_schema", SGDSettings),
+    ("adam_schema", AdamSettings),
+    ("none_schedule_schema", NoSchedule),
+    ("cosine_schedule_schema", CosineSchedule),
+    ("onecycle_schedule_schema", OneCycleSchedule),
+):
     ConfigStore.instance().store(name=_name, node=_node, provider="lenet_exp")

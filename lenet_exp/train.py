@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from lenet_exp import logger as tb
 from lenet_exp.build import build, check_trainable, cpu_weights, setup_device
@@ -46,6 +47,7 @@ from lenet_exp.run_folder import (
     remove_empty,
     settings_of,
 )
+from lenet_exp.schedule import factor_of
 from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.words import one_line, plural
 
@@ -104,8 +106,10 @@ def log_steps(num_batches: int, points: int) -> set[int]:
 class Solo:
     """One model and its own torch optimizer: the step a run alone takes, exactly as the textbook's loop does."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, s: Settings) -> None:
-        self.model, self.optimizer, self.s = model, optimizer, s
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, s: Settings, scheduler: LambdaLR | None = None
+    ) -> None:
+        self.model, self.optimizer, self.scheduler, self.s = model, optimizer, scheduler, s
         self.net = torch.compile(model) if s.device.compile else model
 
     def step(
@@ -119,6 +123,8 @@ class Solo:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.scheduler:
+            self.scheduler.step()  # per batch
         return loss.detach() * len(y), (logits.argmax(dim=1) == y).sum()
 
     def evaluate(self, data: Split) -> list[float]:
@@ -246,6 +252,7 @@ class Run:
     device: torch.device
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR | None  # the learning-rate schedule, stepped per batch (None: a constant rate)
     p: Progress
     train_set: Split
     test_set: Split
@@ -265,11 +272,16 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
     plan = folder.plan(settings_of(cfg), s.trainer.epochs)
     if plan.done:
         return plan
+    train_set, test_set = load_data_for(s, device)
+    factor = factor_of(s.scheduler, math.ceil(len(train_set) / s.data.batch_size), s.trainer.epochs)
+    scheduler = LambdaLR(optimizer, factor) if factor else None
     p = Progress()
     if plan.state:
         try:
             model.load_state_dict(plan.state["model"])
             optimizer.load_state_dict(plan.state["optimizer"])
+            if scheduler:
+                scheduler.load_state_dict(plan.state["scheduler"])
             torch.set_rng_state(plan.state["rng"])
             p = Progress(**plan.state["progress"])
         except Exception as e:
@@ -285,7 +297,7 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
                 f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order "
                 "of floating-point sums differs, so the figures will not match an unbroken run digit for digit"
             )
-    return Run(cfg, s, device, model, optimizer, p, *load_data_for(s, device), plan)
+    return Run(cfg, s, device, model, optimizer, scheduler, p, train_set, test_set, plan)
 
 
 def load_data_for(s: Settings, device: torch.device) -> tuple[Split, Split]:
@@ -369,20 +381,25 @@ class Member:
 
     def log_point(self) -> None:
         p = self.p
-        self.logger.scalars(p.global_step, {tb.TRAIN_LOSS: p.loss_sum / p.seen, tb.TRAIN_ACC: p.correct / p.seen})
+        lr = self.run.optimizer.param_groups[0]["lr"]  # the rate of the next step, on the schedule
+        self.logger.scalars(
+            p.global_step, {tb.TRAIN_LOSS: p.loss_sum / p.seen, tb.TRAIN_ACC: p.correct / p.seen, tb.LR: lr}
+        )
 
     def checkpoint(self) -> None:
         model, optimizer = self.trainee.states(self.g)
         progress, settings, threads = asdict(self.p), settings_of(self.run.cfg), torch.get_num_threads()
         state = {"model": model, "optimizer": optimizer, "rng": torch.get_rng_state(), "progress": progress}
+        if self.run.scheduler:
+            state["scheduler"] = self.run.scheduler.state_dict()
         self.folder.save(LAST, {**state, "settings": settings, "cpu_threads": threads})
 
     def end_epoch(self, test_acc: float) -> None:
         """The epoch's figures: history, curves, the log line; then best weights, the resume state and metrics.json."""
         p = self.p
         is_best = p.end_epoch(test_acc)
-        speed, lr = p.speeds[-1], self.run.optimizer.param_groups[0]["lr"]
-        curves = {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.LR: lr, tb.SPEED: speed}
+        speed = p.speeds[-1]
+        curves = {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.SPEED: speed}
         self.logger.scalars(p.global_step, curves)
         line = "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec"
         figures = (p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc"))
@@ -511,7 +528,11 @@ def train_group(jobs: list[Job], parent_pid: int | None = None, fuse: bool = Fal
             group, first = [runs[i] for i in idxs], runs[idxs[0]]
             show_bar = not fuse and wants_bar(first.s.trainer.progress, in_worker=parent_pid is not None)
             try:
-                trainee = Solo(first.model, first.optimizer, first.s) if len(group) == 1 else FusedTrainee(group)
+                trainee = (
+                    Solo(first.model, first.optimizer, first.s, first.scheduler)
+                    if len(group) == 1
+                    else FusedTrainee(group)
+                )
                 figures = fit(group, [jobs[i] for i in idxs], trainee, stop, show_bar)
             except Exception as e:
                 figures = [e] * len(idxs)

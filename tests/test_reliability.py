@@ -92,7 +92,14 @@ def test_corrupt_data_file_is_named_with_the_remedy(tmp_path, fashion_mnist):
     assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "metrics.json").exists()
 
 
-RESUME_RUN = ["device=cpu", "data.download=false", "data.limit_train=20000", "data.limit_test=1000", "trainer.epochs=3"]
+RESUME_RUN = [
+    "device=cpu",
+    "data.download=false",
+    "data.limit_train=20000",
+    "data.limit_test=1000",
+    "trainer.epochs=3",
+    "scheduler=onecycle",  # its place on the schedule resumes too
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +151,7 @@ def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fa
     assert {k: resumed[k] for k in FIGURES} == {k: reference[k] for k in FIGURES}  # digit for digit
     assert resumed["status"] == "completed"
     got, want = scalars(run), scalars(unbroken)
-    for tag in ("train/loss", "train/acc", "test/acc"):
+    for tag in ("train/loss", "train/acc", "test/acc", "train/lr"):
         assert got[tag] == want[tag], tag  # same steps, same values: nothing repeated or missing
     assert len(got["train/loss"]) == 15
 

@@ -58,9 +58,17 @@ class Job:
     def setting(self) -> tuple[str, ...]:
         return tuple(o for o in self.overrides if key_of(o) != "seed")
 
-    def launch_overrides(self, epochs: int) -> list[str]:
-        """The job at a rung: its overrides, the rung's epochs, its own folder whatever number the launcher gives it."""
-        return [*self.overrides, f"trainer.epochs={epochs}", f"hydra.sweep.subdir={quoted(self.folder.name)}"]
+    def launch_overrides(self, epochs: int, schedule_epochs: int | None = None) -> list[str]:
+        """The job at a rung: its overrides, the rung's epochs, its own folder whatever number the launcher gives it;
+        on a learning-rate schedule, the schedule's length (the last rung's epochs, so every rung is on one curve)."""
+        own = any(key_of(o) == "scheduler.epochs" for o in self.overrides)
+        schedule = [f"scheduler.epochs={schedule_epochs}"] if schedule_epochs and not own else []
+        return [
+            *self.overrides,
+            f"trainer.epochs={epochs}",
+            *schedule,
+            f"hydra.sweep.subdir={quoted(self.folder.name)}",
+        ]
 
     def metrics(self) -> dict:
         """Its metrics.json, or {} where that is missing or not a run's record (the job then has no score)."""

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.lenet_exp_halving import _impl
 from lenet_exp.signals import Interrupted
 from lenet_exp.summary_table import rungs_text
-from lenet_exp.sweep import swept_keys
+from lenet_exp.sweep import key_of, swept_keys
 from lenet_exp.task import refresh_summary, stop
 from lenet_exp.words import plural
 
@@ -51,6 +51,7 @@ class HalvingSweeper(Sweeper):
         grid = BasicSweeper.split_arguments(parser.parse_overrides(given), None)[0]
         max_epochs = self.max_epochs or int(self.config.trainer.epochs)
         rungs = _impl.rung_epochs(self.min_epochs, self.eta, max_epochs)
+        self.last_rung = rungs[-1]
         try:
             jobs = _impl.jobs_of_grid(grid, sweep_dir, swept_keys(sweep_dir, self.params))
         except _impl.RepeatedJob as e:
@@ -75,10 +76,15 @@ class HalvingSweeper(Sweeper):
         finally:
             record.save()
 
+    def _schedule_epochs(self, job: _impl.Job) -> int | None:
+        """The last rung's epochs for a job on a learning-rate schedule (None on a constant rate)."""
+        chosen = next((o.split("=", 1)[1] for o in job.overrides if key_of(o) == "scheduler"), None)
+        return None if (chosen or self.config.scheduler.name) == "none" else self.last_rung
+
     def _train(self, jobs: list[_impl.Job], epochs: int) -> None:
         """One rung for the launcher: each job to `epochs` epochs in its own folder, from its checkpoint. The launcher
         and its jobs handle signals as in any sweep; its lines show each job's own number."""
-        batch = [job.launch_overrides(epochs) for job in jobs]
+        batch = [job.launch_overrides(epochs, self._schedule_epochs(job)) for job in jobs]
         self.validate_batch_is_legal(batch)
         numbers = {self.launched + i: job.num for i, job in enumerate(jobs)}
         with _impl.signal_handlers({**self.outside, signal.SIGTERM: _impl.last_word}), _impl.numbered(numbers):
