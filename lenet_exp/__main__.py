@@ -90,6 +90,8 @@ def expand_resume(argv: list[str]) -> list[str]:
         if a.lstrip("+").startswith(("hydra.run.dir=", "hydra.sweep.dir=")) or a in ("-m", "--multirun")
     ]:
         raise ConfigError(f"resume= continues a run in its own folder: drop {clash[0]}")
+    if sweeps := [a for a in argv[1:] if "=" in a and not a.startswith("resume=") and is_sweep(a)]:
+        raise ConfigError(f"{sweeps[0]}: resume= continues one run, so each key takes one value; give one")
     try:
         earlier = yaml.safe_load(saved.read_text()) or []
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
@@ -98,8 +100,17 @@ def expand_resume(argv: list[str]) -> list[str]:
         raise ConfigError(f"resume={folder}: {saved} is not a list of overrides")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     keys = {sweep.key_of(a) for a in rest} | {"hparams_search"}  # a search job's hparams_search chose the sweeper
+    kept = [o for o in sweep.preset_settings(folder) if sweep.key_of(o) not in keys | set(map(sweep.key_of, earlier))]
     earlier = [o for o in earlier if sweep.key_of(o) not in keys]  # that ran it; continuing the one run searches none
-    return [argv[0], *earlier, *rest, f"hydra.run.dir={quoted(str(folder))}"]
+    return [argv[0], *earlier, *kept, *rest, f"hydra.run.dir={quoted(str(folder))}"]
+
+
+def is_sweep(arg: str) -> bool:
+    """`key=a,b` or a sweep function: several values (an override Hydra cannot read is judged later)."""
+    try:
+        return OverridesParser.create().parse_override(arg).is_sweep_override()
+    except HydraException:
+        return False
 
 
 def run_folder_named(arg: str) -> Path:
@@ -263,7 +274,9 @@ def main() -> None:
         argv = expand_resume(sys.argv)
         ns, flags = parse_command(argv[1:])
         with output_folder(ns, ns.overrides) as pin:
-            sys.argv = [argv[0], *flags, *ns.overrides, *pin]
+            # Hydra composes its flags' help without lenet_exp's config, so only hydra.* overrides can apply there
+            overrides = [a for a in ns.overrides if is_hydra_override(a)] if ns.hydra_help else ns.overrides
+            sys.argv = [argv[0], *flags, *overrides, *pin]
             with worker_deaths_in_one_line(sys.argv):
                 hydra_task()
     except ConfigError as e:

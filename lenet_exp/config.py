@@ -78,6 +78,7 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
     does `printing`, a flag that shows one config (--cfg)."""
     check_each_override(overrides, multirun)
     parser, single, variants = OverridesParser.create(), [], []  # each override at its first value; other values
+    given: dict[str, tuple[str, bool]] = {}  # key -> (its override, a sweep)
     for arg in overrides:
         key, _, value = arg.partition("=")
         try:
@@ -86,6 +87,13 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
             tip = f"; quote a value that holds '=', ',' or spaces: {key}='{value}'" if re.search("[=, ]", value) else ""
             raise ConfigError(f"{arg}: not a valid override ({_one_line(e)}){tip}") from None
         own = not is_hydra_override(arg)
+        name, swept = key.lstrip("+~"), override.is_sweep_override()
+        if own and name in given and (swept or given[name][1]):  # Hydra would keep the last, whichever the folder says
+            raise ConfigError(
+                f"{arg}: {name} is given twice ({given[name][0]} too), so the sweep would not train the values it "
+                f"names; give {name} once"
+            )
+        given[name] = (arg, swept)
         if not override.is_sweep_override():
             single.append(arg)
         elif own and printing:
@@ -114,12 +122,34 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
             check_config(other)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(refusal(e)) from None
+    check_same_values(cfg, single, variants, others)
     if any(v.lstrip("+~").startswith(("model", "activation")) for _, v in variants):
         from lenet_exp.build import check_buildable  # torch loads only for a sweep over the model itself
 
         for other in [cfg, *others]:
             check_buildable(other)
     return cfg
+
+
+def check_same_values(cfg: DictConfig, single: list[str], variants: list[tuple[int, str]], others: list) -> None:
+    """Two values of a swept key that the config reads as one (`seed=0,00`: both 0) would train one job twice."""
+    for position, first in enumerate(single):
+        key = first.partition("=")[0].lstrip("+~")
+        composed = [(first, cfg)] + [(v, o) for (p, v), o in zip(variants, others, strict=True) if p == position]
+        if len(composed) < 2:
+            continue  # not swept
+        read = [  # a group's own options: not keys
+            OmegaConf.select(c, key, default=composed, throw_on_resolution_failure=False) for _, c in composed
+        ]
+        if len(read) < 2 or any(r is composed for r in read):
+            continue
+        read = [OmegaConf.to_container(r) if isinstance(r, (DictConfig, ListConfig)) else r for r in read]
+        if twice := next((i for i, r in enumerate(read) if r in read[:i]), None):
+            then = composed[read.index(read[twice])][0].partition("=")[2]
+            raise ConfigError(
+                f"{key}={composed[twice][0].partition('=')[2]}: {key} reads it as {read[twice]!r}, the same as "
+                f"{key}={then}, so one job would train twice; give each value once"
+            )
 
 
 def check_each_override(overrides: list[str], multirun: bool | None = None) -> None:

@@ -93,6 +93,15 @@ class Split:
             return self
         return Split(self.images[:limit], self.labels[:limit], f"{self.source}, first {limit}")
 
+    def hold_out(self, n: int, seed: int) -> tuple[Split, Split]:
+        """(the rest, n examples held out): chosen at random by `seed` alone, each part in the split's own order."""
+        import torch
+
+        held = torch.zeros(len(self), dtype=torch.bool)
+        held[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]] = True
+        rest = Split(self.images[~held], self.labels[~held], f"{self.source}, {n} held out for validation")
+        return rest, Split(self.images[held], self.labels[held], f"{n} validation examples held out of them")
+
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device), self.source)
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 # Scalar tags, one place for all of them.
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
+VAL_ACC, BEST_VAL_ACC = "val/acc", "val/best_acc"
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
 # how a run is shown or fed, not what it learns
 NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")

@@ -30,7 +30,7 @@ from lenet_exp.words import one_line, plural
 RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in this folder was asked to do
 METRICS = "metrics.json"  # status and figures, rewritten every epoch
 LAST = "checkpoints/last.pt"  # full training state for resuming, rewritten every epoch and on interrupt
-BEST = "checkpoints/best.pt"  # model weights of the epoch with the best test accuracy
+BEST = "checkpoints/best.pt"  # model weights of the best epoch (by validation accuracy, else test accuracy)
 FINAL = "checkpoints/final.pt"  # model weights at the end of a completed run
 RUN_FILES = (RECORD, METRICS, "checkpoints", "train.log")  # with events.out.tfevents.*: all a run writes
 MAX_RECORD_BYTES = 16 << 20  # a metrics.json is a few kB; anything near this is not one
@@ -142,6 +142,9 @@ FIELD_TYPES = {  # what a run writes in metrics.json, and so what every reader m
     "epochs_completed": _count,
     "steps_completed": _count,
     **{k: _number for k in ("test_acc", "best_test_acc", "train_loss", "train_acc", "examples_per_sec")},
+    **{k: _number for k in ("val_acc", "best_val_acc")},
+    "chosen_on": lambda v: v in (None, "val_acc", "test_acc"),
+    "best_epoch": lambda v: v is None or _count(v),
     "chance_test_acc": _number,
     "cpu_threads": _count,
     "error": lambda v: v is None or isinstance(v, str),
@@ -158,6 +161,12 @@ def read_metrics(run_dir: Path) -> dict | None:
         if metrics is not None and not ok(metrics.get(field)):
             raise DamagedRecord(f"{METRICS}: {field} is {metrics.get(field)!r:.40}, not what a run writes there")
     return metrics
+
+
+def chosen_on(metrics: dict) -> str:
+    """The figure that chooses among a run's epochs and among runs: `val_acc` where the run held out a validation
+    split (data.val_size), else `test_acc` (then the chosen figure is optimistic)."""
+    return metrics.get("chosen_on") or "test_acc"
 
 
 def not_learning(metrics: dict) -> bool:
@@ -386,18 +395,24 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 # keys added since an earlier version saved its runs, at the value that trains as that version did
-ADDED_KEYS = {"scheduler.name": "none", "scheduler.epochs": None}
+ADDED_KEYS = {"scheduler.name": "none", "scheduler.epochs": None, "data.val_size": 0}
 
 
 def first_difference(then: dict, now: dict) -> str | None:
     """`key=<there> there, <now> now` for the first key whose value differs, or None. A run saved before a key was
     added holds it at the value that trains as before."""
-    then = {**ADDED_KEYS, **then}
+    saved, then = then, {**ADDED_KEYS, **then}
     changed = sorted(k for k in then.keys() | now.keys() if then.get(k, "<unset>") != now.get(k, "<unset>"))
     if not changed:
         return None
     k = changed[0]
-    return f"{k}={then.get(k, '<unset>')!r} there, {now.get(k, '<unset>')!r} now"
+    shown = lambda v: json.dumps(v, default=str)  # noqa: E731  as a user types a value: null, true, 0.1, "relu"
+    added = (
+        f" (a key added since; {k}={shown(ADDED_KEYS[k])} continues it as it was)"
+        if k in ADDED_KEYS and k not in saved
+        else ""
+    )
+    return f"{k}={shown(then.get(k, '<unset>'))} there, {shown(now.get(k, '<unset>'))} now{added}"
 
 
 @dataclass

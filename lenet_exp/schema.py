@@ -117,6 +117,7 @@ class DataSettings:
     root: str = checked((lambda v: v != "", "a non-empty string"))
     download: bool = checked(BOOL)
     batch_size: int = checked(INT_GE_1)
+    val_size: int = checked(INT_GE_0)
     limit_train: int | None = checked(int_at_least(1, null="all examples"))
     limit_test: int | None = checked(int_at_least(1, null="all examples"))
 
@@ -221,6 +222,7 @@ def hint(key: str, known: list[str]) -> str:
     group, _, last = key.rpartition(".")
     wanted = {last, SYNONYMS.get(last, last)}
     matches = [k for k in known if k.split(".")[-1] in wanted]
+    matches = [k for k in matches if k.rpartition(".")[0] == group] or matches  # its own group's first
     if not matches:
         pool = {k.split(".")[-1]: k for k in known if not group or k.rpartition(".")[0] == group}
         matches = [pool[c] for c in difflib.get_close_matches(last, list(pool), n=3, cutoff=0.75)]

@@ -26,7 +26,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.run_folder import METRICS, RECORD, RunFolder, atomic_write, not_learning, read_json
+from lenet_exp.run_folder import METRICS, RECORD, RunFolder, atomic_write, chosen_on, not_learning, read_json
 from lenet_exp.summary_plot import to_png
 from lenet_exp.summary_table import (
     METRIC_COLUMNS,
@@ -37,7 +37,7 @@ from lenet_exp.summary_table import (
     to_csv,
     to_markdown,
 )
-from lenet_exp.sweep import HALVING, IGNORED, REFUSED, SWEEP_RECORD, swept_keys
+from lenet_exp.sweep import HALVING, IGNORED, REFUSED, SWEEP_RECORD, preset_settings, swept_keys
 from lenet_exp.words import one_line, plural
 
 
@@ -64,7 +64,8 @@ def _overrides(job_dir: Path) -> dict:
 
 def _row(run_dir: str, overrides: dict, metrics: dict) -> dict:
     """A job's row: number, overrides, figures."""
-    num, lazy = run_dir.split("_", 1)[0], not_learning(metrics)
+    num, lazy, on = run_dir.split("_", 1)[0], not_learning(metrics), chosen_on(metrics)
+    history = metrics.get("history") or {}
     note = metrics.get("note") if metrics.get("status") == "pruned" else ""  # where a halving search stopped it
     return {
         "job": int(num) if num.isdigit() else run_dir,
@@ -72,7 +73,11 @@ def _row(run_dir: str, overrides: dict, metrics: dict) -> dict:
         "overrides": overrides,
         **{c: metrics.get(c) for c in METRIC_COLUMNS},
         "error": metrics.get("error") or "",
-        "history": (metrics.get("history") or {}).get("test_acc") or [],
+        "on": on,  # the figure that chooses: val_acc where the job held out a split, else test_acc
+        "acc": metrics.get(on),
+        "best_acc": metrics.get(f"best_{on}"),
+        "history": history.get(on) or [],  # the choosing split's accuracy per epoch
+        "test_history": history.get("test_acc") or [],
         "chance": metrics.get("chance_test_acc"),
         "not_learning": lazy,
         "note": "; ".join(n for n in (note, "not learning (at chance)" if lazy else "") if n),
@@ -128,6 +133,7 @@ class Summary:
     settings: list[dict] | None = None
     fused: bool = False  # trained by the fused launcher: a rerun alone may differ slightly
     command: list[str] | None = None  # the sweep's overrides, from sweep.json
+    on: str = "test_acc"  # the figure that chose: val_acc where the jobs held out a validation split
 
 
 def collect(sweep_dir: Path) -> Summary:
@@ -145,12 +151,16 @@ def collect(sweep_dir: Path) -> Summary:
     if search:
         _place_in_search(rows, keys, search)
     _short_of_asked(rows, search["rungs"][-1] if search else _asked_epochs(sweep_dir))
-    rows.sort(key=lambda r: _best_first(r["status"] == "completed", r["test_acc"], r["job"]))
+    rows.sort(key=lambda r: _best_first(r["status"] == "completed", r["acc"], r["job"]))
     record = read_json(sweep_dir / SWEEP_RECORD) or {}
     given = record.get("overrides") if isinstance(record.get("overrides"), list) else []
     command = [o for o in given if isinstance(o, str) and not o.startswith("hydra.sweep.dir")]
+    for r in rows:  # what the search preset set, for the rerun command: the job's own value
+        preset = dict(o.split("=", 1) for o in preset_settings(sweep_dir / r["run_dir"]))
+        r["overrides"] = {**r["overrides"], **{k: v for k, v in preset.items() if k not in r["overrides"]}}
     fused = "Fused" in str(hydra.get("launcher", {}).get("_target_"))
-    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys), fused, command)
+    on = "val_acc" if any(r["on"] == "val_acc" for r in rows) else "test_acc"
+    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys), fused, command, on)
 
 
 def _hydra_record(sweep_dir: Path, rows: list[dict]) -> dict:
@@ -227,12 +237,20 @@ def _short_of_asked(rows: list[dict], asked: int | None) -> None:
 
 
 def _figures_at(row: dict, epochs: int) -> tuple:
-    """The job's test accuracy and best test accuracy after `epochs` epochs: its final ones, or from its curve."""
+    """The job's accuracy and best accuracy on the choosing split, and its test accuracy, after `epochs` epochs: its
+    final ones, or from its curves."""
     if (row.get("epochs_completed") or 0) == epochs:
-        return row["test_acc"], row["best_test_acc"]
-    curve = (row.get("history") or [])[:epochs]
-    acc = curve[epochs - 1] if len(curve) == epochs else None
-    return acc, max((a for a in curve if a is not None), default=None)
+        return row["acc"], row["best_acc"], row["test_acc"]
+    curve, tests = (row.get("history") or [])[:epochs], (row.get("test_history") or [])[:epochs]
+    at = lambda c: c[epochs - 1] if len(c) == epochs else None  # noqa: E731
+    return at(curve), max((a for a in curve if a is not None), default=None), at(tests)
+
+
+def _mean_std(values: list[float], name: str) -> dict:
+    return {
+        f"{name}_mean": statistics.fmean(values) if values else None,
+        f"{name}_std": statistics.stdev(values) if len(values) > 1 else None,
+    }
 
 
 def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
@@ -246,12 +264,14 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
     settings = []
     for values, members in groups.items():
         # a pruned setting's mean is at its last rung (the plot shows it apart); only completed ones rank as complete
-        scored = [m for m in members if m["status"] in ("completed", "pruned") and m["test_acc"] is not None]
+        scored = [m for m in members if m["status"] in ("completed", "pruned") and m["acc"] is not None]
         lengths = sorted({m.get("epochs_completed") or 0 for m in scored})
         epochs = lengths[0] if lengths else None
         figures = [_figures_at(m, epochs) for m in scored]
-        accs = [acc for acc, _ in figures if acc is not None]
-        bests = [best for _, best in figures if best is not None]
+        accs = [acc for acc, _, _ in figures if acc is not None]
+        bests = [best for _, best, _ in figures if best is not None]
+        tests = [test for _, _, test in figures if test is not None]
+        on = members[0]["on"]
         threads = {m.get("cpu_threads") for m in members}
         mixed = f"seeds trained {lengths[0]}-{lengths[-1]} epochs: figures after {epochs}" if len(lengths) > 1 else ""
         settings.append(
@@ -259,9 +279,11 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
                 "values": dict(values),
                 "n": len(accs),  # the seeds with a figure, not the jobs
                 "accs": accs,
-                "test_acc_mean": statistics.fmean(accs) if accs else None,
-                "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
-                "best_test_acc_mean": statistics.fmean(bests) if bests else None,
+                **_mean_std(accs, "acc"),  # on the choosing split
+                **_mean_std(accs, on),
+                "best_acc_mean": statistics.fmean(bests) if bests else None,
+                f"best_{on}_mean": statistics.fmean(bests) if bests else None,
+                **_mean_std(tests, "test_acc"),  # beside a validation choice, the test figure that never chose
                 "statuses": counts_text(m["status"] for m in members),
                 "epochs": epochs,
                 "note": mixed,
@@ -273,7 +295,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
                 "cpu_threads": threads.pop() if len(threads) == 1 else None,
             }
         )
-    return sorted(settings, key=lambda g: _best_first(g["complete"], g["test_acc_mean"], g["jobs"][0]))
+    return sorted(settings, key=lambda g: _best_first(g["complete"], g["acc_mean"], g["jobs"][0]))
 
 
 def _columns(sweep_dir: Path, rows: list[dict], params: dict | None) -> list[str]:

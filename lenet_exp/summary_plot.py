@@ -1,4 +1,5 @@
-"""summary.png: final test accuracy against each swept number, and every job's test-accuracy curve.
+"""summary.png: final accuracy against each swept number, and every job's accuracy curve, on the split that chose
+(validation where the jobs held one out, else test).
 
 Drawn to be read at a glance: a log axis where the swept values span more than a decade, tick labels
 that never overlap, legends beside the data rather than on it, curves that can be told apart where they
@@ -75,6 +76,10 @@ def figure(summary):
     if not numeric:
         _dot_panel(axes[0], points, keys, chance, seeds, style, ring)
     _curve_panel(axes[-1], rows, summary.keys, chance, style)
+    if summary.on == "val_acc":  # the panels draw the figure that chose: validation accuracy, where held out
+        for ax in axes:
+            for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+                text.set_text(text.get_text().replace("test acc", "val acc"))
     fig.canvas.draw()  # lay out, then thin any tick labels that still touch
     for ax in axes:
         thin_tick_labels(ax)
@@ -95,12 +100,12 @@ def _points(summary) -> list[Point]:
     """What the value panels draw, best first: a point per job, or per setting (mean and spread) with seeds swept."""
     if summary.settings is None:
         return [
-            Point(r["job"], setting_of(r, summary.keys), r["overrides"], r["test_acc"], None, [], r["not_learning"],
+            Point(r["job"], setting_of(r, summary.keys), r["overrides"], r["acc"], None, [], r["not_learning"],
                   r["status"], r["status"] == "completed")
             for r in summary.rows
         ]  # fmt: skip
     return [
-        Point(g["jobs"][0], tuple(g["values"].items()), g["values"], g["test_acc_mean"], g["test_acc_std"], g["accs"],
+        Point(g["jobs"][0], tuple(g["values"].items()), g["values"], g["acc_mean"], g["acc_std"], g["accs"],
               g["not_learning"], g["statuses"], g["complete"])
         for g in summary.settings
     ]  # fmt: skip

@@ -16,8 +16,13 @@ from lenet_exp.run_folder import CHANCE_MARGIN
 from lenet_exp.words import plural
 
 FIGURES = ["test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
-METRIC_COLUMNS = ["status", *FIGURES]
-SETTING_COLUMNS = ["n", "test_acc_mean", "test_acc_std", "best_test_acc_mean", "statuses", "epochs", "note"]
+VAL_FIGURES = ["val_acc", "best_val_acc"]  # with a validation split (data.val_size), the figures that choose
+METRIC_COLUMNS = ["status", *VAL_FIGURES, *FIGURES]
+SETTING_TAIL = ["statuses", "epochs", "note"]
+OPTIMISTIC = (
+    "Chosen on the test set (no validation split), so the chosen figure is optimistic: hold out one with "
+    "data.val_size=5000 to choose on it and report the test accuracy apart."
+)
 # With one seed per setting, a lead below this may be the seeds' doing: a short run's test accuracy moves by a point or
 # more between seeds (README: 0.0035-0.0063 spread over seeds at 10 full epochs, several points on small slices).
 SEED_NOISE = 0.02
@@ -58,21 +63,38 @@ def _csv(header: list, rows) -> str:
     return out.getvalue()
 
 
+def split_name(summary) -> str:
+    """`val` or `test`: the split whose accuracy chose (validation, where the jobs held one out)."""
+    return summary.on.removesuffix("_acc")
+
+
+def metric_columns(summary) -> list[str]:
+    return ["status", *(VAL_FIGURES if summary.on == "val_acc" else []), *FIGURES]
+
+
+def setting_columns(summary) -> list[str]:
+    chosen = ["test_acc_mean", "test_acc_std", "best_test_acc_mean"]  # the chosen figure, then the test one beside
+    if summary.on == "val_acc":
+        chosen = ["val_acc_mean", "val_acc_std", "best_val_acc_mean", "test_acc_mean", "test_acc_std"]
+    return ["n", *chosen, *SETTING_TAIL]
+
+
 def to_csv(summary) -> str:
-    tail = [*METRIC_COLUMNS, *(["rung"] if summary.search else []), "note", "run_dir", "error"]
+    tail = [*metric_columns(summary), *(["rung"] if summary.search else []), "note", "run_dir", "error"]
     rows = ([r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in tail)] for r in summary.rows)
     return _csv(["job", *summary.keys, *tail], rows)
 
 
-def _setting_cells(g: dict, keys: list[str]) -> list:
-    return [*(g["values"].get(k, "") for k in keys), *(g[c] for c in SETTING_COLUMNS)]
+def _setting_cells(g: dict, keys: list[str], columns: list[str]) -> list:
+    return [*(g["values"].get(k, "") for k in keys), *(g[c] for c in columns)]
 
 
 def settings_csv(summary) -> str:
-    """One row per setting (its swept keys without seed), ranked by mean test accuracy over its seeds."""
-    keys = [k for k in summary.keys if k != "seed"]
-    rows = ([*_setting_cells(g, keys), " ".join(map(str, g["jobs"]))] for g in summary.settings)
-    return _csv([*keys, *SETTING_COLUMNS, "jobs"], rows)
+    """One row per setting (its swept keys without seed), ranked by mean accuracy over its seeds on the choosing
+    split."""
+    keys, columns = [k for k in summary.keys if k != "seed"], setting_columns(summary)
+    rows = ([*_setting_cells(g, keys, columns), " ".join(map(str, g["jobs"]))] for g in summary.settings)
+    return _csv([*keys, *columns, "jobs"], rows)
 
 
 def _fmt(column: str, value) -> str:
@@ -119,15 +141,17 @@ def verdict(summary) -> tuple[str, list[dict]]:
     within SEED_NOISE; a halving search's jobs of its last rung only), for summary.md and summary.png alike."""
     if summary.settings is not None:
         learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
-        spread = max((g["test_acc_std"] for g in learned[:2] if g["test_acc_std"] is not None), default=SEED_NOISE)
-        return standing(learned, "test_acc_mean", spread)
+        spread = max((g["acc_std"] for g in learned[:2] if g["acc_std"] is not None), default=SEED_NOISE)
+        return standing(learned, "acc_mean", spread)
     last = len(summary.search["rungs"]) if summary.search else None
     learned = [r for r in summary.rows if r["status"] == "completed" and not r["not_learning"]]
-    return standing([r for r in learned if last is None or r.get("rung") == last], "test_acc", SEED_NOISE)
+    return standing([r for r in learned if last is None or r.get("rung") == last], "acc", SEED_NOISE)
 
 
 def _rerun_head(fused: bool) -> str:
-    return "Rerun it alone with (it trained fused, so its figures may differ slightly):" if fused else "Rerun it with:"
+    if fused:  # fused and alone round differently, which can reorder close settings (README: fused launcher)
+        return "It trained fused, so its figures alone may differ: confirm the winner alone with:"
+    return "Rerun it with:"
 
 
 def nothing_learned(rows: list[dict]) -> list[str]:
@@ -149,19 +173,27 @@ def best_lines(summary) -> list[str]:
     kind, leaders = verdict(summary)
     if kind == "none":
         return []
-    best, where = leaders[0], " of the last rung" if summary.search else ""
+    best, where, split = leaders[0], " of the last rung" if summary.search else "", split_name(summary)
+    test = f" (test acc {best['test_acc']:.4f})" if split == "val" and best["test_acc"] is not None else ""
+    caveat = [] if split == "val" else [OPTIMISTIC, ""]
     if kind == "tie":
         jobs = ", ".join(str(r["job"]) for r in sorted(leaders, key=job_order))
-        head = f"Best{where}: a tie at test acc {best['test_acc']:.4f} between jobs {jobs}; no single best."
-        return [f"{head} Rerun job {best['job']} with:", "", f"    python -m lenet_exp {_rerun_args(best)}", ""]
-    head = f"Best{where}: job {best['job']}, test acc {best['test_acc']:.4f}"
-    lines = [f"{head}. {_rerun_head(summary.fused)}", "", f"    python -m lenet_exp {_rerun_args(best)}", ""]
+        head = f"Best{where}: a tie at {split} acc {best['acc']:.4f} between jobs {jobs}; no single best."
+        return [
+            f"{head} Rerun job {best['job']} with:",
+            "",
+            f"    python -m lenet_exp {_rerun_args(best)}",
+            "",
+            *caveat,
+        ]
+    head = f"Best{where}: job {best['job']}, {split} acc {best['acc']:.4f}{test}"
+    lines = [f"{head}. {_rerun_head(summary.fused)}", "", f"    python -m lenet_exp {_rerun_args(best)}", "", *caveat]
     if kind == "close":
         runner = leaders[1]
         given = " ".join(o for o in summary.command or [] if not o.startswith("seed="))
         check = f"python -m lenet_exp --multirun {given} seed=0,1,2" if given else "the sweep's command with seed=0,1,2"
         lines += [
-            f"One seed each: its lead over job {runner['job']} ({best['test_acc'] - runner['test_acc']:.4f}) is under "
+            f"One seed each: its lead over job {runner['job']} ({best['acc'] - runner['acc']:.4f}) is under "
             f"{SEED_NOISE}, small enough that other seeds could reverse it. Check over seeds:",
             "",
             f"    {check}",
@@ -211,26 +243,32 @@ def setting_lines(summary, fused: bool = False) -> list[str]:
     kind, leaders = verdict(summary)
     if kind != "none":
         best = leaders[0]
-        spread = f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
+        spread = f" ± {best['acc_std']:.4f}" if best["acc_std"] is not None else ""
         learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
         lead = ""
         if len(learned) > 1:
             runner = learned[1]
-            lead = f", {best['test_acc_mean'] - runner['test_acc_mean']:.4f} above the next setting"
+            lead = f", {best['acc_mean'] - runner['acc_mean']:.4f} above the next setting"
             if kind in ("close", "tie"):  # within the seeds' own spread: more seeds, not this ranking, can tell
                 lead += f" ({_setting_name(runner, keys)}), less than the spread over seeds: neither is clearly better"
             if best["epochs"] != runner["epochs"]:
                 lead += f" (after {best['epochs']} epochs against {runner['epochs']}: not like with like)"
         name = f"Best setting: {_setting_name(best, keys)}" if keys else "The one setting (only seed swept)"
-        seeds = ",".join(map(str, best["seeds"]))
+        seeds, split = ",".join(map(str, best["seeds"])), split_name(summary)
+        test = ""
+        if split == "val" and best["test_acc_mean"] is not None:
+            test = f"; its mean test acc {best['test_acc_mean']:.4f}"
+            test += f" ± {best['test_acc_std']:.4f}" if best["test_acc_std"] is not None else ""
         lines += [
-            f"{name}: mean test acc {best['test_acc_mean']:.4f}{spread} over {plural(best['n'], 'seed')}{lead}. "
+            f"{name}: mean {split} acc {best['acc_mean']:.4f}{spread} over {plural(best['n'], 'seed')}{lead}{test}. "
             f"{_rerun_head(fused)}",
             "",
             f"    python -m lenet_exp --multirun {_rerun_args(best, f'seed={seeds}')}",
             "",
+            *([] if split == "val" else [OPTIMISTIC, ""]),
         ]
-    lines += _table([*keys, *SETTING_COLUMNS], (_setting_cells(g, keys) for g in summary.settings))
+    columns = setting_columns(summary)
+    lines += _table([*keys, *columns], (_setting_cells(g, keys, columns) for g in summary.settings))
     return [*lines, "", "## Jobs", ""]
 
 
@@ -250,8 +288,12 @@ def to_markdown(summary) -> str:
     table = []
     for r in rows:
         status = f"{r['status']}, {r['note']}" if r["note"] else r["status"]
-        figures = [status, *(r[c] for c in FIGURES), *([f"{r['rung']} of {rungs}"] if extra else [])]
+        figures = [
+            status,
+            *(r[c] for c in metric_columns(summary)[1:]),
+            *([f"{r['rung']} of {rungs}"] if extra else []),
+        ]
         table.append([r["job"], *(r["overrides"].get(k, "") for k in keys), *figures])
-    lines += _table(["job", *keys, *METRIC_COLUMNS, *extra], table)
+    lines += _table(["job", *keys, *metric_columns(summary), *extra], table)
     errors = [f"- job {r['job']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + (["", "Errors:", *errors] if errors else [])) + "\n"

@@ -54,6 +54,20 @@ RECORD_SHAPE = {k: (dict, "mapping") for k in ("sweeper", "settings")} | {
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
 
+# what a search preset sets outside its search (conf/hparams_search/): a job of the search continued alone, or rerun
+# from its summary, keeps its own value
+PRESET_KEYS = ("data.val_size",)
+
+
+def preset_settings(job_dir: Path) -> list[str]:
+    """`data.val_size=5000`: the PRESET_KEYS at a job's own values, from its saved config ([] where unreadable)."""
+    try:
+        saved = OmegaConf.load(Path(job_dir) / ".hydra" / "config.yaml")
+        return [f"{k}={json.dumps(OmegaConf.select(saved, k))}" for k in PRESET_KEYS if OmegaConf.select(saved, k)]
+    except Exception:  # the run's own record is judged where it is used
+        return []
+
+
 def key_of(override: str) -> str:
     """The key an override sets: `optimizer.lr` of `+optimizer.lr=0.1`."""
     return override.split("=", 1)[0].lstrip("+~")
@@ -287,7 +301,7 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
                 "differently"
             )
         )
-    if diff := first_difference(then.get("sweeper") or {}, now["sweeper"]):
+    if diff := _sweeper_difference(then.get("sweeper") or {}, now["sweeper"]):
         raise FolderRefused(
             f"{sweep_dir} holds a sweep run with other sweeper settings (hydra.sweeper: {diff}); rerun it with the "
             f"hydra.sweeper values it had, or choose a new hydra.sweep.dir"
@@ -310,6 +324,16 @@ def _check_epochs(sweep_dir: Path, cfg: DictConfig) -> None:
             f"{sweep_dir} holds jobs trained for {plural(trained, 'epoch')} already; {key}={asked} asks for fewer. "
             f"Give {key}={trained} or more to continue them, or choose a new hydra.sweep.dir"
         )
+
+
+def _sweeper_difference(then: dict, now: dict) -> str | None:
+    """The first key of the sweeper's settings that differs; keys the training config gained since (scheduler...)
+    are no sweeper's, so none stands in for a key the record lacks."""
+    changed = sorted(k for k in then.keys() | now.keys() if then.get(k, "<unset>") != now.get(k, "<unset>"))
+    if not changed:
+        return None
+    k, shown = changed[0], lambda v: json.dumps(v, default=str)  # as a user types a value: null, true, 0.1
+    return f"{k}={shown(then.get(k, '<unset>'))} there, {shown(now.get(k, '<unset>'))} now"
 
 
 def _by_key(overrides: list[str], swept: set[str]) -> dict[str, str]:

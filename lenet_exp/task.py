@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from lenet_exp.config import ConfigError
 from lenet_exp.data import DataError
 from lenet_exp.logger import hparams_of
-from lenet_exp.run_folder import CheckpointError, DamagedRecord, FolderRefused, RunFolder, remove_empty
+from lenet_exp.run_folder import CheckpointError, DamagedRecord, FolderRefused, RunFolder, chosen_on, remove_empty
 from lenet_exp.summarize import write_summary
 from lenet_exp.sweep import note_refusal
 from lenet_exp.words import one_line
@@ -85,11 +85,13 @@ def refresh_summary(sweep_dir: Path, in_worker: bool = False) -> None:
 
 
 def job_outcome(result: dict | BaseException, job, sweep_dir: Path | None, label: str = "") -> float:
-    """What a job's end means: its final test accuracy for the sweeper (NO_ACCURACY without one); an error in one line,
-    which ends a run alone (exit 2 for a user's mistake, 1 for the machine's; a bug keeps its traceback); in a sweep,
-    a folder's refusal, or an end the job's folder could not record, noted in the sweep folder for the summary."""
+    """What a job's end means: its final accuracy on the choosing split for the sweeper (NO_ACCURACY without one); an
+    error in one line, which ends a run alone (exit 2 for a user's mistake, 1 for the machine's; a bug keeps its
+    traceback); in a sweep, a folder's refusal, or an end the job's folder could not record, noted in the sweep folder
+    for the summary."""
     if isinstance(result, dict):
-        return NO_ACCURACY if result.get("test_acc") is None else result["test_acc"]
+        value = result.get(chosen_on(result))  # validation accuracy where held out: the test set never chooses
+        return NO_ACCURACY if value is None else value
     user = isinstance(result, USER_ERRORS)
     if user or isinstance(result, environment_errors()) or out_of_memory(result):
         print(f"Error: {label}{one_line(result)}", file=sys.stderr)
@@ -131,7 +133,7 @@ def worker_deaths_in_one_line(args: list[str]):
                 return func()
             except BrokenExecutor as e:
                 codes = re.search(r"exit codes of the workers are (\S+)", str(e))
-                why = f" ({codes.group(1)})" if codes else ""
+                why = f" ({codes.group(1).strip('{}')})" if codes else ""  # joblib writes a set: {SIGKILL(-9)}
                 raise SystemExit(
                     f"Error: a worker process of the sweep ended unexpectedly{why}; {sweep_end(args)}"
                 ) from None
@@ -163,7 +165,8 @@ def sweep_end(args: list[str]) -> str:
 
 
 def task(cfg: DictConfig) -> float:
-    """Hydra's task function: train in the run folder and return the final test accuracy for sweepers."""
+    """Hydra's task function: train in the run folder and return the final accuracy that chooses (validation where
+    held out, else test) for sweepers."""
     hc = HydraConfig.get()
     run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
     sweep_dir = Path(hc.sweep.dir) if multirun else None

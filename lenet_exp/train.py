@@ -74,11 +74,24 @@ class Progress:
     def best_test_acc(self) -> float | None:
         return max(self.history["test_acc"], default=None)
 
-    def end_epoch(self, test_acc: float) -> bool:
-        """Close the epoch's figures into the history; True when its test accuracy is the best so far."""
+    @property
+    def chosen_on(self) -> str:
+        """The figure that chooses the best epoch: validation accuracy where a split is held out, else test accuracy."""
+        return "val_acc" if "val_acc" in self.history else "test_acc"
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The 1-based epoch with the best accuracy on the choosing split (the first, on a tie)."""
+        accs = self.history[self.chosen_on]
+        return accs.index(max(accs)) + 1 if accs else None
+
+    def end_epoch(self, test_acc: float, val_acc: float | None = None) -> bool:
+        """Close the epoch's figures into the history; True when it is the best epoch so far (on validation, if any)."""
         figures = {"train_loss": self.loss_sum / self.seen, "train_acc": self.correct / self.seen, "test_acc": test_acc}
+        if val_acc is not None:
+            figures["val_acc"] = val_acc
         for key, value in figures.items():
-            self.history[key].append(value)
+            self.history.setdefault(key, []).append(value)
         self.speeds.append(self.seen / self.epoch_seconds if self.epoch_seconds else None)
         self.epoch, self.step, self.loss_sum, self.correct, self.seen, self.epoch_seconds = (
             self.epoch + 1,
@@ -88,7 +101,7 @@ class Progress:
             0,
             0.0,
         )
-        return test_acc == self.best_test_acc
+        return self.best_epoch == self.epoch
 
     @property
     def steady_speed(self) -> float | None:
@@ -219,6 +232,13 @@ def metrics_of(p: Progress, status: str, device: torch.device, chance: float | N
         "train_acc": last["train_acc"],
         "test_acc": last["test_acc"],
         "best_test_acc": p.best_test_acc,
+        **(
+            {"val_acc": last["val_acc"], "best_val_acc": max(p.history["val_acc"], default=None)}
+            if "val_acc" in p.history
+            else {}
+        ),
+        "chosen_on": p.chosen_on,  # the figure best.pt, a search and the summary choose on (never test where val is)
+        "best_epoch": p.best_epoch,
         "examples_per_sec": p.steady_speed or speeds[0],  # steady; a one-epoch run has only its first epoch's
         "first_epoch_examples_per_sec": speeds[0],
         "examples_per_sec_by_epoch": p.speeds,
@@ -255,8 +275,13 @@ class Run:
     scheduler: LambdaLR | None  # the learning-rate schedule, stepped per batch (None: a constant rate)
     p: Progress
     train_set: Split
+    val_set: Split | None  # held out of the training examples to choose on (data.val_size), or None
     test_set: Split
     plan: Plan
+
+    @property
+    def data(self) -> tuple[Split, Split | None, Split]:
+        return self.train_set, self.val_set, self.test_set
 
 
 def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
@@ -272,7 +297,7 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
     plan = folder.plan(settings_of(cfg), s.trainer.epochs)
     if plan.done:
         return plan
-    train_set, test_set = load_data_for(s, device)
+    train_set, val_set, test_set = load_data_for(s, device)
     factor = factor_of(s.scheduler, math.ceil(len(train_set) / s.data.batch_size), s.trainer.epochs)
     scheduler = LambdaLR(optimizer, factor) if factor else None
     p = Progress()
@@ -297,19 +322,31 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
                 f"; the earlier try trained on {before} CPU threads, this one on {torch.get_num_threads()}: the order "
                 "of floating-point sums differs, so the figures will not match an unbroken run digit for digit"
             )
-    return Run(cfg, s, device, model, optimizer, scheduler, p, train_set, test_set, plan)
+    return Run(cfg, s, device, model, optimizer, scheduler, p, train_set, val_set, test_set, plan)
 
 
-def load_data_for(s: Settings, device: torch.device) -> tuple[Split, Split]:
-    """The run's train and test examples, checked, sliced and on its device; loaded once per process."""
+def load_data_for(s: Settings, device: torch.device) -> tuple[Split, Split | None, Split]:
+    """The run's train, validation (None without a split) and test examples, checked, sliced and on its device;
+    loaded once per process."""
     d = s.data
-    return _load_data(d.name, d.root, d.download, d.limit_train, d.limit_test, device)
+    if d.val_size >= DATASETS[d.name].counts["train"]:
+        raise ConfigError(
+            f"data.val_size={d.val_size} is not allowed: expected fewer than the "
+            f"{DATASETS[d.name].counts['train']} training examples of {d.name}"
+        )
+    return _load_data(d.name, d.root, d.download, d.val_size, d.limit_train, d.limit_test, device)
+
+
+VAL_SEED = 20_251  # the split's own seed: every run and seed of a sweep holds out the same examples
 
 
 @functools.lru_cache(maxsize=2)
-def _load_data(name, root, download, limit_train, limit_test, device) -> tuple[Split, Split]:
+def _load_data(name, root, download, val_size, limit_train, limit_test, device) -> tuple[Split, Split | None, Split]:
     train_set, test_set = load_dataset(name, root, download)
-    return train_set.head(limit_train).to(device), test_set.head(limit_test).to(device)
+    val_set = None
+    if val_size:
+        train_set, val_set = train_set.hold_out(val_size, VAL_SEED)
+    return train_set.head(limit_train).to(device), val_set and val_set.to(device), test_set.head(limit_test).to(device)
 
 
 def start(job: Job, stop: StopSignals) -> Run | dict:
@@ -372,9 +409,10 @@ class Member:
                 log.info("Layer output shapes:\n%s", "\n".join(lines))
             self.logger.text("model/shapes", lines)
         self.logger.session_start(self.job.hparams)
-        log.info("Data: %s; %s (files checked)", run.train_set.source, run.test_set.source)
+        log.info("Data: %s (files checked)", "; ".join(d.source for d in run.data if d is not None))
         threads, epochs = plural(torch.get_num_threads(), "CPU thread"), plural(run.s.trainer.epochs, "epoch")
-        examples = f"{len(run.train_set)} train / {len(run.test_set)} test examples"
+        examples = " / ".join(f"{len(d)} {k}" for k, d in zip(("train", "val", "test"), run.data) if d is not None)
+        examples += " examples"
         log.info("Training on %s (%s): %s, %s, into %s", run.device, threads, examples, epochs, self.folder.path)
         self.chance = run.test_set.labels.bincount().max().item() / len(run.test_set)
         self.folder.write_metrics(self.record("running"))  # a running sweep's summary shows it
@@ -394,16 +432,19 @@ class Member:
             state["scheduler"] = self.run.scheduler.state_dict()
         self.folder.save(LAST, {**state, "settings": settings, "cpu_threads": threads})
 
-    def end_epoch(self, test_acc: float) -> None:
+    def end_epoch(self, test_acc: float, val_acc: float | None = None) -> None:
         """The epoch's figures: history, curves, the log line; then best weights, the resume state and metrics.json."""
         p = self.p
-        is_best = p.end_epoch(test_acc)
+        is_best = p.end_epoch(test_acc, val_acc)
         speed = p.speeds[-1]
         curves = {tb.TEST_ACC: test_acc, tb.BEST_TEST_ACC: p.best_test_acc, tb.SPEED: speed}
+        if val_acc is not None:
+            curves.update({tb.VAL_ACC: val_acc, tb.BEST_VAL_ACC: max(p.history["val_acc"])})
         self.logger.scalars(p.global_step, curves)
-        line = "epoch %d/%d  loss %.3f  train acc %.3f  test acc %.3f  %.0f examples/sec"
-        figures = (p.history[k][-1] for k in ("train_loss", "train_acc", "test_acc"))
-        self.log.info(line, p.epoch, self.run.s.trainer.epochs, *figures, speed)
+        val = "" if val_acc is None else f"  val acc {val_acc:.3f}"
+        line = "epoch %d/%d  loss %.3f  train acc %.3f%s  test acc %.3f  %.0f examples/sec"
+        loss, train_acc = p.history["train_loss"][-1], p.history["train_acc"][-1]
+        self.log.info(line, p.epoch, self.run.s.trainer.epochs, loss, train_acc, val, test_acc, speed)
         with self.stop.writing():
             self.logger.flush()  # the curves on disk reach as far as the checkpoint
             if is_best:
@@ -461,7 +502,7 @@ def fit(runs: list[Run], jobs: list[Job], trainee, stop: StopSignals, show_bar: 
     """The training loop, for one run or a fused group: epochs of train_epoch and evaluate; returns each run's figures,
     or the error of one whose own files failed. Any other end leaves each unfinished run's record saying so."""
     members = [Member(run, job, g, trainee, stop) for g, (run, job) in enumerate(zip(runs, jobs))]
-    s, device, train_set, test_set = runs[0].s, runs[0].device, runs[0].train_set, runs[0].test_set
+    s, device, train_set, val_set, test_set = runs[0].s, runs[0].device, *runs[0].data
     bar = EpochBar(show_bar, len(train_set))
     try:
         for m in members:
@@ -487,8 +528,9 @@ def fit(runs: list[Run], jobs: list[Job], trainee, stop: StopSignals, show_bar: 
                 raise Interrupted(stop.signum)
             if any(active):
                 accs = trainee.evaluate(test_set)
+                vals = trainee.evaluate(val_set) if val_set is not None else [None] * len(members)
                 for g, m in enumerate(members):
-                    m.attempt(m.end_epoch, accs[g])
+                    m.attempt(m.end_epoch, accs[g], vals[g])
                     active[g] = m.active
         bar.close()
         for m in members:
@@ -583,13 +625,18 @@ def failure_reason(e: BaseException) -> str:
 
 
 def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
-    """The run's last console line: how it ended, its final and best test accuracy, and where its files are."""
-    best = m["best_test_acc"]
-    at = f" (epoch {m['history']['test_acc'].index(best) + 1})" if best is not None else ""
+    """The run's last console line: how it ended, its final accuracies, the best epoch on the choosing split (with
+    its test accuracy beside a validation choice), and where its files are."""
+    on, epoch = m.get("chosen_on", "test_acc"), m.get("best_epoch")
+    split = on.removesuffix("_acc")
+    best = "" if epoch is None else f"best {split} acc {m['history'][on][epoch - 1]:.4f} (epoch {epoch}"
+    best += "" if epoch is None or on == "test_acc" else f", test acc {m['history']['test_acc'][epoch - 1]:.4f}"
+    best += "" if epoch is None else ")"
     if m["status"] == "diverged":
-        head = f"Diverged: {m['error']}; " + ("no test accuracy" if best is None else f"best test acc {best:.4f}{at}")
+        head = f"Diverged: {m['error']}; " + (best or "no accuracy")
     else:
-        head = f"Done: {plural(m['epochs_completed'], 'epoch')}, test acc {m['test_acc']:.4f}, best {best:.4f}{at}"
+        val = f"val acc {m['val_acc']:.4f}, " if m.get("val_acc") is not None else ""
+        head = f"Done: {plural(m['epochs_completed'], 'epoch')}, {val}test acc {m['test_acc']:.4f}, {best}"
     if not_learning(m):
         head += (
             f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)"

@@ -15,6 +15,10 @@ REFUSED = {  # arguments (SMALL is added where they could train) -> what the one
     "--multirun optimizer.lr=0.1,0.10": "optimizer.lr takes the value 0.1 twice",
     "--multirun activation=relu,relu": "activation takes the value relu twice",
     "--multirun seed=choice(3,4,3)": "seed takes the value 3 twice",
+    "-m optimizer.lr=0.1,0.2 optimizer.lr=0.3": "optimizer.lr is given twice (optimizer.lr=0.1,0.2 too",
+    "-m seed=1 ++seed=2,3": "++seed=2,3: seed is given twice (seed=1 too)",
+    "--multirun seed=0,00": "seed=00: seed reads it as 0, the same as seed=0, so one job would train twice",
+    "-m hparams_search=halving data.batch_size=64,064": "data.batch_size reads it as 64, the same as",
     "-m hparams_search=halving hparams_search=optuna": "group hparams_search is given twice (hparams_search=halving",
     "optimizer=sgd +optimizer=adam": "+optimizer=adam: the config group optimizer is given twice (optimizer=sgd",
     "-m seed=1,2 hydra/launcher=fused +hydra/launcher=parallel": "the config group hydra/launcher is given twice",
@@ -64,6 +68,8 @@ def test_a_refused_command_says_why_in_one_line_and_writes_nothing(tmp_path, arg
         ("--cfg hydra -p hydra.run", "# @package hydra.run\ndir: outputs/"),
         ("--info defaults optimizer=adam", "optimizer/adam"),
         ("optimizer.lr=0.5 --cfg job --resolve", "lr: 0.5"),
+        ("--hydra-help optimizer.lr=0.5 hydra/launcher=parallel", "Hydra (1."),
+        ("--hydra-help -m optimizer=sgd,adam", "== Flags =="),
     ],
 )
 def test_hydra_flags_that_print_print_and_train_nothing(tmp_path, args, shown):
@@ -132,6 +138,13 @@ def test_resume_refuses_another_applications_run_and_takes_a_quoted_folder(tmp_p
     proc = run_cli(f"resume='{tmp_path / 'my runs' / 'a'}'", "trainer.epochs=2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "my runs" / "a" / "metrics.json").read_text())["epochs_completed"] == 2
+    before = snapshot(tmp_path)
+    proc = run_cli(f"resume='{tmp_path / 'my runs' / 'a'}'", "trainer.epochs=3,4", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr  # not a hint at a sweep in a run folder
+    assert (
+        proc.stderr == "Error: trainer.epochs=3,4: resume= continues one run, so each key takes one value; give one\n"
+    )
+    assert snapshot(tmp_path) == before
 
 
 def test_a_file_where_the_run_keeps_its_record_is_refused(tmp_path):

@@ -111,14 +111,14 @@ UNKNOWN_KEYS = [  # (override, the one line's start): each group refuses a key i
     ("optimizer.learning_rate=0.1", "optimizer.learning_rate: no such key. Did you mean optimizer.lr?"),
     ("optimizer=adam optimizer.eps=1e-6", "optimizer.eps: no such key"),
     ("activation.negative_slop=0.1", "activation.negative_slop: no such key"),
-    ("+data.batchsize=8", "data.batchsize: unknown key; allowed keys: name, root, download, batch_size, limit_train"),
+    ("+data.batchsize=8", "data.batchsize: unknown key; allowed keys: name, root, download, batch_size, val_size"),
     ("data.batchsize=8", "data.batchsize: no such key. Did you mean data.batch_size?"),
     ("+trainer.epoch=3", "trainer.epoch: unknown key; allowed keys: epochs, log_points, progress. Did you mean"),
     ("trainer.epoch=3", "trainer.epoch: no such key. Did you mean trainer.epochs?"),
     ("+device.thread=2", "device.thread: unknown key; allowed keys: name, channels_last, amp, compile, threads"),
     ("device.thread=2", "device.thread: no such key. Did you mean device.threads?"),
     ("sed=1", "sed: no such key. Did you mean seed?"),
-    ("+sed=1", "sed: unknown key; allowed keys: model, activation, optimizer, data, device, trainer, seed"),
+    ("+sed=1", "sed: unknown key; allowed keys: model, activation, optimizer, scheduler, data, device, trainer, seed"),
 ]
 
 

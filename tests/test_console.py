@@ -75,7 +75,7 @@ def test_the_console_tells_the_story_of_a_run(terminal_run):
         "Data: 60000 train examples from /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz" in line
         for line in shown
     )
-    done = r"Done: 2 epochs, test acc 0\.\d{4}, best 0\.\d{4} \(epoch \d\); [\d.]+ s; files in "
+    done = r"Done: 2 epochs, test acc 0\.\d{4}, best test acc 0\.\d{4} \(epoch \d\); [\d.]+ s; files in "
     assert re.search(done + re.escape(str(cwd / "run")), shown[-1])
 
 

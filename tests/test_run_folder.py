@@ -130,8 +130,8 @@ REFUSED_RERUNS = {
         "has trained 2 epochs already (status completed); trainer.epochs=1 asks for fewer. "
         "Give trainer.epochs=3 or more",
     ),
-    "bf16 on resume": (["device.amp=true"], "holds a run with other settings (device.amp=False there, True now)"),
-    "compile on resume": (["device.compile=true"], "(device.compile=False there, True now)"),
+    "bf16 on resume": (["device.amp=true"], "holds a run with other settings (device.amp=false there, true now)"),
+    "compile on resume": (["device.compile=true"], "(device.compile=false there, true now)"),
 }
 
 
@@ -741,8 +741,8 @@ def test_a_pruned_job_asked_for_no_more_epochs_changes_nothing_and_says_how_to_c
     proc = run_cli(f"resume={jobs['pruned']}", *extra, cwd=cwd)
     assert proc.returncode == 0 and "Resuming" not in proc.stdout + proc.stderr, proc.stderr
     assert proc.stdout.strip().splitlines() == [
-        f"{jobs['pruned']} already holds this run, pruned by its search after rung 1 of 2 (1 epoch): test acc "
-        f"{json.loads((jobs['pruned'] / 'metrics.json').read_text())['test_acc']:.4f}, ranked 2 of 2: not retraining; "
+        f"{jobs['pruned']} already holds this run, pruned by its search after rung 1 of 2 (1 epoch): val acc "
+        f"{json.loads((jobs['pruned'] / 'metrics.json').read_text())['val_acc']:.4f}, ranked 2 of 2: not retraining; "
         "give trainer.epochs=2 or more to continue it"
     ]
     assert snapshot(cwd / "sweep") == before  # bytes and times: metrics.json, .hydra/, no final.pt
@@ -802,8 +802,8 @@ READ_ONLY_AFTER_EPOCH_1 = """
 import subprocess
 from lenet_exp import train
 end_epoch = train.Member.end_epoch
-def read_only_after(self, test_acc):
-    end_epoch(self, test_acc)
+def read_only_after(self, *figures):
+    end_epoch(self, *figures)
     if self.folder.path.name.startswith("0_"):
         d = str(self.folder.path)
         subprocess.run(["mount", "--bind", d, d], check=True)
@@ -890,7 +890,7 @@ def _link(pid: int, fd: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGKILL])  # the harder case: no handler of the worker runs
 def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_completes_all(tmp_path, sig):
     pytest.importorskip("joblib")
     args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *LONGER[:-1], "trainer.epochs=2"]
@@ -904,6 +904,7 @@ def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_
     out = proc.communicate(timeout=HANG)[0]
     assert proc.returncode == 1 and "Traceback" not in out, out
     assert out.strip().splitlines()[-1].startswith("Error: a worker process of the sweep ended unexpectedly")
+    assert "{" not in out.strip().splitlines()[-1]  # the workers' exit codes in words, not as a set
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
     assert rows and all(r["status"] in ("interrupted", "failed") for r in rows), rows  # none left running
     again = run_cli(*args, cwd=tmp_path)

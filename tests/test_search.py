@@ -273,6 +273,7 @@ def test_a_job_continued_by_hand_keeps_the_searchs_record_and_counts_true(halvin
     assert first[-1] not in record["rung_choices"][1]["ranked_jobs"]  # it reached rung 2 by hand, not in the search
     row = next(r for r in read_csv(sweep / "summary.csv") if r["job"] == str(first[-1]))
     assert row["rung"] == "1" and row["epochs_completed"] == "3"
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"  # the rerun did not prune it again
 
 
 @pytest.mark.parametrize(
@@ -370,10 +371,10 @@ SLOW_PRUNE = """
 import time
 import hydra_plugins.lenet_exp_halving._impl as halving
 _prune = halving.prune
-def prune(job, note):
+def prune(job, note, epochs):
     print("PRUNING", flush=True)
     time.sleep(3)
-    _prune(job, note)
+    _prune(job, note, epochs)
 halving.prune = prune
 """
 SLOW_FINISH = """
@@ -463,6 +464,9 @@ def seed_rows(accs: dict[str, list[float]]) -> list[dict]:
                     "status": "completed",
                     "test_acc": acc,
                     "best_test_acc": acc,
+                    "on": "test_acc",  # no validation split: the test figure chooses
+                    "acc": acc,
+                    "best_acc": acc,
                     "not_learning": False,
                     "cpu_threads": 2,
                 }
@@ -480,7 +484,7 @@ def seed_rows(accs: dict[str, list[float]]) -> list[dict]:
 )
 def test_a_lead_within_the_spread_over_seeds_is_not_called_clear(accs, clear):
     keys = ["optimizer.lr", "seed"]
-    summary = types.SimpleNamespace(keys=keys, settings=by_setting(seed_rows(accs), keys))
+    summary = types.SimpleNamespace(keys=keys, settings=by_setting(seed_rows(accs), keys), on="test_acc")
     best = next(line for line in setting_lines(summary) if line.startswith("Best setting"))
     assert best.startswith(f"Best setting: optimizer.lr={next(iter(accs))}: mean test acc")
     assert ("neither is clearly better" in best) is not clear

@@ -134,7 +134,7 @@ def test_a_fused_sweep_says_a_rerun_alone_may_differ(tmp_path):
     launcher = "hydra_plugins.lenet_exp_fused.fused_launcher.FusedLauncher"
     (job / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  launcher:\n    _target_: {launcher}\n")
     md = to_markdown(collect(tmp_path))
-    assert "Rerun it alone with (it trained fused, so its figures may differ slightly):" in md
+    assert "It trained fused, so its figures alone may differ: confirm the winner alone with:" in md
 
 
 # summary.png ---------------------------------------------------------------------------------------------------------

@@ -194,6 +194,17 @@ def test_a_bad_value_anywhere_in_a_sweep_is_refused_before_it_starts(tmp_path):
 KILL_SWEEP = ["device=cpu", "data.download=false", "data.limit_train=10240", "data.limit_test=1000", "trainer.epochs=2"]
 
 
+@pytest.mark.parametrize("search", [[], ["hparams_search=halving"]])
+def test_a_finished_sweep_rerun_as_it_was_is_not_refused_and_retrains_nothing(tmp_path, fashion_mnist, search):
+    args = ["-m", *search, *SWEEP[:-1], "trainer.epochs=1", "optimizer.lr=0.1,0.3", "hydra.sweep.dir=sweep"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    jobs = sorted((tmp_path / "sweep").glob("*_*/metrics.json"))
+    before = [p.read_bytes() for p in jobs]
+    again = run_cli(*args, cwd=tmp_path)  # the sweeper's record holds no training keys: nothing reads as changed
+    assert again.returncode == 0 and "Error" not in again.stderr, again.stderr
+    assert len(jobs) == 2 and [p.read_bytes() for p in jobs] == before
+
+
 def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion_mnist):
     args = ["-m", *KILL_SWEEP, "optimizer.lr=0.1,0.2,0.3,0.4", "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
@@ -270,8 +281,8 @@ def test_optuna_search_ends_in_the_same_summary(tmp_path, fashion_mnist):
     assert len(rows) == 3
     assert list(rows[0])[1:5] == ["optimizer.lr", "activation", "optimizer", "data.batch_size"]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    done = [float(r["test_acc"]) for r in rows if r["status"] == "completed"]
-    assert result["best_value"] == pytest.approx(max(done))
+    done = [float(r["val_acc"]) for r in rows if r["status"] == "completed"]
+    assert result["best_value"] == pytest.approx(max(done))  # the objective: validation accuracy, the preset's split
     again = run_cli(*search, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("not retraining") == 3  # a seeded search draws the same trials
 
@@ -292,7 +303,7 @@ def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(tmp_path / "sweep")
     assert len(rows) == 2 and "diverged" in {r["status"] for r in rows}
-    best = max((float(r["test_acc"]) for r in rows if r["test_acc"]), default=0.0)
+    best = max((float(r["val_acc"]) for r in rows if r["val_acc"]), default=0.0)
     assert yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())["best_value"] == best
 
 

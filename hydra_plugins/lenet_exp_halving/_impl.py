@@ -1,7 +1,8 @@
 """Successive halving as plain functions: the rungs, the ranking, and a search loop that any trainer can drive.
 
 Rung k trains every live setting to `min_epochs * eta**k` epochs (capped; the last rung is max_epochs),
-then keeps the best `ceil(n / eta)` by their test accuracy at that rung (ties: the lower job number;
+then keeps the best `ceil(n / eta)` by their accuracy at that rung on the validation split (data.val_size; the test
+set where none is held out) (ties: the lower job number;
 failed or diverged last). Each job lives in one folder for the whole search and continues there from its
 checkpoint, so nothing is retrained; a job left behind is marked `pruned` and stays resumable. Jobs that
 differ only in `seed` form one setting, ranked, continued and pruned together by their mean. All that
@@ -25,7 +26,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lenet_exp.config import quoted
-from lenet_exp.run_folder import DamagedRecord, FolderRefused, RunFolder, load_json, locked, write_json
+from lenet_exp.run_folder import DamagedRecord, FolderRefused, RunFolder, chosen_on, load_json, locked, write_json
 from lenet_exp.signals import Interrupted
 from lenet_exp.sweep import HALVING, dirname_for, key_of
 from lenet_exp.words import plural
@@ -149,8 +150,9 @@ def settings_of(jobs: list[Job]) -> list[list[Job]]:
 
 
 def score(metrics: dict, epochs: int) -> float | None:
-    """The job's test accuracy after `epochs` epochs, or None when it did not get there (failed, diverged, not run)."""
-    history = (metrics.get("history") or {}).get("test_acc") or []
+    """The job's accuracy after `epochs` epochs on the choosing split (validation where held out), or None when it did
+    not get there (failed, diverged, not run)."""
+    history = (metrics.get("history") or {}).get(chosen_on(metrics)) or []
     return history[epochs - 1] if len(history) >= epochs and history[epochs - 1] is not None else None
 
 
@@ -170,13 +172,14 @@ def needs_training(metrics: dict, epochs: int) -> bool:
     return (metrics.get("epochs_completed") or 0) < epochs and metrics.get("status") != "diverged"
 
 
-def prune(job: Job, note: str) -> None:
-    """Mark a job left behind, in its own metrics.json, under its folder's lock; its files and checkpoint stay."""
+def prune(job: Job, note: str, epochs: int) -> None:
+    """Mark a job left behind at a rung of `epochs`, in its own metrics.json, under its folder's lock; its files and
+    checkpoint stay. A job trained past the rung since (continued by hand with resume=) keeps its own record."""
     try:
         folder = RunFolder(job.folder)
         with locked(job.folder):
             metrics = job.metrics()
-            if metrics.get("status") in ("completed", "pruned"):
+            if metrics.get("status") in ("completed", "pruned") and metrics.get("epochs_completed") == epochs:
                 folder.write_metrics({**metrics, "status": "pruned", "note": note})
                 from lenet_exp.logger import end_session  # TensorBoard's HParams status agrees: not a success
 
@@ -330,12 +333,14 @@ def search(
             "%s: %s", rung, f"{numbers(best)}, best first" if last else f"{numbers(best)} go on, {numbers(rest)} pruned"
         )
         for place, i in enumerate(order[kept:], start=kept + 1):
-            shown = "no accuracy" if scores[i] is None else f"test acc {scores[i]:.4f}"
+            split = chosen_on(alive[i][0].metrics()).removesuffix("_acc")
+            shown = "no accuracy" if scores[i] is None else f"{split} acc {scores[i]:.4f}"
             for job in alive[i]:
                 prune(
                     job,
                     f"after rung {k + 1} of {len(rungs)} ({plural(epochs, 'epoch')}): {shown}, ranked "
                     f"{place} of {len(alive)}",
+                    epochs,
                 )
         alive = [alive[i] for i in order[:kept]]
     if record:
