@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from helpers import SMALL, SYSTEM_FASHION_MNIST
 from omegaconf import DictConfig
 
 from lenet_exp.config import compose_config
+
+# One CPU thread per test process: the suite runs two test processes on two cores, and each training subprocess
+# inherits this, so threads never outnumber cores (oversubscribed, torch's threads spin and wait on each other).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
