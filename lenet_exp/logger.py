@@ -23,7 +23,7 @@ NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search
 # a run's status (metrics.json) as its HParams session ends: only completed succeeded; interrupted and pruned may go on
 # (unknown); diverged and failed failed
 SESSION_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "pruned": "STATUS_UNKNOWN"}
-SEARCH_KEYS = {"halving": ("trainer.epochs",)}  # keys a search sets for its own ends (each rung's epochs), not swept
+SEARCH_KEYS = {"halving": ("trainer.epochs", "scheduler.epochs")}  # set by a search for its own ends, not swept
 
 
 class RunLogger:
