@@ -127,8 +127,8 @@ def check_own_run(folder: Path) -> None:
     """Refuse a run folder another Hydra application wrote: its saved config holds keys lenet_exp does not have."""
     saved = folder / run_folder.RECORD / "config.yaml"
     try:
-        keys = list(yaml.safe_load(saved.read_text()) or {})
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, TypeError):
+        keys = list(run_folder.load_yaml(saved) or {})
+    except (*run_folder.YAML_ERRORS, TypeError):
         return  # the run's own record is judged when the run starts
     if others := [k for k in keys if k not in {f.name for f in fields(Settings)}]:
         raise ConfigError(

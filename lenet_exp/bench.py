@@ -33,8 +33,9 @@ from torch import nn
 from lenet_exp.build import build, setup_device
 from lenet_exp.config import INT_GE_0, INT_GE_1, ConfigError, Settings, check_overrides, compose_config
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
+from lenet_exp.schedule import scheduler_for
 from lenet_exp.signals import Interrupted
-from lenet_exp.sweep_bench import run_sweep_bench
+from lenet_exp.sweep_bench import job_cost, run_sweep_bench
 from lenet_exp.timing import WARMUP, say, sync, timed_steps, train_steps
 from lenet_exp.train import Solo
 from lenet_exp.words import plural
@@ -124,9 +125,11 @@ class LenetExp:
         return trainee.evaluate(self.test_set)[0]
 
 
-def lenet_exp_parts(cfg, settings: Settings, device: torch.device) -> tuple[Solo]:
-    """lenet_exp's trainee as training builds it: model, optimizer, compiled when `device.compile=true`."""
-    return (Solo(*build(cfg, settings, device), settings),)
+def lenet_exp_parts(cfg, settings: Settings, device: torch.device, examples: int = 60_000) -> tuple[Solo]:
+    """lenet_exp's trainee as training builds it: model, optimizer, its schedule (`scheduler=cosine`) over `examples`
+    an epoch, compiled when `device.compile=true`."""
+    model, optimizer = build(cfg, settings, device)
+    return (Solo(model, optimizer, settings, scheduler_for(optimizer, settings, examples)),)
 
 
 def time_to_accuracy(name: str, pipeline, fresh, args: argparse.Namespace, device: torch.device) -> str:
@@ -185,6 +188,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="K",
         help="instead: K settings one after another, in parallel workers and fused; the aggregate examples/sec of each",
     )
+    parser.add_argument(
+        "--job-cost",
+        type=count,
+        metavar="K",
+        help="instead: a sweep of K >= 2 tiny jobs through the training command; a job's fixed cost beyond training",
+    )
     cores = os.cpu_count() or 1
     parser.add_argument(
         "--jobs", type=count, help=f"worker processes of --sweep's parallel arrangement (default {cores}: the cores)"
@@ -195,6 +204,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.sweep and given:
         flag = "--" + given[0].replace("_", "-")
         parser.error(f"{flag} is for the pipeline comparison; --sweep measures each arrangement once (drop {flag})")
+    if args.job_cost and (args.sweep or given or args.device):
+        flag = "--sweep" if args.sweep else "--device" if args.device else "--" + given[0].replace("_", "-")
+        parser.error(f"{flag} does not go with --job-cost, which runs the training command (give overrides instead)")
+    if args.job_cost == 1:
+        parser.error("--job-cost: expected K >= 2 (it compares a sweep of K jobs with a sweep of one)")
     if not args.sweep and args.jobs is not None:
         parser.error("--jobs is for --sweep K (the parallel arrangement's worker processes)")
     defaults = {"repeats": 3, "workers": 4, "target_acc": 0.0, "max_epochs": 10, "jobs": cores}
@@ -204,6 +218,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.job_cost:
+        job_cost(args.job_cost, args.overrides)
+        return
     try:  # the config, its checked settings, the device and the data; user mistakes raise ConfigError/DataError
         overrides = [*args.overrides, *([f"device.name={args.device}"] if args.device else [])]
         check_overrides(overrides)
@@ -228,7 +245,10 @@ def run(args: argparse.Namespace, cfg, settings: Settings, device: torch.device,
     """Alternate the two pipelines, time both to the target accuracy, print the table."""
     # Same seed, so the same initial weights each time; the book's model keeps the default NCHW layout.
     book = replace(settings, device=replace(settings.device, channels_last=False))
-    fresh = {"textbook": lambda: build(cfg, book, device), "lenet_exp": lambda: lenet_exp_parts(cfg, settings, device)}
+    fresh = {
+        "textbook": lambda: build(cfg, book, device),
+        "lenet_exp": lambda: lenet_exp_parts(cfg, settings, device, len(train)),
+    }
     with tempfile.TemporaryDirectory() as root:
         spec = DATASETS[settings.data.name]
         write_torchvision_layout(Path(root), spec, train, test)

@@ -27,6 +27,17 @@ from lenet_exp.schema import NO_CUDA, ConfigError, Settings, check, check_keys, 
 _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 # Run from a source checkout, Hydra reads conf/ at the repo top; installed, the copy shipped in the package.
 CONFIG_PATH = str(_SOURCE_CONF) if (_SOURCE_CONF / "config.yaml").is_file() else "pkg://lenet_exp.conf"
+
+
+def conf_file(relative: str):
+    """A file of the config tree (`hparams_search/halving.yaml`), wherever CONFIG_PATH finds it."""
+    if CONFIG_PATH.startswith("pkg://"):
+        from importlib.resources import files
+
+        return files("lenet_exp.conf").joinpath(relative)
+    return Path(CONFIG_PATH) / relative
+
+
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 260
 PATH_ROOM = PATH_MAX - 512  # a sweep's job folder names (<= 200 bytes, see sweep.MAX_NAME) and the files in them
 LENET = "lenet_exp.model.LeNet"  # the model class whose jobs the fused launcher may train together

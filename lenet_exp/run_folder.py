@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.config import ConfigError
@@ -123,6 +124,23 @@ def read_json(path: Path) -> dict | None:
         return load_json(path)
     except DamagedRecord:
         return None
+
+
+YAML_ERRORS = (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError)
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file Hydra wrote (`.hydra/*.yaml`, multirun.yaml) as plain data, interpolations left as text; read with
+    the C loader where there is one, as a sweep's summary reads every job's record after each job. YAML_ERRORS when
+    unreadable."""
+    return yaml.load(Path(path).read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def select(data: Any, key: str) -> Any:
+    """`data.val_size` of plain nested mappings (None where a part is missing)."""
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def _number(v: Any) -> bool:

@@ -53,3 +53,12 @@ def factor_of(scheduler, steps_per_epoch: int, epochs: int) -> partial | None:
         return None
     keys = {k: v for k, v in asdict(scheduler).items() if k not in ("name", "epochs")}
     return partial(lr_factor, scheduler.name, total=steps_per_epoch * (scheduler.epochs or epochs), **keys)
+
+
+def scheduler_for(optimizer, s, examples: int):
+    """The run's LambdaLR over `examples` training examples an epoch (stepped per batch), or None on a constant
+    rate: what training and the bench build alike."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    factor = factor_of(s.scheduler, math.ceil(examples / s.data.batch_size), s.trainer.epochs)
+    return LambdaLR(optimizer, factor) if factor else None

@@ -19,14 +19,25 @@ if __name__ == "__main__":  # Ctrl-C while the modules below load: one line, not
 import contextlib
 import json
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lenet_exp.run_folder import METRICS, RECORD, RunFolder, atomic_write, chosen_on, not_learning, read_json
+from lenet_exp.run_folder import (
+    METRICS,
+    RECORD,
+    YAML_ERRORS,
+    RunFolder,
+    atomic_write,
+    chosen_on,
+    load_yaml,
+    not_learning,
+    read_json,
+    select,
+)
 from lenet_exp.summary_plot import to_png
 from lenet_exp.summary_table import (
     METRIC_COLUMNS,
@@ -54,8 +65,8 @@ def _as_dict(overrides: list | None) -> dict:
 def _overrides(job_dir: Path) -> dict:
     """The job's overrides as key -> value text; ValueError when the file cannot be read as a list of overrides."""
     try:
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        overrides = load_yaml(job_dir / ".hydra" / "overrides.yaml") or []
+    except YAML_ERRORS as e:
         raise ValueError(f".hydra/overrides.yaml: {' '.join(str(e).split())[:160]}") from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ValueError(".hydra/overrides.yaml: not a list of overrides")
@@ -167,7 +178,7 @@ def _hydra_record(sweep_dir: Path, rows: list[dict]) -> dict:
     """The hydra node of the first readable job record ({} when none is): the sweeper's search space, the launcher."""
     for r in rows:
         with contextlib.suppress(Exception):
-            node = OmegaConf.to_container(OmegaConf.load(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml").hydra)
+            node = load_yaml(sweep_dir / r["run_dir"] / ".hydra" / "hydra.yaml")["hydra"]
             return {k: v for k, v in node.items() if isinstance(v, dict)}  # a damaged part counts as none
     return {}
 
@@ -219,8 +230,8 @@ def _place_in_search(rows: list[dict], keys: list[str], search: dict) -> None:
 def _asked_epochs(sweep_dir: Path) -> int | None:
     """The epochs the sweep's last command asked of its jobs, from multirun.yaml (None when it cannot tell)."""
     with contextlib.suppress(Exception):
-        epochs = OmegaConf.select(OmegaConf.load(sweep_dir / "multirun.yaml"), "trainer.epochs")
-        return epochs if isinstance(epochs, int) else None
+        epochs = select(load_yaml(sweep_dir / "multirun.yaml"), "trainer.epochs")
+        return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     return None
 
 
@@ -319,8 +330,13 @@ def _write(path: Path, data: bytes) -> None:
         raise OSError(e.errno, e.strerror, str(path)) from None
 
 
-def write_summary(sweep_dir: Path) -> list[dict]:
-    """Rebuild summary.csv, summary.md, summary.png (and summary_by_setting.csv) in a sweep folder; rows best first."""
+PLOT_EVERY_S = 30.0  # while a sweep runs, summary.png is redrawn at most this often (a drawing costs about 0.4 s)
+
+
+def write_summary(sweep_dir: Path, live: bool = False) -> list[dict]:
+    """Rebuild summary.csv, summary.md, summary.png (and summary_by_setting.csv) in a sweep folder; rows best first.
+    `live` (a job's end while the sweep goes on) keeps a plot drawn in the last PLOT_EVERY_S: the sweep's end and
+    every interruption redraw it."""
     summary = collect(sweep_dir)
     if not summary.rows:
         return summary.rows
@@ -328,7 +344,9 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     if summary.settings is not None:
         _write(sweep_dir / "summary_by_setting.csv", settings_csv(summary).encode())
     _write(sweep_dir / "summary.md", to_markdown(summary).encode())
-    _write(sweep_dir / "summary.png", to_png(summary))
+    png = sweep_dir / "summary.png"
+    if not (live and png.exists() and time.time() - png.stat().st_mtime < PLOT_EVERY_S):
+        _write(png, to_png(summary))
     return summary.rows
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.config import ConfigError, no_plugin_key
+from lenet_exp.config import ConfigError, conf_file, no_plugin_key
 from lenet_exp.run_folder import (
     METRICS,
     RESUMABLE_CHANGES,
@@ -25,7 +25,9 @@ from lenet_exp.run_folder import (
     FolderRefused,
     RunFolder,
     first_difference,
+    load_yaml,
     read_json,
+    select,
     settings_of,
     write_json,
 )
@@ -54,18 +56,43 @@ RECORD_SHAPE = {k: (dict, "mapping") for k in ("sweeper", "settings")} | {
 SWEEPER_EXTENSIONS = ("n_trials", "n_jobs", "max_batch_size", "storage")
 
 
-# what a search preset sets outside its search (conf/hparams_search/): a job of the search continued alone, or rerun
-# from its summary, keeps its own value
-PRESET_KEYS = ("data.val_size",)
-
-
 def preset_settings(job_dir: Path) -> list[str]:
-    """`data.val_size=5000`: the PRESET_KEYS at a job's own values, from its saved config ([] where unreadable)."""
+    """What the search preset of a job's sweep (`hparams_search=lenet_best`) set outside its grid, at the job's own
+    values: its groups (`optimizer=adam`) and keys (`data.val_size=5000`, `model.pool=max`), so that the job continued
+    alone, or rerun from its summary, trains as it did in the search. [] without a preset, or where unreadable (the
+    run's own record is judged where it is used)."""
+    record = Path(job_dir) / ".hydra"
     try:
-        saved = OmegaConf.load(Path(job_dir) / ".hydra" / "config.yaml")
-        return [f"{k}={json.dumps(OmegaConf.select(saved, k))}" for k in PRESET_KEYS if OmegaConf.select(saved, k)]
-    except Exception:  # the run's own record is judged where it is used
+        given = [o for o in load_yaml(record / "overrides.yaml") if key_of(o) == "hparams_search"]
+        if not given:
+            return []
+        preset = load_yaml(conf_file(f"hparams_search/{given[-1].split('=', 1)[1]}.yaml"))
+        choices = load_yaml(record / "hydra.yaml")["hydra"]["runtime"]["choices"]
+        saved = load_yaml(record / "config.yaml")
+    except Exception:
         return []
+    groups = [
+        g.removeprefix("override /")
+        for entry in preset.get("defaults") or []
+        if isinstance(entry, dict)
+        for g in entry
+        if g.startswith("override /") and not g.startswith("override /hydra")
+    ]
+    keys = _leaf_keys({k: v for k, v in preset.items() if k not in ("defaults", "hydra")})
+    return [f"{g}={choices[g]}" for g in groups if g in choices] + [f"{k}={_typed(select(saved, k))}" for k in keys]
+
+
+def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
+    """`model.pool`, `data.val_size`: the dotted keys of a preset's plain settings."""
+    keys = []
+    for k, v in node.items():
+        keys += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
+
+
+def _typed(value) -> str:
+    """A saved value as an override writes it: `max`, `5000`, `[6,16]`, `null`."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def key_of(override: str) -> str:

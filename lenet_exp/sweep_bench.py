@@ -4,6 +4,7 @@ model as `hydra/launcher=fused` trains them. Prints the aggregate examples/sec o
 
     python -m lenet_exp.bench --sweep 6 --steps 100
     python -m lenet_exp.bench --sweep 24 --steps 50 --jobs 2 device=cuda
+    python -m lenet_exp.bench --job-cost 27       # a job's fixed cost in a sweep: its wall time less its training
 
 The K settings differ in learning rate (geometric, 0.05 to 0.9) and seed, as a sweep's jobs do; each trains
 `--steps` timed steps after a warm-up, on the same data the training command uses.
@@ -11,10 +12,16 @@ The K settings differ in learning rate (geometric, 0.05 to 0.9) and seed, as a s
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import queue
 import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -124,3 +131,24 @@ def run_sweep_bench(k: int, steps: int, jobs: int, cfg: DictConfig, device: torc
     print(f"{'arrangement':<36}{'examples/sec (aggregate)':>26}{'vs sequential':>16}")
     for name, value in figures.items():
         print(f"{name:<36}{value:>26,.0f}{value / figures['sequential']:>15.2f}x")
+
+
+def job_cost(k: int, overrides: list[str]) -> None:
+    """What a job costs a sweep beyond its training (composing its config, its folder and records, the summary): a
+    sweep of one tiny job and one of K, through the real command; the K-1 extra jobs' wall time less their training
+    time, per job."""
+    tiny = ["data.limit_train=256", "data.limit_test=256", "trainer.epochs=1", *overrides]
+    walls, trained = [], 0.0
+    with tempfile.TemporaryDirectory() as root:
+        for n in (1, k):
+            sweep_dir = Path(root) / f"sweep_{n}"
+            args = [f"seed={','.join(map(str, range(n)))}", *tiny, f"hydra.sweep.dir={sweep_dir}"]
+            say(f"sweep of {plural(n, 'job')} ...")
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "lenet_exp", "--multirun", *args], check=True, capture_output=True)
+            walls.append(time.perf_counter() - start)
+            if n == k:
+                trained = sum(json.loads(m.read_text())["train_seconds"] for m in sweep_dir.glob("*/metrics.json"))
+    extra = (walls[1] - walls[0] - trained * (k - 1) / k) / (k - 1)
+    print(f"sweep of 1 job: {walls[0]:.2f} s; of {k} jobs: {walls[1]:.2f} s, {trained:.2f} s of it training")
+    print(f"fixed cost of a job in a sweep: {extra:.2f} s (wall time less training time, per job beyond the first)")

@@ -73,11 +73,12 @@ def stop(signum: int, note: str, in_worker: bool = False) -> None:
     raise SystemExit(128 + signum)
 
 
-def refresh_summary(sweep_dir: Path, in_worker: bool = False) -> None:
-    """Rewrite the sweep's summary with signals held; a full disk leaves the jobs' own records to stand."""
+def refresh_summary(sweep_dir: Path, in_worker: bool = False, live: bool = False) -> None:
+    """Rewrite the sweep's summary with signals held (`live`: at a job's end, the plot only now and then); a full disk
+    leaves the jobs' own records to stand."""
     with signals_held() as came:
         try:
-            write_summary(sweep_dir)
+            write_summary(sweep_dir, live)
         except OSError as e:
             print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
     if came:
@@ -180,15 +181,17 @@ def task(cfg: DictConfig) -> float:
         stop(came[0], "before training started; nothing was written", in_worker)
     hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     job = Job(cfg, run_dir, hparams, HydraConfig.instance().cfg, in_sweep=multirun)
+    interrupted = False
     try:
         return job_outcome(train_group([job], launcher if in_worker else None)[0], job, sweep_dir)
     except Interrupted as e:
+        interrupted = True
         if in_worker:
             write_summary(sweep_dir)
         stop(e.signum, e.note or f"checkpoint saved in {run_dir}; rerun the same command to continue", in_worker)
     finally:
         if multirun:
-            refresh_summary(sweep_dir, in_worker)
+            refresh_summary(sweep_dir, in_worker, live=not interrupted)
 
 
 task.trains_lenet = True  # the fused launcher knows this task: it may train its jobs together as one model

@@ -47,7 +47,7 @@ from lenet_exp.run_folder import (
     remove_empty,
     settings_of,
 )
-from lenet_exp.schedule import factor_of
+from lenet_exp.schedule import scheduler_for
 from lenet_exp.signals import Interrupted, StopSignals
 from lenet_exp.words import one_line, plural
 
@@ -298,8 +298,7 @@ def prepare(cfg: DictConfig, folder: RunFolder) -> Run | Plan:
     if plan.done:
         return plan
     train_set, val_set, test_set = load_data_for(s, device)
-    factor = factor_of(s.scheduler, math.ceil(len(train_set) / s.data.batch_size), s.trainer.epochs)
-    scheduler = LambdaLR(optimizer, factor) if factor else None
+    scheduler = scheduler_for(optimizer, s, len(train_set))
     p = Progress()
     if plan.state:
         try:

@@ -12,6 +12,7 @@ import sys
 import time
 import types
 import urllib.request
+from pathlib import Path
 
 import pytest
 from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli, start_patched
@@ -197,6 +198,7 @@ def test_the_issues_grid_costs_a_third_of_its_full_price(tmp_path):
     assert sum(j.metrics()["epochs_completed"] for j in jobs) == 76 and keep_count(30, 3) == 10
 
 
+ROOT = Path(__file__).resolve().parent.parent
 SEARCH = [
     "-m",
     "hparams_search=halving",
@@ -530,3 +532,52 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
     assert {"train/loss", "train/acc", "test/acc", "test/best_acc"} <= {
         m["name"]["tag"] for m in experiment["metricInfos"]
     }
+
+
+def lenet_best_grid() -> tuple[str, str]:
+    """The `lenet_best` preset's grid and its fixed settings, as the README writes them."""
+    from lenet_exp.run_folder import load_yaml
+
+    preset = load_yaml(ROOT / "conf" / "hparams_search" / "lenet_best.yaml")
+    grid = " ".join(f"{k}={v}" for k, v in preset["hydra"]["sweeper"]["params"].items())
+    groups = [next(iter(d)).removeprefix("override /") + "=" + next(iter(d.values())) for d in preset["defaults"]]
+    fixed = [g for g in groups if not g.startswith("hydra/")]
+    fixed += [f"{k}.{kk}={vv}" for k, v in preset.items() if k not in ("defaults", "hydra") for kk, vv in v.items()]
+    return grid, " ".join(fixed)
+
+
+def test_the_lenet_best_preset_is_the_grid_the_readme_gives():
+    grid, fixed = lenet_best_grid()
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{grid}`" in readme and f"`{fixed}`" in readme
+    assert "activation=relu,tanh" in grid and "seed=0,1,2" in grid and "optimizer=adam" in fixed
+
+
+def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that_trains_alike(tmp_path, fashion_mnist):
+    """The preset narrowed on the command line (a key given replaces the grid's list) on a slice of the data: its jobs
+    train as the preset says, and the summary's rerun command composes each seed's exact settings."""
+    from lenet_exp.config import compose_config
+    from lenet_exp.run_folder import settings_of as run_settings
+
+    narrowed = ["activation=relu", "model.conv_channels=[6,16]", "optimizer.lr=0.003,0.01"]
+    tiny = ["data.limit_train=256", "data.limit_test=128", "trainer.epochs=3", "trainer.progress=false"]
+    proc = run_cli("-m", "hparams_search=lenet_best", *narrowed, *tiny, "hydra.sweep.dir=s", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(tmp_path / "s" / "summary.csv")
+    assert len(rows) == 6 and {r["seed"] for r in rows} == {"0", "1", "2"}
+    assert {r["activation"] for r in rows} == {"relu"}
+    record = json.loads((tmp_path / "s" / "halving.json").read_text())
+    assert record["rungs"] == [1, 3] and record["settings"] == 2
+    md = (tmp_path / "s" / "summary.md").read_text()
+    best = re.search(r"Best setting: (.*) mean val acc .* over 3 seeds; its mean test acc \d\.\d+ ± \d\.\d+", md)
+    assert best, md
+    command = re.search(r"python -m lenet_exp --multirun (.*)", md).group(1).split()
+    assert "optimizer=adam" in command and "scheduler=cosine" in command and "model.pool=max" in command
+    winner = [r for r in rows if r["status"] == "completed"]
+    for r in winner:
+        saved = RunFolder(tmp_path / "s" / r["run_dir"]).saved_settings()
+        assert saved["optimizer._target_"] == "torch.optim.Adam" and saved["scheduler.epochs"] == 3
+        alone = [a if not a.startswith("seed=") else f"seed={r['seed']}" for a in command]
+        again = run_settings(compose_config(alone))
+        assert again.pop("device.threads") == 1 and saved.pop("device.threads") is None  # the threads it trained on
+        assert again == saved, r["run_dir"]

@@ -149,5 +149,5 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
         returns.append(ret)
         for handler in job.log.handlers:
             handler.close()
-    refresh_summary(sweep_dir)
+    refresh_summary(sweep_dir, live=True)
     return returns
