@@ -13,6 +13,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from lenet_exp.cluster import cpus_given
 from lenet_exp.data import DATASETS, DatasetSpec
 from lenet_exp.schema import BOOL, NO_CUDA, ConfigError, Settings, check_value, hint
 from lenet_exp.words import one_line
@@ -58,8 +59,8 @@ def setup_device(s: Settings) -> torch.device:
     device = resolve_device(s.device.name)
     torch.use_deterministic_algorithms(s.deterministic)
     torch.backends.cudnn.benchmark = not s.deterministic
-    if s.device.threads:
-        torch.set_num_threads(s.device.threads)
+    if threads := s.device.threads or cpus_given():  # a Slurm job uses the CPUs it was given, no more
+        torch.set_num_threads(threads)
     return device
 
 

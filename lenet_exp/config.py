@@ -127,10 +127,11 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
             single.append(values[0])
     try:
         cfg = compose_config(single, with_hydra=True)
-        check_config(cfg)
+        here = "lenet_exp_slurm" not in str(OmegaConf.select(cfg, "hydra.launcher._target_", default=""))
+        check_config(cfg, here)
         others = [compose_config([*single[:position], value, *single[position + 1 :]]) for position, value in variants]
         for other in others:  # the other values of each swept key, one at a time
-            check_config(other)
+            check_config(other, here)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(refusal(e)) from None
     check_same_values(cfg, single, variants, others)
@@ -333,9 +334,10 @@ def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
         )
 
 
-def check_config(cfg: DictConfig) -> Settings:
+def check_config(cfg: DictConfig, here: bool = True) -> Settings:
     """Every rule a composed config must obey before anything runs: the typed settings, the model's keys (which must
-    fit the data set's channels, image size and classes), the data folder, a GPU driver where CUDA is asked for."""
+    fit the data set's channels, image size and classes), the data folder, a GPU driver where CUDA is asked for and
+    the jobs train `here` (not on a cluster's nodes)."""
     settings = Settings.from_cfg(cfg)
     check(settings.model, "model.")
     model, name, spec = settings.model, settings.data.name, DATASETS[settings.data.name]
@@ -355,7 +357,7 @@ def check_config(cfg: DictConfig) -> Settings:
         find_files(name, settings.data.root, settings.data.download)  # each swept data set too, before any job
     except DataError as e:
         raise ConfigError(str(e)) from None
-    if settings.device.name == "cuda" and Path("/proc").is_dir():  # Linux: no GPU driver visible means no CUDA
+    if here and settings.device.name == "cuda" and Path("/proc").is_dir():  # Linux: no GPU driver visible means no CUDA
         devices = [*Path("/dev").glob("nvidia*"), Path("/dev/dxg"), Path("/dev/kfd"), Path("/proc/driver/nvidia")]
         if not any(p.exists() for p in devices):  # refused without loading torch
             raise ConfigError(NO_CUDA)

@@ -8,6 +8,8 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from lenet_exp.cluster import stop_signals
+
 
 class Interrupted(BaseException):
     """Training stopped on SIGINT/SIGTERM; `saved`: after writing a checkpoint of where it stood.
@@ -35,7 +37,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in stop_signals():
                 self._previous[sig] = signal.signal(sig, self._handle)
         if self._parent:
             threading.Thread(target=self._watch_parent, daemon=True).start()

@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_exp.cluster import CANCELLED
 from lenet_exp.config import ConfigError, conf_file, no_plugin_key
 from lenet_exp.run_folder import (
     METRICS,
@@ -47,6 +48,7 @@ SWEEP_FILES = (
     REFUSED,
     "optimization_results.yaml",
     HALVING,
+    CANCELLED,
 )
 # sweep.json's entries: their type, in words
 RECORD_SHAPE = {k: (dict, "mapping") for k in ("sweeper", "settings")} | {
@@ -207,9 +209,13 @@ def check_plugin_settings(cfg: DictConfig) -> None:
             check(OmegaConf.to_object(node), prefix)
         for key, rule in next((rules for name, rules in others.items() if name in target.lower()), {}).items():
             check_value(f"{prefix}{key}", node.get(key), rule)
-        if "SlurmLauncher" in target and not shutil.which("sbatch"):
+        if "lenet_exp_slurm" in target:  # what this cluster can run, before anything is written or submitted
+            from hydra_plugins.lenet_exp_slurm._core import check_cluster
+
+            check_cluster(OmegaConf.to_container(node, resolve=True), str(cfg.device.name))
+        elif "SlurmLauncher" in target and not shutil.which("sbatch"):
             raise ConfigError(
-                "hydra/launcher=slurm needs SLURM, and sbatch is not found here; use hydra/launcher=parallel "
+                "hydra/launcher=submitit_slurm needs Slurm, and sbatch is not found here; use hydra/launcher=parallel "
                 "(or submitit_local) on this machine"
             )
 

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lenet_exp.cluster import requeue
 from lenet_exp.config import ConfigError
 from lenet_exp.data import DataError
 from lenet_exp.logger import hparams_of
@@ -186,6 +187,9 @@ def task(cfg: DictConfig) -> float:
         return job_outcome(train_group([job], launcher if in_worker else None)[0], job, sweep_dir)
     except Interrupted as e:
         interrupted = True
+        if requeue(sweep_dir, e.signum):  # pre-empted on Slurm: back in the queue, to continue from its checkpoint
+            e.note = f"checkpoint saved in {run_dir}; the job is requeued on Slurm and continues from it"
+            log.warning("Requeued on Slurm: the job continues from its checkpoint when it starts again")
         if in_worker:
             write_summary(sweep_dir)
         stop(e.signum, e.note or f"checkpoint saved in {run_dir}; rerun the same command to continue", in_worker)

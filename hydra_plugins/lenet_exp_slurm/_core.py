@@ -1,0 +1,303 @@
+"""The Slurm launcher's work as plain functions: check that the cluster can run the jobs before any is submitted, submit
+only the unfinished ones as one job array, follow it, cancel it on Ctrl-C or SIGTERM, and turn a job that ended without
+a result into one line and a `failed` record.
+
+A job pre-empted or at its time limit saves its checkpoint and requeues itself (lenet_exp.cluster); the launcher just
+keeps waiting, as submitit counts a requeued job as not done.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0  # how often the launcher looks at its jobs' result files (submitit asks sacct less often)
+PENDING_CHECK_S = 10.0  # how often it asks squeue why jobs still wait
+CANCEL_WAIT_S = 90.0  # how long cancelled jobs get to save their checkpoints before they are killed
+# squeue reasons that no wait will clear: the request exceeds what the partition allows, or names what is not there
+NEVER_CLEARS = {
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxGRESPerJob",
+    "QOSMaxMemoryPerJob",
+}
+
+
+def _slurm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+
+
+def gpus_of(params: dict, device: str) -> int:
+    """GPUs a job asks for: hydra.launcher.gpus_per_node when given, else 1 with device=cuda and none otherwise."""
+    given = params.get("gpus_per_node")
+    return (1 if device == "cuda" else 0) if given is None else int(given)
+
+
+def check_cluster(params: dict, device: str) -> None:
+    """Refuse, in one line naming the key to change, jobs this cluster cannot run: Slurm's commands or its accounting
+    (sacct, which submitit follows jobs with) missing, an unknown partition, more CPUs, memory or GPUs than any of its
+    nodes has, or device=cuda without a GPU."""
+    from lenet_exp.config import ConfigError
+
+    for tool in ("sbatch", "squeue", "scancel", "sinfo", "sacct"):
+        if not shutil.which(tool):
+            raise ConfigError(
+                f"hydra/launcher=slurm needs Slurm's {tool}, which is not found here; use hydra/launcher=parallel "
+                "on this machine"
+            )
+    accounting = _slurm("sacct", "-n", "-X", "-j", "1")
+    if accounting.returncode:
+        said = (accounting.stderr or accounting.stdout).strip().splitlines()
+        raise ConfigError(
+            f"hydra/launcher=slurm follows its jobs with sacct, which fails here ({said[0] if said else 'no answer'}); "
+            "enable Slurm's accounting (slurmdbd), or use hydra/launcher=parallel"
+        )
+    listed = _slurm("sinfo", "-h", "-o", "%P").stdout.split()
+    names = [p.rstrip("*") for p in listed]
+    given = params.get("partition")
+    partition = given or next((p.rstrip("*") for p in listed if p.endswith("*")), None)
+    if partition not in names:
+        raise ConfigError(
+            f"hydra.launcher.partition={given or 'null'}: "
+            f"{'no such partition on this cluster' if given else 'this cluster has no default partition'}; "
+            f"choose one of {', '.join(names) or '(none listed by sinfo)'}"
+        )
+    nodes = [line.split("|") for line in _slurm("sinfo", "-h", "-N", "-p", partition, "-o", "%c|%m|%G").stdout.split()]
+    cpus = max((int(c.rstrip("+")) for c, _, _ in nodes), default=0)
+    memory_gb = max((int(m.rstrip("+")) for _, m, _ in nodes), default=0) // 1024
+    tasks = int(params.get("tasks_per_node") or 1)
+    if (params.get("cpus_per_task") or 1) * tasks > cpus:
+        raise ConfigError(
+            f"hydra.launcher.cpus_per_task={params.get('cpus_per_task')}: the nodes of partition {partition} have "
+            f"{cpus} CPUs at most; give hydra.launcher.cpus_per_task={max(cpus // tasks, 1)} or less"
+        )
+    if params.get("mem_gb") and params["mem_gb"] > memory_gb:
+        raise ConfigError(
+            f"hydra.launcher.mem_gb={params['mem_gb']}: the nodes of partition {partition} have {memory_gb} GB at "
+            f"most; give hydra.launcher.mem_gb={memory_gb} or less"
+        )
+    gpus = gpus_of(params, device)
+    if gpus and not any("gpu" in gres for *_, gres in nodes):
+        given = params.get("gpus_per_node") is not None
+        asked = f"hydra.launcher.gpus_per_node={gpus}" if given else "device=cuda (a GPU for each job)"
+        raise ConfigError(
+            f"{asked}: partition {partition} has no GPUs; choose a GPU partition (hydra.launcher.partition=...) or "
+            "train on the CPU (device=cpu, hydra.launcher.gpus_per_node=0)"
+        )
+    if device == "cuda" and not gpus:
+        raise ConfigError(
+            "device=cuda with hydra.launcher.gpus_per_node=0: a job on the GPU needs one; give "
+            "hydra.launcher.gpus_per_node=1 (or device=cpu)"
+        )
+
+
+def launch(launcher, job_overrides, initial_job_idx: int) -> list:
+    """Every job's JobReturn: a finished job's from its own record, without submitting it; the others' from Slurm."""
+    from hydra.core.utils import configure_log, setup_globals
+
+    from lenet_exp.cluster import CANCELLED
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a cancelled sweep run again: its jobs may requeue again
+    returns, todo = [], []
+    for i, overrides in enumerate(job_overrides):
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.num = initial_job_idx + i
+        returns.append(finished(cfg, sweep_dir))
+        if returns[-1] is None:
+            todo.append((i, cfg, list(overrides)))
+    if done := [r for r in returns if r is not None]:
+        log.info(f"Not resubmitted, finished already: {_jobs_named([r.working_dir for r in done])}")
+    if todo:
+        jobs = submit(launcher, [cfg for _, cfg, _ in todo], [overrides for *_, overrides in todo])
+        follow(jobs, sweep_dir)
+        for (i, cfg, _), job in zip(todo, jobs):
+            returns[i] = result_of(job, cfg, sweep_dir)
+    return returns
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    """The job's folder, as Hydra's run_job will name it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)  # for `${hydra:...}` in the folder's name
+    return Path(str(cfg.hydra.sweep.dir)).absolute() / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+
+
+def _jobs_named(run_dirs: list) -> str:
+    return ", ".join(f"job {Path(d).name.split('_', 1)[0]}" for d in run_dirs)
+
+
+def finished(cfg: DictConfig, sweep_dir: Path):
+    """A JobReturn from the job's own folder when it holds this job finished (completed or diverged at the epochs
+    asked); None to submit it (also when its folder would refuse it: the job itself says why)."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from lenet_exp.run_folder import RunFolder, settings_of
+    from lenet_exp.task import job_outcome
+
+    run_dir = _run_dir(cfg)
+    task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        plan = RunFolder(run_dir).plan(settings_of(task_cfg), int(task_cfg.trainer.epochs))
+    except Exception:
+        return None
+    if not plan.done:
+        return None
+    value = job_outcome(plan.done, None, sweep_dir)
+    return JobReturn(
+        overrides=list(cfg.hydra.overrides.task),
+        cfg=task_cfg,
+        hydra_cfg=cfg,
+        working_dir=str(run_dir),
+        task_name=str(cfg.hydra.job.name),
+        status=JobStatus.COMPLETED,
+        _return_value=value,
+    )
+
+
+def submit(launcher, configs: list[DictConfig], overrides: list[list[str]]) -> list:
+    """The jobs as one Slurm job array, each running Hydra's run_job through the launcher (submitit's pickled call)
+    on its overrides, Hydra's own among them (a halving search names each job's folder)."""
+    import submitit
+    from hydra.core.singleton import Singleton
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    params = dict(launcher.params)
+    params["gpus_per_node"] = gpus_of(params, str(launcher.config.device.name)) or None
+    executor = submitit.AutoExecutor(
+        cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    nums = [int(cfg.hydra.job.num) for cfg in configs]
+    state = Singleton.get_state()
+    try:
+        jobs = executor.map_array(
+            launcher,
+            overrides,
+            ["hydra.sweep.dir"] * len(configs),
+            nums,
+            [f"job_id_for_{n}" for n in nums],
+            [state] * len(configs),
+        )
+    except Exception as e:  # sbatch's refusal: submitit's FailedJobError holds its message
+        said = next((line for line in str(e).splitlines() if "sbatch: error" in line or "error:" in line), str(e))
+        print(
+            f"Error: Slurm refused the job array (sbatch: {said.split('error:', 1)[-1].strip()}); change the "
+            "hydra.launcher key it names (partition, account, qos, constraint, ...)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    array = jobs[0].job_id.split("_")[0]
+    log.info(f"Submitted to Slurm as job array {array}: {_jobs_named([_run_dir(cfg) for cfg in configs])}")
+    return jobs
+
+
+def follow(jobs: list, sweep_dir: Path) -> None:
+    """Wait until every job is done. Ctrl-C or SIGTERM cancels them after they save their checkpoints; jobs pending
+    for a reason no wait clears are cancelled and reported in one line."""
+    from lenet_exp.task import refresh_summary, stop
+
+    came: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in held} if main else {}
+    try:
+        asked = 0.0
+        while not all(job.done() for job in jobs):
+            if came:
+                cancel(jobs, sweep_dir)
+                refresh_summary(sweep_dir)
+                stop(came[0], "the Slurm jobs saved their checkpoints and were cancelled; rerun the same command to "
+                     "continue them")  # fmt: skip
+            if time.monotonic() - asked > PENDING_CHECK_S:
+                asked = time.monotonic()
+                if reason := never_starts(jobs):
+                    cancel(jobs, sweep_dir, wait=False)
+                    print(f"Error: {reason}", file=sys.stderr)
+                    raise SystemExit(2)
+            time.sleep(POLL_S)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _arrays(jobs: list) -> list[str]:
+    return sorted({job.job_id.split("_")[0] for job in jobs})
+
+
+def never_starts(jobs: list) -> str:
+    """Why the jobs will never start, in one line, when squeue gives a reason no wait clears; '' otherwise."""
+    listed = _slurm("squeue", "-h", "-j", ",".join(_arrays(jobs)), "-o", "%T|%r").stdout.split()
+    reasons = sorted({r for state, _, r in (line.partition("|") for line in listed) if state == "PENDING"})
+    if stuck := [r for r in reasons if r in NEVER_CLEARS]:
+        return (
+            f"Slurm will not start these jobs (pending: {stuck[0]}): the request exceeds what the partition allows; "
+            "change hydra.launcher.cpus_per_task, mem_gb, gpus_per_node, timeout_min or partition"
+        )
+    return ""
+
+
+def cancel(jobs: list, sweep_dir: Path, wait: bool = True) -> None:
+    """Cancel the jobs: queued ones at once; running ones get SIGTERM, save their checkpoints and stop without
+    requeuing (the CANCELLED mark tells them); what is left after CANCEL_WAIT_S is killed."""
+    from lenet_exp.cluster import CANCELLED
+
+    (sweep_dir / CANCELLED).touch()
+    arrays = _arrays(jobs)
+    print(f"Cancelling Slurm job array {', '.join(arrays)} ...", file=sys.stderr)
+    _slurm("scancel", "--state=PENDING", *arrays)
+    if wait:
+        _slurm("scancel", "--signal=TERM", *arrays)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while time.monotonic() < deadline and _slurm("squeue", "-h", "-j", ",".join(arrays), "-o", "%i").stdout.strip():
+            time.sleep(0.5)
+    _slurm("scancel", *arrays)
+    if wait:
+        (sweep_dir / CANCELLED).unlink(missing_ok=True)
+
+
+def result_of(job, cfg: DictConfig, sweep_dir: Path):
+    """The job's JobReturn; a job that ended without one (killed, out of memory, node failure) is marked `failed` in
+    its metrics.json with Slurm's word for it, in one line, and ranks last."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from lenet_exp.run_folder import RunFolder
+    from lenet_exp.task import NO_ACCURACY
+
+    try:
+        return job.results()[0]
+    except Exception:  # submitit's UncompletedJobError or FailedJobError, with a traceback from the job's log
+        run_dir = _run_dir(cfg)
+        reason = f"Slurm job {job.job_id} ended {job.state} without a result (its log: {job.paths.stderr})"
+        RunFolder(run_dir).record_end(reason)
+        print(f"Error: job {run_dir.name.split('_', 1)[0]}: {reason}", file=sys.stderr)
+        return JobReturn(
+            overrides=list(cfg.hydra.overrides.task),
+            cfg=cfg,
+            hydra_cfg=cfg,
+            working_dir=str(run_dir),
+            task_name=str(cfg.hydra.job.name),
+            status=JobStatus.COMPLETED,
+            _return_value=NO_ACCURACY,
+        )

@@ -1,0 +1,19 @@
+"""The Hydra side of the Slurm launcher: a batch of jobs in, one JobReturn per job out (see _core for the work)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.core.utils import JobReturn
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+
+class LenetSlurmLauncher(SlurmLauncher):
+    """submitit's Slurm launcher, run by lenet_exp's rules: finished jobs are not resubmitted, a pre-empted job requeues
+    itself, Ctrl-C cancels the jobs, and a job that ends without a result is one line, not a traceback."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra_plugins.lenet_exp_slurm import _core
+
+        return _core.launch(self, job_overrides, initial_job_idx)

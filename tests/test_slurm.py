@@ -1,0 +1,161 @@
+"""hydra/launcher=slurm on a live one-node Slurm cluster (scripts/slurm_local.sh, which .ci/run starts): the preset as
+it is on a CPU partition, one-line refusals of what the cluster cannot run, finished jobs never resubmitted, a
+pre-empted job requeued to identical figures, Ctrl-C leaving no job queued, and a halving search by job arrays."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from helpers import HANG, REPO, epochs_completed, read_csv, run_cli, start_cli
+
+TINY = ["data.download=false", "data.limit_train=256", "data.limit_test=128", "trainer.progress=false"]
+SLURM = ["-m", "hydra/launcher=slurm", *TINY]
+
+
+@pytest.fixture(scope="module")
+def slurm(fashion_mnist):
+    """A live cluster: the project's own, started here when it is not up (CI starts it first)."""
+    script = REPO / "scripts" / "slurm_local.sh"
+    if subprocess.run(["bash", script, "status"], capture_output=True).returncode != 0:
+        if os.geteuid() != 0:
+            pytest.skip("no Slurm cluster answers, and starting one (bash scripts/slurm_local.sh start) needs root")
+        started = subprocess.run(["bash", script, "start"], capture_output=True, text=True, timeout=HANG)
+        if started.returncode != 0:
+            pytest.skip(f"no Slurm cluster could be started here: {started.stderr.strip()[-300:]}")
+
+
+def queued(name_part: str = "") -> list[str]:
+    """Our jobs still in Slurm's queue (submitit names them after the task: `__main__`)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T"], capture_output=True, text=True).stdout.split()
+    return [line for line in out if name_part in line]
+
+
+def submitted(sweep) -> int:
+    """Job arrays the sweep folder's submitit logs record."""
+    return len(list((sweep / ".submitit").glob("*/*_submission.sh")))
+
+
+def test_the_preset_runs_on_a_cpu_partition_and_a_rerun_submits_nothing(slurm, tmp_path):
+    proc = run_cli(*SLURM, "seed=0,1", "trainer.epochs=2", "hydra.sweep.dir=s", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(tmp_path / "s" / "summary.csv")
+    assert sorted(r["status"] for r in rows) == ["completed", "completed"]
+    for r in rows:  # a job uses the CPUs it was given: cpus_per_task=1
+        state = json.loads((tmp_path / "s" / r["run_dir"] / "metrics.json").read_text())
+        assert state["cpu_threads"] == 1 and state["epochs_completed"] == 2
+    arrays = submitted(tmp_path / "s")
+    again = run_cli(*SLURM, "seed=0,1", "trainer.epochs=2", "hydra.sweep.dir=s", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Not resubmitted, finished already: job 0, job 1" in again.stdout + again.stderr
+    assert submitted(tmp_path / "s") == arrays
+
+
+@pytest.mark.parametrize(
+    "overrides,error",
+    [
+        (["hydra.launcher.cpus_per_task=64"], "hydra.launcher.cpus_per_task=64: the nodes of partition debug have"),
+        (["hydra.launcher.mem_gb=100000"], "hydra.launcher.mem_gb=100000: the nodes of partition debug have"),
+        (["hydra.launcher.partition=gpu_big"], "hydra.launcher.partition=gpu_big: no such partition on this cluster"),
+        (["hydra.launcher.gpus_per_node=1"], "hydra.launcher.gpus_per_node=1: partition debug has no GPUs"),
+        (["device=cuda"], "device=cuda (a GPU for each job): partition debug has no GPUs"),
+    ],
+)
+def test_what_the_cluster_cannot_run_is_refused_in_one_line_before_anything_is_submitted(
+    slurm, tmp_path, overrides, error
+):
+    proc = run_cli(*SLURM, "seed=0,1", *overrides, "hydra.sweep.dir=s", cwd=tmp_path)
+    assert proc.returncode == 2 and error in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def wait_for(predicate, what: str, seconds: float = 300):
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, f"waited {seconds} s for {what}"
+        time.sleep(0.5)
+
+
+def slurm_job_of(sweep, num: int) -> str:
+    """The Slurm id (array_task) of sweep job `num`, from submitit's log names."""
+    logs = (sweep / ".submitit").glob("*/*_log.out")
+    ids = sorted({p.name.rsplit("_", 2)[0] for p in logs}, key=lambda i: int(i.split("_")[-1]))
+    return ids[num]
+
+
+def test_a_preempted_job_requeues_itself_and_ends_as_if_never_stopped(slurm, tmp_path):
+    common = [*TINY, "seed=0", "device.threads=1", "data.limit_train=16384", "trainer.epochs=3"]
+    proc = start_cli("-m", "hydra/launcher=slurm", *common, "hydra.sweep.dir=s", cwd=tmp_path)
+    wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("0_*")), "the first epoch")
+    slurm_id = slurm_job_of(tmp_path / "s", 0)
+    subprocess.run(["scancel", "--signal=TERM", slurm_id], check=True)  # what a cluster sends before it reclaims a node
+    wait_for(lambda: "PENDING" in "".join(queued(slurm_id)) or proc.poll() is not None, "the requeue")
+    subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], capture_output=True)  # no hold
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode == 0, out
+    (job,) = (tmp_path / "s").glob("0_*")
+    log = (job / "train.log").read_text()
+    assert "Requeued on Slurm" in log and "Resuming" in log, log
+    alone = run_cli("-m", *common, "hydra.sweep.dir=b", cwd=tmp_path)  # the basic launcher, never stopped
+    assert alone.returncode == 0, alone.stderr
+    figures = [json.loads((d / "metrics.json").read_text())["history"] for d in (job, *(tmp_path / "b").glob("0_*"))]
+    assert figures[0] == figures[1] and not queued(slurm_id)
+
+
+def test_ctrl_c_cancels_every_job_after_its_checkpoint_and_the_rerun_continues(slurm, tmp_path):
+    args = [*SLURM, "seed=0,1,2", "data.limit_train=16384", "trainer.epochs=4", "hydra.sweep.dir=s"]
+    proc = start_cli(*args, cwd=tmp_path)
+    wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("[0-9]_*")), "a first epoch")
+    arrays = {slurm_job_of(tmp_path / "s", 0).split("_")[0]}
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    assert not [q for a in arrays for q in queued(a)]  # nothing left queued or running
+    started = [d for d in (tmp_path / "s").glob("[0-9]_*") if (d / "metrics.json").exists()]
+    statuses = {d.name: json.loads((d / "metrics.json").read_text())["status"] for d in started}
+    assert "interrupted" in statuses.values() and "running" not in statuses.values(), statuses
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert {r["status"] for r in read_csv(tmp_path / "s" / "summary.csv")} == {"completed"}
+
+
+def test_a_halving_search_submits_a_job_array_per_rung(slurm, tmp_path):
+    proc = run_cli(
+        *SLURM, "hparams_search=halving", "optimizer.lr=0.1,0.9", "trainer.epochs=3", "hydra.sweep.dir=s", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "s" / "halving.json").read_text())
+    assert record["finished"] and record["rungs"] == [1, 3]
+    rows = read_csv(tmp_path / "s" / "summary.csv")
+    assert sorted(r["status"] for r in rows) == ["completed", "pruned"] and submitted(tmp_path / "s") == 2
+
+
+def test_a_rejected_sbatch_and_a_cluster_without_accounting_are_one_line(slurm, tmp_path):
+    rejected = run_cli(*SLURM, "seed=0,1", "hydra.launcher.constraint=bigmem", "hydra.sweep.dir=s", cwd=tmp_path)
+    assert rejected.returncode == 2 and "Traceback" not in rejected.stderr, rejected.stderr
+    assert "Error: Slurm refused the job array (sbatch: " in rejected.stderr and "hydra.launcher" in rejected.stderr
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (fake / "sacct").chmod(0o755)
+    env = {"PATH": f"{fake}:{os.environ['PATH']}"}
+    proc = run_cli(*SLURM, "seed=0,1", "hydra.sweep.dir=t", cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and not (tmp_path / "t").exists(), proc.stderr
+    assert proc.stderr.startswith("Error: hydra/launcher=slurm follows its jobs with sacct, which fails here (Slurm")
+
+
+def test_a_job_killed_for_good_is_failed_in_one_line(slurm, tmp_path):
+    args = [*SLURM, "seed=0", "data.limit_train=32768", "trainer.epochs=3", "hydra.sweep.dir=s"]
+    proc = start_cli(*args, cwd=tmp_path)
+    wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("0_*")), "the first epoch")
+    job = subprocess.run(["pgrep", "-f", f"_submit {tmp_path}"], capture_output=True, text=True).stdout.split()
+    assert job, "the job's process"
+    for pid in job:  # killed outright (out of memory, say): no checkpoint, no word
+        os.kill(int(pid), signal.SIGKILL)
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert "Error: job 0: Slurm job " in out and " without a result (its log: " in out
+    (row,) = read_csv(tmp_path / "s" / "summary.csv")
+    assert row["status"] == "failed" and "without a result" in (tmp_path / "s" / "summary.md").read_text()
