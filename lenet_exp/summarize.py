@@ -169,7 +169,8 @@ def collect(sweep_dir: Path) -> Summary:
     for r in rows:  # what the search preset set, for the rerun command: the job's own value
         preset = dict(o.split("=", 1) for o in preset_settings(sweep_dir / r["run_dir"]))
         r["overrides"] = {**r["overrides"], **{k: v for k, v in preset.items() if k not in r["overrides"]}}
-    fused = "Fused" in str(hydra.get("launcher", {}).get("_target_"))
+    launcher = hydra.get("launcher", {})
+    fused = "Fused" in str(launcher.get("_target_")) or (launcher.get("max_models") or 1) > 1  # fused, or fused_slurm
     on = "val_acc" if any(r["on"] == "val_acc" for r in rows) else "test_acc"
     return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys), fused, command, on)
 

@@ -159,3 +159,17 @@ def test_a_job_killed_for_good_is_failed_in_one_line(slurm, tmp_path):
     assert "Error: job 0: Slurm job " in out and " without a result (its log: " in out
     (row,) = read_csv(tmp_path / "s" / "summary.csv")
     assert row["status"] == "failed" and "without a result" in (tmp_path / "s" / "summary.md").read_text()
+
+
+def test_a_fused_group_is_one_slurm_job_and_trains_as_the_fused_launcher_here(slurm, tmp_path):
+    grid = [*TINY, "optimizer.lr=0.1,0.9", "activation=sigmoid,relu", "trainer.epochs=2", "device.threads=1"]
+    proc = run_cli("-m", "hydra/launcher=fused_slurm", *grid, "hydra.sweep.dir=s", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Submitted to Slurm as job array" in proc.stderr + proc.stdout and submitted(tmp_path / "s") == 1
+    assert len(list((tmp_path / "s" / ".submitit").glob("*/*_log.out"))) == 1  # one Slurm job for the 4 jobs
+    here = run_cli("-m", "hydra/launcher=fused", *grid, "hydra.sweep.dir=f", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    for job in (tmp_path / "s").glob("[0-9]_*"):
+        there, local = (json.loads((d / job.name / "metrics.json").read_text()) for d in (job.parent, tmp_path / "f"))
+        assert there["status"] == "completed" and there["history"] == local["history"], job.name
+        assert (job / "checkpoints" / "last.pt").is_file() and (job / ".hydra" / "config.yaml").is_file()

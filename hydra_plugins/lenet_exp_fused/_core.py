@@ -35,11 +35,15 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         with open_dict(cfg):
             cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + i
         configs.append(cfg)
+    return train_configs(launcher, configs)
+
+
+def train_configs(launcher, configs: list[DictConfig]) -> list[JobReturn]:
+    """Composed jobs trained here, up to `launcher.max_models` of a fusion key as one fused model (the Slurm launcher
+    runs a fused group on its node through this too)."""
     if not is_lenet_task(launcher.task_function) or launcher.max_models < 2:
         return [run_alone(launcher, cfg) for cfg in configs]
-    from lenet_exp.fused import groups_of
-
-    groups = groups_of([_fusion_key(cfg) for cfg in configs], launcher.max_models)
+    groups = fusion_groups(configs, launcher.max_models)
     sizes = ", ".join(str(len(g)) for g in groups)
     log.info(
         f"Fused launcher: {len(configs)} job{'s' * (len(configs) != 1)} in {len(groups)} "
@@ -53,6 +57,13 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn]:
             for i, ret in zip(group, run_fused(launcher, [configs[i] for i in group])):
                 returns[i] = ret
     return returns
+
+
+def fusion_groups(configs: list[DictConfig], max_models: int) -> list[list[int]]:
+    """Indices of the jobs that train together, at most max_models a group; a job no other can join alone."""
+    from lenet_exp.fused import groups_of
+
+    return groups_of([_fusion_key(cfg) for cfg in configs], max_models)
 
 
 def _fusion_key(cfg: DictConfig):
@@ -122,6 +133,7 @@ def _job(cfg: DictConfig):
 
 def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     """Jobs that share a fusion key, trained together; every job's figures, errors and callbacks as if it ran alone."""
+    from lenet_exp.cluster import requeue
     from lenet_exp.signals import Interrupted
     from lenet_exp.task import job_outcome, refresh_summary, stop
     from lenet_exp.train import train_group
@@ -137,6 +149,9 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     try:
         results = train_group(jobs, fuse=True)
     except Interrupted as e:
+        if requeue(sweep_dir, e.signum):  # a fused group pre-empted on Slurm: back in the queue, as a job alone
+            e.note = "every job of the group saved its checkpoint; the group is requeued on Slurm and continues"
+            log.warning("Requeued on Slurm: the group continues from its checkpoints when it starts again")
         refresh_summary(sweep_dir)
         stop(e.signum, e.note or "every job of the group saved its checkpoint; rerun the same command to continue")
     returns = []

@@ -127,11 +127,43 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     if done := [r for r in returns if r is not None]:
         log.info(f"Not resubmitted, finished already: {_jobs_named([r.working_dir for r in done])}")
     if todo:
-        jobs = submit(launcher, [cfg for _, cfg, _ in todo], [overrides for *_, overrides in todo])
+        configs = [cfg for _, cfg, _ in todo]
+        groups = groups_of(launcher, configs)
+        jobs = submit(launcher, configs, [overrides for *_, overrides in todo], groups)
         follow(jobs, sweep_dir)
-        for (i, cfg, _), job in zip(todo, jobs):
-            returns[i] = result_of(job, cfg, sweep_dir)
+        for group, job in zip(groups, jobs):
+            for k, ret in zip(group, results_of(job, [configs[k] for k in group], sweep_dir)):
+                returns[todo[k][0]] = ret
     return returns
+
+
+def groups_of(launcher, configs: list[DictConfig]) -> list[list[int]]:
+    """The jobs of each Slurm job: one each, or with hydra.launcher.max_models > 1 the fused launcher's groups (jobs
+    that train together as one fused model on one node: how fusion pays on a GPU cluster)."""
+    from hydra_plugins.lenet_exp_fused._core import fusion_groups, is_lenet_task
+
+    if launcher.max_models < 2 or not is_lenet_task(launcher.task_function):
+        return [[i] for i in range(len(configs))]
+    return fusion_groups(configs, launcher.max_models)
+
+
+def run_group(launcher, overrides: list[list[str]], nums: list[int], singleton_state: dict) -> list:
+    """On the node: the job's sweep points composed as in the sweep, trained alone or as one fused model."""
+    import submitit
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import setup_globals
+
+    from hydra_plugins.lenet_exp_fused._core import train_configs
+
+    Singleton.set_state(singleton_state)
+    setup_globals()
+    configs = []
+    for job_overrides, num in zip(overrides, nums):
+        cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, job_overrides)
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.id, cfg.hydra.job.num = submitit.JobEnvironment().job_id, num
+        configs.append(cfg)
+    return train_configs(launcher, configs)
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -174,15 +206,15 @@ def finished(cfg: DictConfig, sweep_dir: Path):
     )
 
 
-def submit(launcher, configs: list[DictConfig], overrides: list[list[str]]) -> list:
-    """The jobs as one Slurm job array, each running Hydra's run_job through the launcher (submitit's pickled call)
-    on its overrides, Hydra's own among them (a halving search names each job's folder)."""
+def submit(launcher, configs: list[DictConfig], overrides: list[list[str]], groups: list[list[int]]) -> list:
+    """One Slurm job array, a task for each group of jobs, each running the launcher's run_group on the jobs'
+    overrides, Hydra's own among them (a halving search names each job's folder)."""
     import submitit
     from hydra.core.singleton import Singleton
 
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-    params = dict(launcher.params)
+    params = {k: v for k, v in launcher.params.items() if k != "max_models"}
     params["gpus_per_node"] = gpus_of(params, str(launcher.config.device.name)) or None
     executor = submitit.AutoExecutor(
         cluster="slurm", folder=params.pop("submitit_folder"), slurm_max_num_timeout=params.pop("max_num_timeout")
@@ -193,12 +225,10 @@ def submit(launcher, configs: list[DictConfig], overrides: list[list[str]]) -> l
     state = Singleton.get_state()
     try:
         jobs = executor.map_array(
-            launcher,
-            overrides,
-            ["hydra.sweep.dir"] * len(configs),
-            nums,
-            [f"job_id_for_{n}" for n in nums],
-            [state] * len(configs),
+            launcher.run_group,
+            [[overrides[i] for i in group] for group in groups],
+            [[nums[i] for i in group] for group in groups],
+            [state] * len(groups),
         )
     except Exception as e:  # sbatch's refusal: submitit's FailedJobError holds its message
         said = next((line for line in str(e).splitlines() if "sbatch: error" in line or "error:" in line), str(e))
@@ -209,7 +239,9 @@ def submit(launcher, configs: list[DictConfig], overrides: list[list[str]]) -> l
         )
         raise SystemExit(2) from None
     array = jobs[0].job_id.split("_")[0]
-    log.info(f"Submitted to Slurm as job array {array}: {_jobs_named([_run_dir(cfg) for cfg in configs])}")
+    named = [_jobs_named([_run_dir(configs[i]) for i in group]) for group in groups]
+    each = "; ".join(f"{n} fused" if len(g) > 1 else n for n, g in zip(named, groups))
+    log.info(f"Submitted to Slurm as job array {array}: {each}")
     return jobs
 
 
@@ -277,9 +309,10 @@ def cancel(jobs: list, sweep_dir: Path, wait: bool = True) -> None:
         (sweep_dir / CANCELLED).unlink(missing_ok=True)
 
 
-def result_of(job, cfg: DictConfig, sweep_dir: Path):
-    """The job's JobReturn; a job that ended without one (killed, out of memory, node failure) is marked `failed` in
-    its metrics.json with Slurm's word for it, in one line, and ranks last."""
+def results_of(job, configs: list[DictConfig], sweep_dir: Path) -> list:
+    """The JobReturns of a Slurm job's sweep points; a job that ended without them (killed, out of memory, a node
+    failure) leaves each of its points `failed` in its metrics.json with Slurm's word for it, in one line, ranked
+    last."""
     from hydra.core.utils import JobReturn, JobStatus
 
     from lenet_exp.run_folder import RunFolder
@@ -288,16 +321,21 @@ def result_of(job, cfg: DictConfig, sweep_dir: Path):
     try:
         return job.results()[0]
     except Exception:  # submitit's UncompletedJobError or FailedJobError, with a traceback from the job's log
-        run_dir = _run_dir(cfg)
-        reason = f"Slurm job {job.job_id} ended {job.state} without a result (its log: {job.paths.stderr})"
-        RunFolder(run_dir).record_end(reason)
-        print(f"Error: job {run_dir.name.split('_', 1)[0]}: {reason}", file=sys.stderr)
-        return JobReturn(
-            overrides=list(cfg.hydra.overrides.task),
-            cfg=cfg,
-            hydra_cfg=cfg,
-            working_dir=str(run_dir),
-            task_name=str(cfg.hydra.job.name),
-            status=JobStatus.COMPLETED,
-            _return_value=NO_ACCURACY,
-        )
+        returns = []
+        for cfg in configs:
+            run_dir = _run_dir(cfg)
+            reason = f"Slurm job {job.job_id} ended {job.state} without a result (its log: {job.paths.stderr})"
+            RunFolder(run_dir).record_end(reason)
+            print(f"Error: job {run_dir.name.split('_', 1)[0]}: {reason}", file=sys.stderr)
+            returns.append(
+                JobReturn(
+                    overrides=list(cfg.hydra.overrides.task),
+                    cfg=cfg,
+                    hydra_cfg=cfg,
+                    working_dir=str(run_dir),
+                    task_name=str(cfg.hydra.job.name),
+                    status=JobStatus.COMPLETED,
+                    _return_value=NO_ACCURACY,
+                )
+            )
+        return returns
