@@ -23,6 +23,7 @@ from lenet_exp.data import DATASETS, DataError, find_files
 from lenet_exp.schema import INT_GE_0 as INT_GE_0  # rules the bench's arguments obey too
 from lenet_exp.schema import INT_GE_1 as INT_GE_1
 from lenet_exp.schema import NO_CUDA, ConfigError, Settings, check, check_keys, hint
+from lenet_exp.words import plural
 
 _SOURCE_CONF = Path(__file__).resolve().parent.parent / "conf"
 # Run from a source checkout, Hydra reads conf/ at the repo top; installed, the copy shipped in the package.
@@ -351,6 +352,13 @@ def check_config(cfg: DictConfig, here: bool = True) -> Settings:
         raise ConfigError(
             f"model.num_classes={model.num_classes} cannot fit {name}: its labels are 0-{spec.classes - 1}, "
             f"so expected >= {spec.classes}"
+        )
+    schedule, epochs = settings.scheduler, settings.trainer.epochs
+    if schedule.name != "none" and schedule.epochs is not None and epochs > schedule.epochs:
+        raise ConfigError(
+            f"trainer.epochs={epochs} runs past the end of the learning-rate schedule (scheduler.epochs="
+            f"{schedule.epochs}): its last {plural(epochs - schedule.epochs, 'epoch')} would train at rate 0; give "
+            f"trainer.epochs={schedule.epochs} or less (a run's schedule cannot change once it has trained)"
         )
     check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
     try:

@@ -100,7 +100,7 @@ class Split:
         held = torch.zeros(len(self), dtype=torch.bool)
         held[torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]] = True
         rest = Split(self.images[~held], self.labels[~held], f"{self.source}, {n} held out for validation")
-        return rest, Split(self.images[held], self.labels[held], f"{n} validation examples held out of them")
+        return rest, Split(self.images[held], self.labels[held])  # its source is in the rest's: "n held out"
 
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device), self.source)

@@ -166,6 +166,9 @@ def collect(sweep_dir: Path) -> Summary:
     record = read_json(sweep_dir / SWEEP_RECORD) or {}
     given = record.get("overrides") if isinstance(record.get("overrides"), list) else []
     command = [o for o in given if isinstance(o, str) and not o.startswith("hydra.sweep.dir")]
+    launcher_choice = (hydra.get("runtime", {}).get("choices") or {}).get("hydra/launcher")
+    if isinstance(launcher_choice, str) and launcher_choice != "basic":  # the sweep's command again runs where it ran
+        command = [f"hydra/launcher={launcher_choice}", *command]
     for r in rows:  # what the search preset set, for the rerun command: the job's own value
         preset = dict(o.split("=", 1) for o in preset_settings(sweep_dir / r["run_dir"]))
         r["overrides"] = {**r["overrides"], **{k: v for k, v in preset.items() if k not in r["overrides"]}}

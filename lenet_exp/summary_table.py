@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 from collections import Counter
 
 import yaml
@@ -120,7 +121,7 @@ def _rerun_args(row: dict, *more: str) -> str:
     args = [f"{k}={AS_TYPED.get(v, v)}" for k, v in row["overrides"].items()] + list(more)
     if row.get("cpu_threads") and "device.threads" not in row["overrides"]:
         args.append(f"device.threads={row['cpu_threads']}")
-    return " ".join(args)
+    return " ".join(map(shlex.quote, args))  # `'model.conv_channels=[6,16]'`: no shell reads it as a pattern
 
 
 def standing(items: list[dict], key: str, spread: float) -> tuple[str, list[dict]]:
@@ -190,7 +191,7 @@ def best_lines(summary) -> list[str]:
     lines = [f"{head}. {_rerun_head(summary.fused)}", "", f"    python -m lenet_exp {_rerun_args(best)}", "", *caveat]
     if kind == "close":
         runner = leaders[1]
-        given = " ".join(o for o in summary.command or [] if not o.startswith("seed="))
+        given = " ".join(shlex.quote(o) for o in summary.command or [] if not o.startswith("seed="))
         check = f"python -m lenet_exp --multirun {given} seed=0,1,2" if given else "the sweep's command with seed=0,1,2"
         lines += [
             f"One seed each: its lead over job {runner['job']} ({best['acc'] - runner['acc']:.4f}) is under "

@@ -408,7 +408,7 @@ class Member:
                 log.info("Layer output shapes:\n%s", "\n".join(lines))
             self.logger.text("model/shapes", lines)
         self.logger.session_start(self.job.hparams)
-        log.info("Data: %s (files checked)", "; ".join(d.source for d in run.data if d is not None))
+        log.info("Data: %s (files checked)", "; ".join(d.source for d in run.data if d is not None and d.source))
         threads, epochs = plural(torch.get_num_threads(), "CPU thread"), plural(run.s.trainer.epochs, "epoch")
         examples = " / ".join(f"{len(d)} {k}" for k, d in zip(("train", "val", "test"), run.data) if d is not None)
         examples += " examples"

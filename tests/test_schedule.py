@@ -49,6 +49,10 @@ def test_a_warm_up_rises_linearly_then_anneals_to_zero():
         (["scheduler=onecycle", "scheduler.pct_start=0"], "scheduler.pct_start=0 is not allowed"),
         (["scheduler=onecycle", "scheduler.div_factor=-1"], "expected a finite number > 0"),
         (["scheduler.epochs=0"], "scheduler.epochs=0 is not allowed"),
+        (
+            ["scheduler=cosine", "scheduler.epochs=3", "trainer.epochs=5"],
+            "trainer.epochs=5 runs past the end of the learning-rate schedule (scheduler.epochs=3): its last 2 epochs",
+        ),
     ],
 )
 def test_a_schedule_out_of_range_is_refused_naming_its_key(overrides, error):

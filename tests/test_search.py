@@ -4,6 +4,7 @@ the HParams dashboard of a real TensorBoard server."""
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -571,8 +572,9 @@ def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that
     md = (tmp_path / "s" / "summary.md").read_text()
     best = re.search(r"Best setting: (.*) mean val acc .* over 3 seeds; its mean test acc \d\.\d+ ± \d\.\d+", md)
     assert best, md
-    command = re.search(r"python -m lenet_exp --multirun (.*)", md).group(1).split()
+    command = shlex.split(re.search(r"python -m lenet_exp --multirun (.*)", md).group(1))
     assert "optimizer=adam" in command and "scheduler=cosine" in command and "model.pool=max" in command
+    assert " 'model.conv_channels=[6,16]' " in md  # quoted: no shell reads it as a pattern
     winner = [r for r in rows if r["status"] == "completed"]
     for r in winner:
         saved = RunFolder(tmp_path / "s" / r["run_dir"]).saved_settings()

@@ -37,7 +37,7 @@ def test_a_run_with_a_split_chooses_its_best_epoch_on_validation(tmp_path, fashi
     cfg = compose_config([*SLICE, "data.val_size=1000", "trainer.epochs=3", "optimizer.lr=0.9"])
     with caplog.at_level("INFO", logger="lenet_exp.train"):
         m = train(cfg, tmp_path / "run")
-    assert "1000 validation examples held out of them" in caplog.text and "val acc" in caplog.text
+    assert "1000 held out for validation" in caplog.text and "1000 val" in caplog.text and "val acc" in caplog.text
     vals = m["history"]["val_acc"]
     assert m["chosen_on"] == "val_acc" and len(vals) == 3 and m["val_acc"] == vals[-1]
     assert m["best_epoch"] == vals.index(max(vals)) + 1 and m["best_val_acc"] == max(vals)

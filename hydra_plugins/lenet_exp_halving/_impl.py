@@ -330,7 +330,11 @@ def search(
             )
         best, rest = ([job for i in part for job in alive[i]] for part in (order[:kept], order[kept:]))
         log.info(
-            "%s: %s", rung, f"{numbers(best)}, best first" if last else f"{numbers(best)} go on, {numbers(rest)} pruned"
+            "%s: %s",
+            rung,
+            f"{numbers(best)}, best first"
+            if last
+            else f"{numbers(best)} go{'es' * (len(best) == 1)} on, {numbers(rest)} pruned",
         )
         for place, i in enumerate(order[kept:], start=kept + 1):
             split = chosen_on(alive[i][0].metrics()).removesuffix("_acc")
