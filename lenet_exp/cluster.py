@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+REQUEUE_FROM = ("RUNNING ", "PREEMPTED ")  # job states in which a stopped job goes back in the queue
 CANCELLED = ".slurm_cancelled"  # in the sweep folder while its sweep cancels its jobs: they stop without requeuing
 
 
@@ -35,7 +36,10 @@ def requeue(sweep_dir: Path | None, signum: int) -> bool:
         return False
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     job = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
-    try:
+    try:  # a signal alone leaves the job RUNNING; `scancel` (a user's cancel) has made it COMPLETING: no requeue
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=60).stdout
+        if not any(f"JobState={state}" in shown for state in REQUEUE_FROM):
+            return False
         return subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False

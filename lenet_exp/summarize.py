@@ -276,6 +276,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(rows, key=job_order):
         groups.setdefault(setting_of(r, keys), []).append(r)
+    chosen = "val_acc" if any(r["on"] == "val_acc" for r in rows) else "test_acc"  # a job without figures says test
     settings = []
     for values, members in groups.items():
         # a pruned setting's mean is at its last rung (the plot shows it apart); only completed ones rank as complete
@@ -286,7 +287,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
         accs = [acc for acc, _, _ in figures if acc is not None]
         bests = [best for _, best, _ in figures if best is not None]
         tests = [test for _, _, test in figures if test is not None]
-        on = members[0]["on"]
+        on = chosen
         threads = {m.get("cpu_threads") for m in members}
         mixed = f"seeds trained {lengths[0]}-{lengths[-1]} epochs: figures after {epochs}" if len(lengths) > 1 else ""
         settings.append(

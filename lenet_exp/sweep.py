@@ -94,7 +94,9 @@ def _leaf_keys(node: dict, prefix: str = "") -> list[str]:
 
 def _typed(value) -> str:
     """A saved value as an override writes it: `max`, `5000`, `[6,16]`, `null`."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):  # quoted where Hydra's grammar would read it otherwise: "my data,v2"
+        return value if re.fullmatch(r"[\w./@+-]*", value) else json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
 
 
 def key_of(override: str) -> str:

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lenet_exp.cluster import requeue
+from lenet_exp.cluster import on_slurm, requeue
 from lenet_exp.config import ConfigError
 from lenet_exp.data import DataError
 from lenet_exp.logger import hparams_of
@@ -174,12 +174,15 @@ def task(cfg: DictConfig) -> float:
     sweep_dir = Path(hc.sweep.dir) if multirun else None
     host, _, pid = os.environ.get(LAUNCHER_PID, "").partition(":")
     launcher = int(pid) if pid.isdigit() and host == socket.gethostname() else 0
-    in_worker = multirun and bool(launcher) and os.getpid() != launcher  # joblib, submitit_local: stop when it dies
+    # joblib, submitit_local: stop when the sweep dies. A Slurm job does not: its sweep cancels it (Ctrl-C), and a job
+    # its dead sweep left finishes rather than requeue itself for ever
+    in_worker = multirun and bool(launcher) and os.getpid() != launcher and not on_slurm()
     with signals_held() as came:
         from lenet_exp.train import Interrupted, Job, train_group  # torch loads here, once the checks have passed
     if came:
         remove_empty(run_dir, up_to=run_dir)  # the folder Hydra made for the job, if still empty
-        stop(came[0], "before training started; nothing was written", in_worker)
+        requeued = requeue(sweep_dir, came[0])  # pre-empted while starting: nothing to save, back in the queue
+        stop(came[0], "before training started; nothing was written" + "; requeued on Slurm" * requeued, in_worker)
     hparams = hparams_of(cfg, list(hc.overrides.task), dict(hc.runtime.choices))
     job = Job(cfg, run_dir, hparams, HydraConfig.instance().cfg, in_sweep=multirun)
     interrupted = False

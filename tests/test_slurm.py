@@ -146,19 +146,25 @@ def test_a_rejected_sbatch_and_a_cluster_without_accounting_are_one_line(slurm, 
     assert proc.stderr.startswith("Error: hydra/launcher=slurm follows its jobs with sacct, which fails here (Slurm")
 
 
-def test_a_job_killed_for_good_is_failed_in_one_line(slurm, tmp_path):
+@pytest.mark.parametrize("how", ["killed", "cancelled"])
+def test_a_job_killed_or_cancelled_by_hand_is_failed_in_one_line_and_not_requeued(slurm, tmp_path, how):
     args = [*SLURM, "seed=0", "data.limit_train=32768", "trainer.epochs=3", "hydra.sweep.dir=s"]
     proc = start_cli(*args, cwd=tmp_path)
     wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("0_*")), "the first epoch")
-    job = subprocess.run(["pgrep", "-f", f"_submit {tmp_path}"], capture_output=True, text=True).stdout.split()
-    assert job, "the job's process"
-    for pid in job:  # killed outright (out of memory, say): no checkpoint, no word
-        os.kill(int(pid), signal.SIGKILL)
+    if how == "killed":  # outright (out of memory, say): no checkpoint, no word
+        job = subprocess.run(["pgrep", "-f", f"_submit {tmp_path}"], capture_output=True, text=True).stdout.split()
+        assert job, "the job's process"
+        for pid in job:
+            os.kill(int(pid), signal.SIGKILL)
+    else:  # a user's plain scancel: the job saves its checkpoint and stays cancelled
+        subprocess.run(["scancel", slurm_job_of(tmp_path / "s", 0)], check=True)
     out, _ = proc.communicate(timeout=HANG)
     assert proc.returncode == 1 and "Traceback" not in out, out
     assert "Error: job 0: Slurm job " in out and " without a result (its log: " in out
     (row,) = read_csv(tmp_path / "s" / "summary.csv")
     assert row["status"] == "failed" and "without a result" in (tmp_path / "s" / "summary.md").read_text()
+    (job_dir,) = (tmp_path / "s").glob("0_*")
+    assert "Requeued" not in (job_dir / "train.log").read_text() and int(row["epochs_completed"]) < 3
 
 
 def test_a_fused_group_is_one_slurm_job_and_trains_as_the_fused_launcher_here(slurm, tmp_path):

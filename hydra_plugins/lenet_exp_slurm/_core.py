@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -129,8 +130,9 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     if todo:
         configs = [cfg for _, cfg, _ in todo]
         groups = groups_of(launcher, configs)
-        jobs = submit(launcher, configs, [overrides for *_, overrides in todo], groups)
-        follow(jobs, sweep_dir)
+        with stops_held() as came:  # a Ctrl-C or SIGTERM from here on cancels whatever was submitted
+            jobs = submit(launcher, configs, [overrides for *_, overrides in todo], groups)
+            follow(jobs, sweep_dir, came)
         for group, job in zip(groups, jobs):
             for k, ret in zip(group, results_of(job, [configs[k] for k in group], sweep_dir)):
                 returns[todo[k][0]] = ret
@@ -245,33 +247,43 @@ def submit(launcher, configs: list[DictConfig], overrides: list[list[str]], grou
     return jobs
 
 
-def follow(jobs: list, sweep_dir: Path) -> None:
-    """Wait until every job is done. Ctrl-C or SIGTERM cancels them after they save their checkpoints; jobs pending
-    for a reason no wait clears are cancelled and reported in one line."""
-    from lenet_exp.task import refresh_summary, stop
-
+@contextmanager
+def stops_held():
+    """SIGINT/SIGTERM noted, not obeyed, while jobs are submitted and followed: follow() cancels them first."""
     came: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
     held = (signal.SIGINT, signal.SIGTERM)
-    main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in held} if main else {}
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in held}
     try:
-        asked = 0.0
-        while not all(job.done() for job in jobs):
-            if came:
-                cancel(jobs, sweep_dir)
-                refresh_summary(sweep_dir)
-                stop(came[0], "the Slurm jobs saved their checkpoints and were cancelled; rerun the same command to "
-                     "continue them")  # fmt: skip
-            if time.monotonic() - asked > PENDING_CHECK_S:
-                asked = time.monotonic()
-                if reason := never_starts(jobs):
-                    cancel(jobs, sweep_dir, wait=False)
-                    print(f"Error: {reason}", file=sys.stderr)
-                    raise SystemExit(2)
-            time.sleep(POLL_S)
+        yield came
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def follow(jobs: list, sweep_dir: Path, came: list[int]) -> None:
+    """Wait until every job is done. A Ctrl-C or SIGTERM (in `came`) cancels them after they save their checkpoints;
+    jobs pending for a reason no wait clears are cancelled and reported in one line."""
+    from lenet_exp.task import refresh_summary, stop
+
+    asked = 0.0
+    while True:
+        if came:
+            cancel(jobs, sweep_dir)
+            refresh_summary(sweep_dir)
+            stop(came[0], "the Slurm jobs saved their checkpoints and were cancelled; rerun the same command to "
+                 "continue them")  # fmt: skip
+        if all(job.done() for job in jobs):
+            return
+        if time.monotonic() - asked > PENDING_CHECK_S:
+            asked = time.monotonic()
+            if reason := never_starts(jobs):
+                cancel(jobs, sweep_dir, wait=False)
+                print(f"Error: {reason}", file=sys.stderr)
+                raise SystemExit(2)
+        time.sleep(POLL_S)
 
 
 def _arrays(jobs: list) -> list[str]:
@@ -325,7 +337,11 @@ def results_of(job, configs: list[DictConfig], sweep_dir: Path) -> list:
         for cfg in configs:
             run_dir = _run_dir(cfg)
             reason = f"Slurm job {job.job_id} ended {job.state} without a result (its log: {job.paths.stderr})"
-            RunFolder(run_dir).record_end(reason)
+            folder = RunFolder(run_dir)
+            if not (run_dir / ".hydra" / "overrides.yaml").exists():  # it died before Hydra wrote its record
+                run_dir.mkdir(parents=True, exist_ok=True)
+                folder.write_record(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), cfg)
+            folder.record_end(reason)
             print(f"Error: job {run_dir.name.split('_', 1)[0]}: {reason}", file=sys.stderr)
             returns.append(
                 JobReturn(
