@@ -410,14 +410,14 @@ BAD_VALUES = {
         "hparams_search=halving halves a grid (lists, range(...), choice(...))"
     ),
     "hparams_search=null": (
-        "hparams_search=null: a group takes one of its options (halving, optuna); leave hparams_search out for its "
-        "default"
+        "hparams_search=null: a group takes one of its options (halving, lenet_best, optuna); leave hparams_search out "
+        "for its default"
     ),
     "--multirun hydra/sweeper=halving optimizer.lr=0.1,0.3": (
         "hydra/sweeper=halving: choose it through its preset, hparams_search=halving"
     ),
     "--multirun seed=1,2 hydra/launcher=bogus": (
-        "Could not find 'hydra/launcher/bogus' Available options in 'hydra/launcher': basic, fused, joblib, parallel"
+        "Could not find 'hydra/launcher/bogus' Available options in 'hydra/launcher': basic, fused, fused_slurm, joblib"
     ),
     "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
     "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",

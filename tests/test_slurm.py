@@ -61,6 +61,7 @@ def test_the_preset_runs_on_a_cpu_partition_and_a_rerun_submits_nothing(slurm, t
         (["hydra.launcher.partition=gpu_big"], "hydra.launcher.partition=gpu_big: no such partition on this cluster"),
         (["hydra.launcher.gpus_per_node=1"], "hydra.launcher.gpus_per_node=1: partition debug has no GPUs"),
         (["device=cuda"], "device=cuda (a GPU for each job): partition debug has no GPUs"),
+        (["hydra.launcher.timeout_min=1"], "hydra.launcher.timeout_min=1: each try is warned 120 s before its limit"),
     ],
 )
 def test_what_the_cluster_cannot_run_is_refused_in_one_line_before_anything_is_submitted(

@@ -67,6 +67,13 @@ def check_cluster(params: dict, device: str) -> None:
             f"hydra/launcher=slurm follows its jobs with sacct, which fails here ({said[0] if said else 'no answer'}); "
             "enable Slurm's accounting (slurmdbd), or use hydra/launcher=parallel"
         )
+    warned = int(params.get("signal_delay_s") or 120)  # submitit's SIGUSR2 this long before the limit: a checkpoint
+    if params.get("timeout_min") and params["timeout_min"] * 60 < 2 * warned:
+        raise ConfigError(
+            f"hydra.launcher.timeout_min={params['timeout_min']}: each try is warned {warned} s before its limit "
+            f"(hydra.launcher.signal_delay_s) and requeued, so it would stop before doing work; give "
+            f"hydra.launcher.timeout_min={-(-2 * warned // 60)} or more"
+        )
     listed = _slurm("sinfo", "-h", "-o", "%P").stdout.split()
     names = [p.rstrip("*") for p in listed]
     given = params.get("partition")
