@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -118,6 +115,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     from hydra.core.utils import configure_log, setup_globals
 
     from lenet_exp.cluster import CANCELLED
+    from lenet_exp.task import signals_held
 
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
@@ -137,7 +135,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     if todo:
         configs = [cfg for _, cfg, _ in todo]
         groups = groups_of(launcher, configs)
-        with stops_held() as came:  # a Ctrl-C or SIGTERM from here on cancels whatever was submitted
+        with signals_held() as came:  # a Ctrl-C or SIGTERM from here on cancels whatever was submitted
             jobs = submit(launcher, configs, [overrides for *_, overrides in todo], groups)
             follow(jobs, sweep_dir, came)
         for group, job in zip(groups, jobs):
@@ -190,7 +188,6 @@ def _jobs_named(run_dirs: list) -> str:
 def finished(cfg: DictConfig, sweep_dir: Path):
     """A JobReturn from the job's own folder when it holds this job finished (completed or diverged at the epochs
     asked); None to submit it (also when its folder would refuse it: the job itself says why)."""
-    from hydra.core.utils import JobReturn, JobStatus
 
     from lenet_exp.run_folder import RunFolder, settings_of
     from lenet_exp.task import job_outcome
@@ -203,10 +200,17 @@ def finished(cfg: DictConfig, sweep_dir: Path):
         return None
     if not plan.done:
         return None
-    value = job_outcome(plan.done, None, sweep_dir)
+    return _job_return(cfg, run_dir, job_outcome(plan.done, None, sweep_dir))
+
+
+def _job_return(cfg: DictConfig, run_dir: Path, value: float):
+    """A JobReturn made here for a job Slurm did not return one for (finished before, or ended without one): its
+    outcome for the sweeper, as a job run by any launcher returns it."""
+    from hydra.core.utils import JobReturn, JobStatus
+
     return JobReturn(
         overrides=list(cfg.hydra.overrides.task),
-        cfg=task_cfg,
+        cfg=OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
         hydra_cfg=cfg,
         working_dir=str(run_dir),
         task_name=str(cfg.hydra.job.name),
@@ -252,22 +256,6 @@ def submit(launcher, configs: list[DictConfig], overrides: list[list[str]], grou
     each = "; ".join(f"{n} fused" if len(g) > 1 else n for n, g in zip(named, groups))
     log.info(f"Submitted to Slurm as job array {array}: {each}")
     return jobs
-
-
-@contextmanager
-def stops_held():
-    """SIGINT/SIGTERM noted, not obeyed, while jobs are submitted and followed: follow() cancels them first."""
-    came: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield came
-        return
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum)) for sig in held}
-    try:
-        yield came
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def follow(jobs: list, sweep_dir: Path, came: list[int]) -> None:
@@ -332,7 +320,6 @@ def results_of(job, configs: list[DictConfig], sweep_dir: Path) -> list:
     """The JobReturns of a Slurm job's sweep points; a job that ended without them (killed, out of memory, a node
     failure) leaves each of its points `failed` in its metrics.json with Slurm's word for it, in one line, ranked
     last."""
-    from hydra.core.utils import JobReturn, JobStatus
 
     from lenet_exp.run_folder import RunFolder
     from lenet_exp.task import NO_ACCURACY
@@ -350,15 +337,5 @@ def results_of(job, configs: list[DictConfig], sweep_dir: Path) -> list:
                 folder.write_record(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), cfg)
             folder.record_end(reason)
             print(f"Error: job {run_dir.name.split('_', 1)[0]}: {reason}", file=sys.stderr)
-            returns.append(
-                JobReturn(
-                    overrides=list(cfg.hydra.overrides.task),
-                    cfg=cfg,
-                    hydra_cfg=cfg,
-                    working_dir=str(run_dir),
-                    task_name=str(cfg.hydra.job.name),
-                    status=JobStatus.COMPLETED,
-                    _return_value=NO_ACCURACY,
-                )
-            )
+            returns.append(_job_return(cfg, run_dir, NO_ACCURACY))
         return returns
