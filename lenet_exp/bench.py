@@ -31,13 +31,16 @@ import torch
 from torch import nn
 
 from lenet_exp.build import build, setup_device
-from lenet_exp.config import INT_GE_0, INT_GE_1, ConfigError, Settings, check_overrides, compose_config
+from lenet_exp.config import compose_config
 from lenet_exp.data import DATASETS, DataError, DatasetSpec, Split, load_dataset
+from lenet_exp.errors import ConfigError
+from lenet_exp.loop import Solo
+from lenet_exp.preflight import check_overrides
 from lenet_exp.schedule import scheduler_for
+from lenet_exp.schema import INT_GE_0, INT_GE_1, Settings
 from lenet_exp.signals import Interrupted
 from lenet_exp.sweep_bench import job_cost, run_sweep_bench
 from lenet_exp.timing import WARMUP, say, sync, timed_steps, train_steps
-from lenet_exp.train import Solo
 from lenet_exp.words import plural
 
 
@@ -149,7 +152,7 @@ def time_to_accuracy(name: str, pipeline, fresh, args: argparse.Namespace, devic
 ACCURACY = (lambda v: 0 <= v < 1, "a test accuracy in [0, 1) (0 skips the measurement)")
 
 
-def _typed(parse, rule: tuple):
+def _arg_type(parse, rule: tuple):
     """An argparse type: parse the text, then hold it to one of the config's rules (predicate, words)."""
 
     def convert(text: str):
@@ -169,7 +172,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m lenet_exp.bench", description=__doc__.split("\n")[0])
-    count, count0, accuracy = _typed(int, INT_GE_1), _typed(int, INT_GE_0), _typed(float, ACCURACY)
+    count, count0, accuracy = _arg_type(int, INT_GE_1), _arg_type(int, INT_GE_0), _arg_type(float, ACCURACY)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default: the config's device (auto)")
     parser.add_argument(
         "--steps", type=count, default=200, help="timed steps per measurement (default 200; 234 make one epoch)"
@@ -217,6 +220,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it, whatever its parent left ignored
     args = parse_args(argv)
     if args.job_cost:
         job_cost(args.job_cost, args.overrides)

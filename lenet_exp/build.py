@@ -15,7 +15,8 @@ from torch import nn
 
 from lenet_exp.cluster import cpus_given
 from lenet_exp.data import DATASETS, DatasetSpec
-from lenet_exp.schema import BOOL, NO_CUDA, ConfigError, Settings, check_value, hint
+from lenet_exp.errors import ConfigError
+from lenet_exp.schema import BOOL, NO_CUDA, Settings, check_value, hint
 from lenet_exp.words import one_line
 
 
@@ -57,7 +58,8 @@ def setup_device(s: Settings) -> torch.device:
     """The training device, with the determinism and CPU-thread settings applied (training and the bench alike):
     bitwise-repeatable kernels or the fastest ones (CUBLAS_WORKSPACE_CONFIG is set when lenet_exp is imported)."""
     device = resolve_device(s.device.name)
-    torch.use_deterministic_algorithms(s.deterministic)
+    if torch.are_deterministic_algorithms_enabled() != s.deterministic:  # the call imports torch's compiler (~1 s)
+        torch.use_deterministic_algorithms(s.deterministic)
     torch.backends.cudnn.benchmark = not s.deterministic
     if threads := s.device.threads or cpus_given():  # a Slurm job uses the CPUs it was given, no more
         torch.set_num_threads(threads)

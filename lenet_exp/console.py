@@ -1,4 +1,5 @@
-"""The console while a run trains: a progress bar that moves every step and never runs into the log lines.
+"""The console while a run trains: a progress bar that moves every step and never runs into the log lines, and the
+run's closing line.
 
 While the bar is shown, console log lines go through tqdm (its logging redirect), which clears the bar,
 writes the line and draws the bar again, so a log line always starts a line of its own.
@@ -10,9 +11,13 @@ import logging
 import os
 import shutil
 from contextlib import nullcontext
+from pathlib import Path
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from lenet_exp.metrics import not_learning
+from lenet_exp.words import plural
 
 
 def wants_bar(progress: str | bool, in_worker: bool) -> bool:
@@ -50,3 +55,23 @@ class EpochBar:
         """Clear the bar, then let log lines go straight to the console again."""
         self.bar.close()
         self._redirect.__exit__(None, None, None)
+
+
+def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
+    """The run's last console line: how it ended, its final accuracies, the best epoch on the choosing split (with
+    its test accuracy beside a validation choice), and where its files are."""
+    on, epoch = m.get("chosen_on", "test_acc"), m.get("best_epoch")
+    split = on.removesuffix("_acc")
+    best = "" if epoch is None else f"best {split} acc {m['history'][on][epoch - 1]:.4f} (epoch {epoch}"
+    best += "" if epoch is None or on == "test_acc" else f", test acc {m['history']['test_acc'][epoch - 1]:.4f}"
+    best += "" if epoch is None else ")"
+    if m["status"] == "diverged":
+        head = f"Diverged: {m['error']}; " + (best or "no accuracy")
+    else:
+        val = f"val acc {m['val_acc']:.4f}, " if m.get("val_acc") is not None else ""
+        head = f"Done: {plural(m['epochs_completed'], 'epoch')}, {val}test acc {m['test_acc']:.4f}, {best}"
+    if not_learning(m):
+        head += (
+            f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)"
+        )
+    return f"{head}; {seconds:.1f} s; files in {run_dir}"

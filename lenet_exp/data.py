@@ -8,6 +8,7 @@ torch and torchvision are imported where they are used, so a command can check i
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import shutil
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lenet_exp.errors import ConfigError
 from lenet_exp.words import one_line
 
 if TYPE_CHECKING:
@@ -221,6 +223,37 @@ def find_files(name: str, root: str | Path, download: bool) -> Path | None:
             f"fixes: set data.download=true, or point data.root at a folder holding {spec.folder}/raw/{package}"
         )
     return folder
+
+
+VAL_SEED = 20_251  # the split's own seed: every run and seed of a sweep holds out the same examples
+
+
+def load_splits(
+    name: str,
+    root: str,
+    download: bool,
+    val_size: int,
+    limit_train: int | None,
+    limit_test: int | None,
+    device: torch.device,
+) -> tuple[Split, Split | None, Split]:
+    """A run's train, validation (None without a split: `val_size` 0) and test examples, checked, sliced and on its
+    device; loaded once per process."""
+    if val_size >= DATASETS[name].counts["train"]:
+        raise ConfigError(
+            f"data.val_size={val_size} is not allowed: expected fewer than the "
+            f"{DATASETS[name].counts['train']} training examples of {name}"
+        )
+    return _load_splits(name, root, download, val_size, limit_train, limit_test, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_splits(name, root, download, val_size, limit_train, limit_test, device) -> tuple[Split, Split | None, Split]:
+    train_set, test_set = load_dataset(name, root, download)
+    val_set = None
+    if val_size:
+        train_set, val_set = train_set.hold_out(val_size, VAL_SEED)
+    return train_set.head(limit_train).to(device), val_set and val_set.to(device), test_set.head(limit_test).to(device)
 
 
 def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:

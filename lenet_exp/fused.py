@@ -24,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
-from lenet_exp.config import LENET
 from lenet_exp.model import LeNet, full_precision, mixed_precision
-from lenet_exp.run_folder import all_settings
+from lenet_exp.schema import LENET
+from lenet_exp.settings import all_settings
 
 log = logging.getLogger("lenet_exp")
 CPU_NOTE = (
@@ -268,21 +268,20 @@ class FusedTrainee:
             for r in runs
         ]
         self.optimizer = FusedOptimizer(self.model.stacked(), runs[0].cfg.optimizer._target_, settings)
+        self.active = torch.ones(self.G, dtype=torch.bool, device=runs[0].device)  # (G,) the models that take steps
         for g, r in enumerate(runs):  # a group resumed: each model's optimizer state from its own last.pt
             if r.plan.state:
                 self.optimizer.load_member_state(g, r.plan.state["optimizer"])
 
-    def step(
-        self, images: torch.Tensor, labels: torch.Tensor, active: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (G, B, 28, 28) uint8, labels (G, B): a step of each model; summed losses (G,), correct counts (G,)."""
         x = model_input(images, self.s.device.channels_last)  # (B, G, 28, 28)
         with mixed_precision(self.s.device.amp, x):
             logits = self.model(x)  # (G, B, 10)
-            losses, total, correct = step_loss(logits, labels, active)
+            losses, total, correct = step_loss(logits, labels, self.active)
         self.optimizer.zero_grad()
         total.backward()
-        self.optimizer.step(active, self.factor())
+        self.optimizer.step(self.active, self.factor())
         with warnings.catch_warnings():  # the runs' own optimizers take no step (the fused one does): torch warns
             warnings.simplefilter("ignore", UserWarning)
             for r in (r for r in self.runs if r.scheduler):  # each run's own schedule: its last.pt and its train/lr

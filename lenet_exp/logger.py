@@ -6,24 +6,25 @@ each sweep job as one run named after its folder.
 
 from __future__ import annotations
 
+import io
+import os
+import socket
 import threading
 import time
 from contextlib import nullcontext, suppress
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from lenet_exp.files import atomic_write
+from lenet_exp.signals import signals_deferred
 
 # Scalar tags, one place for all of them.
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
 VAL_ACC, BEST_VAL_ACC = "val/acc", "val/best_acc"
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
-# how a run is shown or fed, not what it learns
-NOT_HPARAMS = ("trainer.progress", "data.root", "data.download", "hparams_search")
 # a run's status (metrics.json) as its HParams session ends: only completed succeeded; interrupted and pruned may go on
 # (unknown); diverged and failed failed
 SESSION_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "pruned": "STATUS_UNKNOWN"}
-SEARCH_KEYS = {"halving": ("trainer.epochs", "scheduler.epochs")}  # set by a search for its own ends, not swept
 
 
 class RunLogger:
@@ -65,16 +66,13 @@ class RunLogger:
             else:
                 info.hparams[key].string_value = str(value)
         self._session = [_hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)]
-        self._write_session()
+        write_session(self.run_dir, self._session)
 
     def session_end(self, status: str, quietly: bool = False) -> None:
         """Close the run's session with the status metrics.json gives it (SESSION_STATUS); `quietly` as in close."""
         with suppress(OSError) if quietly else nullcontext():
             self._session = [*self._session[:1], _session_end(status)]
-            self._write_session()
-
-    def _write_session(self) -> None:
-        write_session(self.run_dir, self._session)
+            write_session(self.run_dir, self._session)
 
     def flush(self) -> None:
         self.writer.flush()
@@ -93,17 +91,24 @@ def _quiet_writer_thread(args, default=threading.excepthook) -> None:
 
 
 def write_session(run_dir: Path, summaries: list) -> None:
-    """The session in an event file of its own, replacing the last try's: TensorBoard keeps the first session
-    info it reads in a run, so a resumed run (trained longer, say) must not leave its earlier one behind."""
+    """The session in an event file of its own, replacing the last try's (TensorBoard keeps the first session info it
+    reads in a run, so a resumed run must not leave its earlier one behind). The new file is whole before the old one
+    goes, with signals held between: a stop leaves the old session or the new, never none."""
     from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
-    for old in run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
-        old.unlink()
-    writer = EventFileWriter(str(run_dir), filename_suffix=SESSION_SUFFIX)
+    data = io.BytesIO()
+    records = RecordWriter(data)
+    records.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
     for summary in summaries:
-        writer.add_event(Event(summary=summary, wall_time=time.time()))
-    writer.close()
+        records.write(Event(summary=summary, wall_time=time.time()).SerializeToString())
+    old = sorted(run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"))
+    stamp = max([int(time.time()), *(int(p.name.split(".")[3]) + 1 for p in old if p.name.split(".")[3].isdigit())])
+    new = run_dir / f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}{SESSION_SUFFIX}"
+    with signals_deferred():  # read later than the old ones, so a live TensorBoard reads it too
+        atomic_write(new, data.getvalue())
+        for path in old:
+            path.unlink(missing_ok=True)
 
 
 def end_session(run_dir: Path, status: str) -> None:
@@ -148,32 +153,3 @@ def _hparams_summary(tag: str, **data):
     content = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data).SerializeToString()
     plugin = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content))
     return Summary(value=[Summary.Value(tag=tag, metadata=plugin)])
-
-
-def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict) -> dict:
-    """The run's key settings for TensorBoard's HParams dashboard: group choices, main values, every override; of a
-    sweep's job, only what the sweep varies, as its table shows five hparams, then the metrics (the rest of a job's
-    settings are in its .hydra and the summary). Never what a search sets for its own ends (SEARCH_KEYS)."""
-    ignored = (*NOT_HPARAMS, *SEARCH_KEYS.get(choices.get("hparams_search"), ()))
-    keys = ["optimizer.lr", "data.batch_size", "trainer.epochs", "seed"]
-    keys += [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and not o.startswith("hydra")]
-    settings = {g: choices[g] for g in ("model", "activation", "optimizer", "data", "device") if g in choices}
-    for key in (k for k in keys if k not in ignored):
-        value = OmegaConf.select(cfg, key, default=None)
-        if key not in settings and value is not None:
-            settings[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    swept = [k for k in _swept_keys() if k in settings]
-    return {k: settings[k] for k in swept} if swept else settings
-
-
-def _swept_keys() -> list[str]:
-    """The keys the sweep running this job varies; none outside a sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from lenet_exp.sweep import swept_keys
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return []
-    hc = HydraConfig.get()
-    return swept_keys(Path(str(hc.sweep.dir)), hc.sweeper.get("params"))

@@ -13,8 +13,6 @@ import math
 from dataclasses import asdict
 from functools import partial
 
-SCHEDULES = ("none", "cosine", "onecycle")
-
 
 def _cosine(t: float) -> float:
     """1 at t=0 down to 0 at t=1, along half a cosine."""
@@ -38,12 +36,12 @@ def lr_factor(
         if step < up:
             return (step + 1) / up
         return _cosine((step - up) / max(1, total - up))
-    if name == "onecycle":  # torch's OneCycleLR, cosine phases: its phase ends at steps pct_start*total-1, total-1
-        low, peak_at = 1 / div_factor, pct_start * total - 1
-        if step <= peak_at:
-            return 1 - (1 - low) * (_cosine(step / peak_at) if peak_at > 0 else 1)
-        return low / final_div_factor + (1 - low / final_div_factor) * _cosine((step - peak_at) / (total - 1 - peak_at))
-    raise ValueError(f"scheduler.name: {name!r} is not one of {', '.join(SCHEDULES)}")
+    # onecycle (the schema allows no other name): torch's OneCycleLR, cosine phases ending at steps
+    # pct_start*total-1 and total-1
+    low, peak_at = 1 / div_factor, pct_start * total - 1
+    if step <= peak_at:
+        return 1 - (1 - low) * (_cosine(step / peak_at) if peak_at > 0 else 1)
+    return low / final_div_factor + (1 - low / final_div_factor) * _cosine((step - peak_at) / (total - 1 - peak_at))
 
 
 def factor_of(scheduler, steps_per_epoch: int, epochs: int) -> partial | None:

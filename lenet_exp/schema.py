@@ -1,24 +1,24 @@
 """The project's own config keys, declared once: Hydra structured configs the YAML files (conf/) name as their schema.
 OmegaConf holds every compose to the key names and types below; each key's rule adds its range, in words that also
-explain a value of the wrong type. Nothing here imports torch, config.py or build.py."""
+explain a value of the wrong type; `check_config` holds a composed config to every rule before anything runs.
+Nothing here imports torch."""
 
 from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from lenet_exp.data import DATASETS
-
-
-class ConfigError(ValueError):
-    """A user mistake in the config or the overrides."""
-
+from lenet_exp.data import DATASETS, DataError, find_files
+from lenet_exp.errors import ConfigError
+from lenet_exp.words import plural
 
 Rule = tuple[Callable[[Any], bool], str]  # (predicate on a value of the key's type, what is allowed, in words)
 
@@ -45,6 +45,9 @@ INT_GE_1 = int_at_least(1)
 BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 NON_NEGATIVE: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
 NO_CUDA = "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"
+LENET = "lenet_exp.model.LeNet"  # the model class whose jobs the fused launcher may train together
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 260
+PATH_ROOM = PATH_MAX - 512  # a sweep's job folder names (<= 200 bytes) and the files in them
 
 
 @dataclass
@@ -239,3 +242,70 @@ for _name, _node in (
     ("onecycle_schedule_schema", OneCycleSchedule),
 ):
     ConfigStore.instance().store(name=_name, node=_node, provider="lenet_exp")
+
+
+def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
+    """Refuse (naming the key) a folder path that is a file, a broken link, under a file, or (`writable`) read-only."""
+    if "${" in str(path):
+        raise ConfigError(
+            f"{key}={path}: a folder name holding '${{' would be read as an interpolation by Hydra; rename the folder"
+        )
+    if any(len(part.encode()) > 255 for part in path.parts):
+        raise ConfigError(
+            f"{key}: a folder name in {str(path)[:60]}... is longer than the 255 bytes a file system allows; "
+            "give a shorter one"
+        )
+    if len(os.path.abspath(path).encode()) > PATH_ROOM:
+        raise ConfigError(
+            f"{key}: the path {str(path)[:60]}... leaves no room for a run's files within the "
+            f"{PATH_MAX} bytes a path may have here; give a shorter one"
+        )
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{key}={path}: is a broken link (it points to nothing); give a folder path")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path}: is a file, not a folder; give a folder path")
+    existing = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path}: {existing} is a file, so no folder can be made under it; give another path")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={path}: {existing} is not writable here (read-only or no permission); "
+            "give a folder you can write to"
+        )
+
+
+def check_config(cfg: DictConfig, here: bool = True) -> Settings:
+    """Every rule a composed config must obey before anything runs: the typed settings, the model's keys (which must
+    fit the data set's channels, image size and classes), the data folder, a GPU driver where CUDA is asked for and
+    the jobs train `here` (not on a cluster's nodes)."""
+    settings = Settings.from_cfg(cfg)
+    check(settings.model, "model.")
+    model, name, spec = settings.model, settings.data.name, DATASETS[settings.data.name]
+    for key, needed in (("in_channels", spec.channels), ("image_size", spec.image_size)):
+        if getattr(model, key) != needed:
+            raise ConfigError(
+                f"model.{key}={getattr(model, key)} does not fit {name} "
+                f"({spec.channels}x{spec.image_size}x{spec.image_size} images): expected {needed}"
+            )
+    if model.num_classes < spec.classes:
+        raise ConfigError(
+            f"model.num_classes={model.num_classes} cannot fit {name}: its labels are 0-{spec.classes - 1}, "
+            f"so expected >= {spec.classes}"
+        )
+    schedule, epochs = settings.scheduler, settings.trainer.epochs
+    if schedule.name != "none" and schedule.epochs is not None and epochs > schedule.epochs:
+        raise ConfigError(
+            f"trainer.epochs={epochs} runs past the end of the learning-rate schedule (scheduler.epochs="
+            f"{schedule.epochs}): its last {plural(epochs - schedule.epochs, 'epoch')} would train at rate 0; give "
+            f"trainer.epochs={schedule.epochs} or less (a run's schedule cannot change once it has trained)"
+        )
+    check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
+    try:
+        find_files(name, settings.data.root, settings.data.download)  # each swept data set too, before any job
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    if here and settings.device.name == "cuda" and Path("/proc").is_dir():  # Linux: no GPU driver visible means no CUDA
+        devices = [*Path("/dev").glob("nvidia*"), Path("/dev/dxg"), Path("/dev/kfd"), Path("/proc/driver/nvidia")]
+        if not any(p.exists() for p in devices):  # refused without loading torch
+            raise ConfigError(NO_CUDA)
+    return settings

@@ -1,14 +1,65 @@
-"""Ctrl-C and SIGTERM while a run works: stop at once before training, between steps (after a checkpoint) during it,
-never in the middle of writing files; and stop too when the sweep that launched the job dies."""
+"""Ctrl-C and SIGTERM: while a run works, stop at once before training, between steps (after a checkpoint) during it,
+never in the middle of writing files, and stop too when the sweep that launched the job dies; signals held off a block
+that must not be cut short; and the one line every stop ends with."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
 from lenet_exp.cluster import stop_signals
+
+
+def interrupted_line(signum: int, note: str) -> str:
+    """`Interrupted by SIGTERM: <what became of the work>.`: the last line of every stop."""
+    return f"Interrupted by {signal.Signals(signum).name}: {note}."
+
+
+def stop(signum: int, note: str, in_worker: bool = False) -> None:
+    """End the process for a signal: one line, exit 128+signal (a worker process ends at once, as its sweep has)."""
+    print(interrupted_line(signum, note), file=sys.stderr)
+    if in_worker:  # an idle worker would outlive the stopped sweep
+        logging.shutdown()
+        os._exit(128 + signum)
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def handlers(chosen: dict):
+    """`{signal: handler}` for a block (in the main thread; elsewhere signals cannot be handled); the handlers before
+    it come back after it. Yields those."""
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous = {sig: signal.signal(sig, handler) for sig, handler in chosen.items()}
+    try:
+        yield previous
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def signals_held():
+    """Hold SIGINT/SIGTERM for a block that must not be cut short: torch's import (it swallows a KeyboardInterrupt and
+    carries on half-imported) or a summary being written. Yields the list of signals that came."""
+    came: list[int] = []
+    with handlers(dict.fromkeys((signal.SIGINT, signal.SIGTERM), lambda signum, frame: came.append(signum))):
+        yield came
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM for a short block (a file replaced), then hand the first that came to the handler outside it:
+    the block is never cut short, and no signal is lost."""
+    with signals_held() as came:
+        yield
+    if came:
+        signal.raise_signal(came[0])
 
 
 class Interrupted(BaseException):

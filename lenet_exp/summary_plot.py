@@ -13,7 +13,8 @@ import io
 from collections import namedtuple
 from itertools import groupby
 
-from lenet_exp.summary_table import job_order, parsed, setting_of, short, verdict
+from lenet_exp.overrides import setting_of
+from lenet_exp.summary_table import job_order, parsed, short, verdict
 
 MARKERS = "os^DvP<>Xph*"
 LINES = ["-", "--", "-.", ":"]
@@ -40,7 +41,7 @@ def _setting(overrides: dict, keys: list[str]) -> str:
 def styles(rows: list[dict], keys: list[str]) -> dict[tuple, dict]:
     """One colour and marker per setting, the same in every panel: ten colours, then the next marker, so no two
     settings share both (up to 120 settings)."""
-    order = dict.fromkeys(setting_of(r, keys) for r in sorted(rows, key=job_order))
+    order = dict.fromkeys(setting_of(r["overrides"], keys) for r in sorted(rows, key=job_order))
     return {key: {"color": f"C{i % 10}", "marker": MARKERS[i // 10 % len(MARKERS)]} for i, key in enumerate(order)}
 
 
@@ -100,8 +101,8 @@ def _points(summary) -> list[Point]:
     """What the value panels draw, best first: a point per job, or per setting (mean and spread) with seeds swept."""
     if summary.settings is None:
         return [
-            Point(r["job"], setting_of(r, summary.keys), r["overrides"], r["acc"], None, [], r["not_learning"],
-                  r["status"], r["status"] == "completed")
+            Point(r["job"], setting_of(r["overrides"], summary.keys), r["overrides"], r["acc"], None, [],
+                  r["not_learning"], r["status"], r["status"] == "completed")
             for r in summary.rows
         ]  # fmt: skip
     return [
@@ -215,7 +216,7 @@ def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None, st
     seen: dict[tuple, object] = {}
     seeds: dict[tuple, int] = {}  # how many jobs of each setting are drawn so far
     for r in jobs:
-        curve, setting = tuple(r["history"]), setting_of(r, keys)
+        curve, setting = tuple(r["history"]), setting_of(r["overrides"], keys)
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
         tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))

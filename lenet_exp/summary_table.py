@@ -13,12 +13,9 @@ from collections import Counter
 
 import yaml
 
-from lenet_exp.run_folder import CHANCE_MARGIN
+from lenet_exp.metrics import CHANCE_MARGIN, FIGURES, VAL_FIGURES
 from lenet_exp.words import plural
 
-FIGURES = ["test_acc", "best_test_acc", "train_loss", "train_acc", "epochs_completed", "examples_per_sec"]
-VAL_FIGURES = ["val_acc", "best_val_acc"]  # with a validation split (data.val_size), the figures that choose
-METRIC_COLUMNS = ["status", *VAL_FIGURES, *FIGURES]
 SETTING_TAIL = ["statuses", "epochs", "note"]
 OPTIMISTIC = (
     "Chosen on the test set (no validation split), so the chosen figure is optimistic: hold out one with "
@@ -51,11 +48,6 @@ def counts_text(statuses) -> str:
 
 def job_order(row: dict) -> tuple:
     return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
-
-
-def setting_of(row: dict, keys: list[str]) -> tuple:
-    """A job's setting: its values of the swept keys but seed (jobs that differ only in seed share one)."""
-    return tuple((k, row["overrides"].get(k)) for k in keys if k != "seed")
 
 
 def _csv(header: list, rows) -> str:

@@ -27,12 +27,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_exp.build import build
-from lenet_exp.config import Settings
 from lenet_exp.data import Split
-from lenet_exp.run_folder import Plan
+from lenet_exp.jobs import Progress, Run
+from lenet_exp.loop import Solo
+from lenet_exp.resume import Plan
+from lenet_exp.schema import Settings
 from lenet_exp.signals import StopSignals
 from lenet_exp.timing import say, timed_steps
-from lenet_exp.train import Progress, Run, Solo
 from lenet_exp.words import plural
 
 
@@ -57,7 +58,10 @@ def fused(configs: list[DictConfig], data: Split, steps: int, device: torch.devi
     from lenet_exp.fused import FusedTrainee
 
     settings = [Settings.from_cfg(c) for c in configs]
-    runs = [Run(c, s, device, *build(c, s, device), Progress(), None, None, Plan()) for c, s in zip(configs, settings)]
+    runs = []
+    for c, s in zip(configs, settings):
+        model, optimizer = build(c, s, device)
+        runs.append(Run(c, s, device, model, optimizer, None, Progress(), data, None, data, Plan()))
     return timed_steps(FusedTrainee(runs), data, [c.seed for c in configs], steps, settings[0])
 
 

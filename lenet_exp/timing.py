@@ -8,10 +8,11 @@ import time
 
 import torch
 
-from lenet_exp.config import Settings
 from lenet_exp.data import Split
+from lenet_exp.jobs import Progress
+from lenet_exp.loop import epoch_order, train_epoch
+from lenet_exp.schema import Settings
 from lenet_exp.signals import Interrupted, StopSignals
-from lenet_exp.train import Progress, epoch_order, train_epoch
 
 WARMUP = 5  # steps excluded from the timings (worker start-up, allocator, kernel selection)
 

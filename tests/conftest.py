@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from helpers import SMALL, SYSTEM_FASHION_MNIST
+from helpers import SMALL, SYSTEM_FASHION_MNIST, kill_started
 from omegaconf import DictConfig
 
 from lenet_exp.config import compose_config
@@ -40,3 +40,11 @@ def _restore_torch_state():
     """Tests that train in-process must not leak determinism settings into each other."""
     yield
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """Whatever a test started (the command, a sweep's workers, a server) is killed when the test ends, passed, failed
+    or timed out."""
+    yield
+    kill_started()

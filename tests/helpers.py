@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,53 @@ HANG = float(os.environ.get("LENET_TEST_HANG_S", "1800"))
 SMALL = ["device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=512", "trainer.epochs=2"]
 
 
+STARTED: list[subprocess.Popen] = []  # every process a test started, killed with its own at the test's end
+
+
+def default_signals() -> None:
+    """In a child, before it runs: the stop signals handled as a shell at a terminal leaves them (a test started from a
+    script that ignores SIGINT, or blocks signals, passes that on), so a Ctrl-C test means the same everywhere."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def popen(cmd: list, **kwargs) -> subprocess.Popen:
+    """A process for a test: default signal handling, a session of its own (its workers with it), and killed with them
+    when the test ends, however it ends (kill_started)."""
+    proc = subprocess.Popen(cmd, preexec_fn=default_signals, start_new_session=True, **kwargs)
+    STARTED.append(proc)
+    return proc
+
+
+def kill_started() -> None:
+    """Kill every process a test started that still runs, and each one's session (a sweep's workers, a server)."""
+    while STARTED:
+        proc = STARTED.pop()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole session: a killed leader leaves no workers behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float = HANG) -> tuple[str, str]:
+    """A started process's output once it ends; past `timeout`, it and its session are killed first."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+
+
 def run_cli(*args: str, cwd: Path, module: str = "lenet_exp", timeout: float = HANG, env: dict | None = None):
-    """Run `python -m <module> args...` as a user would, returning the finished process."""
+    """Run `python -m <module> args...` as a user would, returning the finished process (killed past `timeout`)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [sys.executable, "-m", module, *args]
+    proc = popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = finish(proc, timeout)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def run_in_new_folder(tmp_path_factory, name: str, *args: str):
@@ -36,14 +78,8 @@ def run_in_new_folder(tmp_path_factory, name: str, *args: str):
 
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    cmd = [sys.executable, "-m", "lenet_exp", *args]
+    return popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def epochs_completed(run_dir: Path) -> int:
@@ -111,9 +147,8 @@ def start_patched(patch: str, *args: str, cwd: Path) -> subprocess.Popen:
         f"import sys\n{patch}\nfrom lenet_exp.__main__ import main\nsys.argv = ['lenet_exp', *sys.argv[1:]]\nmain()\n"
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    cmd = [sys.executable, "-c", code, *args]
+    return popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> bool:

@@ -10,14 +10,14 @@ import time
 
 import pytest
 import torch
-from helpers import HANG, run_cli
+from helpers import HANG, popen, run_cli
 
 from lenet_exp.bench import LenetExp
 from lenet_exp.build import build
-from lenet_exp.config import Settings
 from lenet_exp.data import Split
+from lenet_exp.loop import Solo
+from lenet_exp.schema import Settings
 from lenet_exp.signals import Interrupted
-from lenet_exp.train import Solo
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_bench_on_missing_cuda_says_so(tmp_path):
 def test_ctrl_c_ends_the_bench_without_figures(tmp_path, fashion_mnist):
     # Many steps, so SIGINT lands in the timed loops; whichever pipeline it hits, the bench stops there.
     cmd = [sys.executable, "-m", "lenet_exp.bench", "--device", "cpu", "--steps", "100000", "--workers", "1"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr.readline() == "[1/3] textbook: timing 100000 steps ...\n"
     time.sleep(1.5)  # into the DataLoader's loop, workers running
     proc.send_signal(signal.SIGINT)

@@ -157,3 +157,19 @@ def test_a_file_where_the_run_keeps_its_record_is_refused(tmp_path):
         and proc.stderr == "Error: hydra.run.dir=run/.hydra: is a file, not a folder; give a folder path\n"
     )
     assert snapshot(tmp_path) == before
+
+
+def test_lenet_exps_reading_of_hydras_flags_is_hydras_own():
+    """flags.py declares Hydra's flags, so that the package needs none of Hydra's private modules: this holds its
+    declaration to Hydra's own parser, flag by flag (names, destinations, values, defaults)."""
+    from hydra._internal.utils import get_args_parser
+
+    from lenet_exp.flags import hydra_flags
+
+    def shape(parser):
+        return sorted(
+            (tuple(a.option_strings), a.dest, a.nargs, tuple(a.choices or ()), a.const, type(a).__name__, a.default)
+            for a in parser._actions
+        )
+
+    assert shape(hydra_flags()) == shape(get_args_parser())

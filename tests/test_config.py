@@ -10,7 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lenet_exp.build import build, resolve_device
-from lenet_exp.config import CONFIG_PATH, ConfigError, Settings, check_config, compose_config
+from lenet_exp.config import CONFIG_PATH, compose_config
+from lenet_exp.errors import ConfigError
+from lenet_exp.schema import Settings, check_config
 
 GROUPS = ["model", "activation", "optimizer", "data", "device", "trainer"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted(Path(CONFIG_PATH, g).glob("*.yaml"))]
@@ -191,7 +193,7 @@ def test_a_value_out_of_range_is_refused_in_every_section(make_cfg, override, me
     ],
 )
 def test_plugin_settings_are_held_to_their_rules(overrides, message):
-    from lenet_exp.sweep import check_plugin_settings
+    from lenet_exp.sweep_checks import check_plugin_settings
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_plugin_settings(compose_config(overrides.split(), with_hydra=True))

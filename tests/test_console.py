@@ -12,7 +12,7 @@ import sys
 import termios
 
 import pytest
-from helpers import run_cli
+from helpers import popen, run_cli
 
 QUICK = ["device=cpu", "data.download=false", "data.limit_train=4096", "data.limit_test=256", "trainer.epochs=2"]
 LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[")
@@ -23,9 +23,7 @@ def run_on_terminal(*args: str, cwd) -> str:
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lenet_exp", *args], cwd=cwd, env=env, stdin=child, stdout=child, stderr=child
-    )
+    proc = popen([sys.executable, "-m", "lenet_exp", *args], cwd=cwd, env=env, stdin=child, stdout=child, stderr=child)
     os.close(child)
     out = b""
     with contextlib.suppress(OSError):  # OSError: the child closed the terminal

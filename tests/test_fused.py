@@ -16,8 +16,9 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from lenet_exp import run_folder
 from lenet_exp.config import compose_config
 from lenet_exp.fused import fusion_key, groups_of
+from lenet_exp.jobs import Job
 from lenet_exp.model import LeNet
-from lenet_exp.train import Job, train, train_group
+from lenet_exp.training import train, train_group
 
 SLICE = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.progress=false"]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import REPO, SYSTEM_FASHION_MNIST
 
-from lenet_exp.train import train
+from lenet_exp.training import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 # A GPU machine without the system package gets the files in the repo's data/ (scripts/gpu_prepare.sh puts them there).
@@ -62,7 +62,7 @@ def test_gpu_checkpoints_load_on_the_cpu_as_written(gpu_cfg, tmp_path):
 
 def test_amp_counts_accuracy_from_fp32_logits(gpu_cfg, tmp_path):
     from lenet_exp.build import build
-    from lenet_exp.config import Settings
+    from lenet_exp.schema import Settings
 
     cfg = gpu_cfg("device=cuda", "device.amp=true")
     model, _ = build(cfg, Settings.from_cfg(cfg), torch.device("cuda"))

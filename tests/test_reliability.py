@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from helpers import HANG, SMALL, epochs_completed, run_cli, run_in_new_folder, scalars, start_cli
+from helpers import HANG, SMALL, epochs_completed, popen, run_cli, run_in_new_folder, scalars, start_cli
 
-from lenet_exp.run_folder import LAST, atomic_write
-from lenet_exp.train import train
+from lenet_exp.files import atomic_write
+from lenet_exp.run_folder import LAST
+from lenet_exp.training import train
 
 FIGURES = ("status", "epochs_completed", "train_loss", "train_acc", "test_acc", "best_test_acc", "history")
 BAD_INPUTS = {
@@ -178,7 +179,7 @@ def test_other_settings_in_the_same_folder_are_refused(unbroken):
 WRITER = """
 import sys
 from pathlib import Path
-from lenet_exp.run_folder import atomic_write
+from lenet_exp.files import atomic_write
 i = 0
 while True:
     atomic_write(Path(sys.argv[1]), bytes([i % 251]) * 4_000_000)
@@ -190,7 +191,7 @@ def test_kill_during_writes_never_leaves_a_partial_file(tmp_path):
     target = tmp_path / "last.pt"
     atomic_write(target, b"\x07" * 4_000_000)
     for delay in (0.05, 0.13, 0.21, 0.37):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
+        writer = popen([sys.executable, "-c", WRITER, str(target)])
         time.sleep(delay + 0.5)  # past interpreter start-up, into the write loop
         writer.kill()
         writer.wait()

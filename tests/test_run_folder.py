@@ -18,6 +18,7 @@ from helpers import (
     epochs_completed,
     make_job,
     mount_tmpfs,
+    popen,
     read_csv,
     run_cli,
     run_in_new_folder,
@@ -29,10 +30,12 @@ from helpers import (
 )
 
 from lenet_exp import run_folder
-from lenet_exp.run_folder import FolderRefused, RunFolder, claim_new_folder, locked
+from lenet_exp.errors import FolderRefused
+from lenet_exp.folders import claim_new_folder, locked
+from lenet_exp.run_folder import RunFolder
 from lenet_exp.signals import Interrupted, StopSignals
-from lenet_exp.summarize import collect
 from lenet_exp.summarize import main as summarize_main
+from lenet_exp.summary import collect
 
 QUICK = ["device=cpu", "data.download=false", "data.limit_train=1024", "data.limit_test=256", "trainer.epochs=2"]
 LONGER = ["device=cpu", "data.download=false", "data.limit_train=20000", "data.limit_test=500", "trainer.epochs=3"]
@@ -108,7 +111,7 @@ HOLD = (
 
 
 def test_the_lock_is_the_kernels_and_dies_with_its_process(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     assert run_folder.in_use(tmp_path)
     with pytest.raises(FolderRefused, match=f"is in use by process {holder.pid}"):
@@ -275,7 +278,7 @@ def test_a_full_disk_ends_failed_in_one_line(tmp_path, fashion_mnist):
 
 
 BUG = (
-    "import lenet_exp.train as t\ndef broken(*a, **k):\n    raise RuntimeError('a bug in evaluate')\n"
+    "import lenet_exp.loop as t\ndef broken(*a, **k):\n    raise RuntimeError('a bug in evaluate')\n"
     "t.evaluate = broken\n"
 )
 
@@ -291,7 +294,7 @@ def test_a_bug_after_training_starts_leaves_failed_with_the_reason(tmp_path, fas
 
 def test_a_killed_run_never_shows_as_running(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "epochs_completed": 1}))
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     assert RunFolder(tmp_path).live_metrics()["status"] == "running"  # its process is alive
     holder.kill()  # SIGKILL: no handler runs, metrics.json still says running
@@ -473,7 +476,7 @@ def test_the_bench_goes_through_the_same_checks(tmp_path):
 
 
 def test_log_points_beyond_the_steps_of_an_epoch_cost_nothing():
-    from lenet_exp.train import log_steps
+    from lenet_exp.loop import log_steps
 
     assert log_steps(3, 10**10) == {1, 2, 3}  # at once, not a loop over ten billion points
 
@@ -506,13 +509,13 @@ def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
 
 
 SLOW_LOAD = (
-    "import time, lenet_exp.train as t\nload = t.load_dataset\n"
+    "import time, lenet_exp.data as t\nload = t.load_dataset\n"
     "def slow(*a):\n    print('loading', flush=True)\n    time.sleep(30)\n    return load(*a)\nt.load_dataset = slow\n"
 )
 
 
 SLOW_CHECK = (
-    "import time, lenet_exp.train as t\ncheck = t.check_trainable\n"
+    "import time, lenet_exp.training as t\ncheck = t.check_trainable\n"
     "def slow(*a):\n    print('checking', flush=True)\n    time.sleep(30)\n    return check(*a)\nt.check_trainable = "
     "slow\n"
 )
@@ -800,7 +803,7 @@ def test_a_checkpoint_damaged_in_its_fields_is_refused_in_one_line(done_run, tmp
 
 READ_ONLY_AFTER_EPOCH_1 = """
 import subprocess
-from lenet_exp import train
+from lenet_exp import member as train
 end_epoch = train.Member.end_epoch
 def read_only_after(self, *figures):
     end_epoch(self, *figures)
@@ -831,7 +834,7 @@ def test_a_job_folder_turned_read_only_ends_the_sweep_not_completed(tmp_path, fa
 
 SLOW_SECOND_START = """
 import time
-from lenet_exp import train
+from lenet_exp import training as train
 prepare, calls = train.prepare, []
 def slow(cfg, folder):
     calls.append(folder)

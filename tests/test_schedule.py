@@ -8,10 +8,13 @@ import pytest
 import torch
 from helpers import run_cli, scalars
 
-from lenet_exp.config import ConfigError, check_config, compose_config
+from lenet_exp.config import compose_config
+from lenet_exp.errors import ConfigError
 from lenet_exp.fused import fusion_key
+from lenet_exp.jobs import Job
 from lenet_exp.schedule import lr_factor
-from lenet_exp.train import Job, train, train_group
+from lenet_exp.schema import check_config
+from lenet_exp.training import train, train_group
 
 SLICE = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.progress=false"]
 

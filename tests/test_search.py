@@ -16,23 +16,22 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli, start_patched
+from helpers import HANG, epochs_completed, popen, read_csv, run_cli, scalars, start_cli, start_patched
 
-from hydra_plugins.lenet_exp_halving._impl import (
-    Job,
+from lenet_exp.halving import (
+    Point,
     RepeatedJob,
     RungIncomplete,
-    SearchRecord,
-    jobs_of_grid,
-    keep_count,
+    group_settings,
+    points_of_grid,
     renumbered,
     rung_epochs,
     search,
-    settings_of,
 )
 from lenet_exp.run_folder import RunFolder
-from lenet_exp.summarize import by_setting
+from lenet_exp.summary import by_setting
 from lenet_exp.summary_table import setting_lines
+from lenet_exp.sweep_record import HalvingRecord
 
 
 @pytest.mark.parametrize(
@@ -49,7 +48,7 @@ class StandIn:
     def __init__(self, curves: dict[int, list[float] | None]) -> None:
         self.curves, self.calls = curves, []
 
-    def __call__(self, jobs: list[Job], epochs: int) -> None:
+    def __call__(self, jobs: list[Point], epochs: int) -> None:
         self.calls.append((sorted(j.num for j in jobs), epochs))
         for job in jobs:
             curve = self.curves[job.num]
@@ -62,9 +61,9 @@ class StandIn:
             RunFolder(job.folder).write_metrics(metrics)
 
 
-def grid(tmp_path, n: int, seeds: int = 1) -> list[Job]:
+def grid(tmp_path, n: int, seeds: int = 1) -> list[Point]:
     return [
-        Job(
+        Point(
             i * seeds + s,
             [f"optimizer.lr={i}", *([f"seed={s}"] if seeds > 1 else [])],
             tmp_path / f"{i * seeds + s}_job",
@@ -74,7 +73,7 @@ def grid(tmp_path, n: int, seeds: int = 1) -> list[Job]:
     ]
 
 
-def statuses(jobs: list[Job]) -> dict[int, tuple]:
+def statuses(jobs: list[Point]) -> dict[int, tuple]:
     return {j.num: (j.metrics().get("status"), j.metrics().get("epochs_completed")) for j in jobs}
 
 
@@ -82,7 +81,7 @@ def test_each_rung_keeps_the_best_third_and_prunes_the_rest(tmp_path):
     jobs = grid(tmp_path, 9)
     curves = {j.num: [0.1 * (1 + j.num % 5) + 0.01 * e for e in range(9)] for j in jobs}  # job 4 best, then 3 and 8 ...
     trainer = StandIn(curves)
-    best = search(settings_of(jobs), [1, 3, 9], 3, trainer)
+    best = search(group_settings(jobs), [1, 3, 9], 3, trainer)
     assert trainer.calls == [(list(range(9)), 1), ([3, 4, 8], 3), ([4], 9)]
     assert [s[0].num for s in best] == [4]
     st = statuses(jobs)
@@ -93,7 +92,7 @@ def test_each_rung_keeps_the_best_third_and_prunes_the_rest(tmp_path):
 def test_ties_go_to_the_lower_job_and_failures_rank_last(tmp_path):
     jobs = grid(tmp_path, 4)
     trainer = StandIn({0: None, 1: [0.5, 0.5, 0.5], 2: [0.5, 0.5, 0.6], 3: [0.4, 0.4, 0.4]})
-    best = search(settings_of(jobs), [1, 3], 2, trainer)  # rung 1 keeps 2 of 4: jobs 1 and 2 tie at 0.5
+    best = search(group_settings(jobs), [1, 3], 2, trainer)  # rung 1 keeps 2 of 4: jobs 1 and 2 tie at 0.5
     assert trainer.calls == [([0, 1, 2, 3], 1), ([1, 2], 3)]
     assert [s[0].num for s in best] == [2, 1]  # the last rung ranks by its own accuracy
     assert statuses(jobs)[0] == ("failed", 0)  # a failure is ranked last but keeps its own status
@@ -106,7 +105,7 @@ class Refusing(StandIn):
         super().__init__(curves)
         self.refused, self.at, self.damage = refused, at, damage
 
-    def __call__(self, jobs: list[Job], epochs: int) -> None:
+    def __call__(self, jobs: list[Point], epochs: int) -> None:
         super().__call__([j for j in jobs if not (j.num == self.refused and epochs == self.at)], epochs)
         if self.damage is not None and epochs == self.at:
             (jobs[0].folder.parent / f"{self.refused}_job" / "metrics.json").write_text(self.damage)
@@ -119,23 +118,23 @@ def test_a_job_without_a_figure_for_its_rung_stops_the_search_before_any_choice(
     with pytest.raises(
         RungIncomplete, match="job 2 has no test accuracy for it"
     ):  # rung 1 keeps jobs 1 and 2; job 2 refuses rung 2
-        search(settings_of(jobs), [1, 3], 2, Refusing(curves, refused=2, at=3, damage=damage))
+        search(group_settings(jobs), [1, 3], 2, Refusing(curves, refused=2, at=3, damage=damage))
     assert statuses(jobs)[1] == ("completed", 3)  # its rival is not ranked against a missing figure, nor pruned
 
 
 def test_a_rung_where_every_job_failed_stops_the_search(tmp_path):
     jobs = grid(tmp_path, 4)
     with pytest.raises(RungIncomplete, match="no setting ended with a test accuracy"):
-        search(settings_of(jobs), [1, 3], 2, StandIn({0: None, 1: None, 2: None, 3: None}))
+        search(group_settings(jobs), [1, 3], 2, StandIn({0: None, 1: None, 2: None, 3: None}))
 
 
 def test_fewer_settings_than_eta_and_a_single_setting(tmp_path):
     two = grid(tmp_path / "two", 2)
     trainer = StandIn({0: [0.3] * 9, 1: [0.4] * 9})
-    assert [s[0].num for s in search(settings_of(two), [1, 3, 9], 3, trainer)] == [1]
+    assert [s[0].num for s in search(group_settings(two), [1, 3, 9], 3, trainer)] == [1]
     assert trainer.calls == [([0, 1], 1), ([1], 9)]  # ceil(2 / 3) = 1 left: straight to the last rung
     one = StandIn({0: [0.3] * 9})
-    search(settings_of(grid(tmp_path / "one", 1)), [1, 3, 9], 3, one)
+    search(group_settings(grid(tmp_path / "one", 1)), [1, 3, 9], 3, one)
     assert one.calls == [([0], 9)]
 
 
@@ -143,7 +142,7 @@ def test_seeds_of_a_setting_are_ranked_continued_and_pruned_together(tmp_path):
     jobs = grid(tmp_path, 3, seeds=2)  # settings (0,1), (2,3), (4,5)
     curves = {0: [0.50] * 3, 1: [0.70] * 3, 2: [0.62] * 3, 3: [0.62] * 3, 4: [0.9] * 3, 5: [0.1] * 3}
     trainer = StandIn(curves)
-    best = search(settings_of(jobs), [1, 3], 3, trainer)
+    best = search(group_settings(jobs), [1, 3], 3, trainer)
     assert [[j.num for j in s] for s in best] == [[2, 3]]  # mean 0.62 beats 0.60 (0.5, 0.7) and 0.50 (0.9, 0.1)
     assert trainer.calls[-1] == ([2, 3], 3)
     assert {n for n, (status, _) in statuses(jobs).items() if status == "pruned"} == {0, 1, 4, 5}
@@ -152,7 +151,7 @@ def test_seeds_of_a_setting_are_ranked_continued_and_pruned_together(tmp_path):
 def test_a_rerun_trains_nothing_done_and_makes_the_same_choices(tmp_path):
     jobs = grid(tmp_path, 9)
     curves = {j.num: [0.05 * j.num + 0.01 * e for e in range(9)] for j in jobs}
-    first = [s[0].num for s in search(settings_of(jobs), [1, 3, 9], 3, StandIn(curves))]
+    first = [s[0].num for s in search(group_settings(jobs), [1, 3, 9], 3, StandIn(curves))]
     (jobs[8].folder / "metrics.json").write_text(
         json.dumps({**jobs[8].metrics(), "status": "interrupted", "epochs_completed": 5})
     )
@@ -160,7 +159,11 @@ def test_a_rerun_trains_nothing_done_and_makes_the_same_choices(tmp_path):
     assert [
         s[0].num
         for s in search(
-            settings_of(jobs), [1, 3, 9], 3, again, SearchRecord(tmp_path, 3, [1, 3, 9], jobs, time.monotonic())
+            group_settings(jobs),
+            [1, 3, 9],
+            3,
+            again,
+            HalvingRecord(tmp_path, 3, [1, 3, 9], len(jobs), len(group_settings(jobs)), time.monotonic()),
         )
     ] == first
     assert again.calls == [([8], 9)]  # only the job stopped mid-rung trains again
@@ -179,9 +182,9 @@ def test_a_rerun_trains_nothing_done_and_makes_the_same_choices(tmp_path):
 )
 def test_a_grid_point_given_twice_is_refused_not_merged_or_trained_twice(tmp_path, grid):
     with pytest.raises(RepeatedJob, match="the same job as .* give each value of a swept key once"):
-        jobs_of_grid(grid, tmp_path, ["optimizer.lr", "seed", "optimizer.betas", "activation"])
-    distinct = jobs_of_grid([["optimizer.lr=0.1", "seed=0"], ["optimizer.lr=0.1", "seed=1"]], tmp_path, ["seed"])
-    assert [j.folder.name for j in distinct] == ["0_seed=0", "1_seed=1"] and len(settings_of(distinct)) == 1
+        points_of_grid(grid, tmp_path, ["optimizer.lr", "seed", "optimizer.betas", "activation"])
+    distinct = points_of_grid([["optimizer.lr=0.1", "seed=0"], ["optimizer.lr=0.1", "seed=1"]], tmp_path, ["seed"])
+    assert [j.folder.name for j in distinct] == ["0_seed=0", "1_seed=1"] and len(group_settings(distinct)) == 1
 
 
 def test_a_launchers_lines_show_each_jobs_own_number():
@@ -195,8 +198,8 @@ def test_the_issues_grid_costs_a_third_of_its_full_price(tmp_path):
     """30 settings, eta 3, 1 to 10 epochs: rungs 1, 3, 9, 10 train 30 + 10*2 + 4*6 + 2*1 = 76 of 300 epochs."""
     jobs = grid(tmp_path, 30)
     trainer = StandIn({j.num: [0.01 * j.num] * 10 for j in jobs})
-    search(settings_of(jobs), rung_epochs(1, 3, 10), 3, trainer)
-    assert sum(j.metrics()["epochs_completed"] for j in jobs) == 76 and keep_count(30, 3) == 10
+    search(group_settings(jobs), rung_epochs(1, 3, 10), 3, trainer)
+    assert sum(j.metrics()["epochs_completed"] for j in jobs) == 76
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -372,7 +375,7 @@ def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_
 
 SLOW_PRUNE = """
 import time
-import hydra_plugins.lenet_exp_halving._impl as halving
+import lenet_exp.halving as halving
 _prune = halving.prune
 def prune(job, note, epochs):
     print("PRUNING", flush=True)
@@ -382,7 +385,7 @@ halving.prune = prune
 """
 SLOW_FINISH = """
 import time
-import lenet_exp.train as train
+import lenet_exp.member as train
 _finish = train.Member.finish
 def finish(self, status):
     print("FINISHING", flush=True)
@@ -504,7 +507,7 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
     """Through TensorBoard's own HTTP API: the swept keys differ and sort first; the metrics are the runs' scalars."""
     sweep, _ = halving_search
     port = free_port()
-    server = subprocess.Popen(
+    server = popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -537,7 +540,7 @@ def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
 
 def lenet_best_grid() -> tuple[str, str]:
     """The `lenet_best` preset's grid and its fixed settings, as the README writes them."""
-    from lenet_exp.run_folder import load_yaml
+    from lenet_exp.files import load_yaml
 
     preset = load_yaml(ROOT / "conf" / "hparams_search" / "lenet_best.yaml")
     grid = " ".join(f"{k}={v}" for k, v in preset["hydra"]["sweeper"]["params"].items())
@@ -558,7 +561,7 @@ def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that
     """The preset narrowed on the command line (a key given replaces the grid's list) on a slice of the data: its jobs
     train as the preset says, and the summary's rerun command composes each seed's exact settings."""
     from lenet_exp.config import compose_config
-    from lenet_exp.run_folder import settings_of as run_settings
+    from lenet_exp.settings import settings_of as run_settings
 
     narrowed = ["activation=relu", "model.conv_channels=[6,16]", "optimizer.lr=0.003,0.01"]
     tiny = ["data.limit_train=256", "data.limit_test=128", "trainer.epochs=3", "trainer.progress=false"]

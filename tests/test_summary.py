@@ -7,7 +7,8 @@ import subprocess
 import pytest
 from helpers import SMALL, make_job, read_csv, run_cli
 
-from lenet_exp.summarize import SummaryCallback, collect
+from lenet_exp.summarize import SummaryCallback
+from lenet_exp.summary import collect
 from lenet_exp.summary_plot import figure
 from lenet_exp.summary_table import to_markdown
 
@@ -219,7 +220,7 @@ def test_summarize_refuses_what_is_not_a_sweep_in_one_line_writing_nothing(tmp_p
 def test_a_summary_that_cannot_be_written_fails_the_sweep_in_one_line(tmp_path, fashion_mnist):
     """A full disk for the summary only: the sweep exits 1 naming the file; the jobs' records stand."""
     patch = (
-        "import lenet_exp.summarize as s\n"
+        "import lenet_exp.summary as s\n"
         "def full(path, data): raise OSError(28, 'No space left on device')\n"
         "s.atomic_write = full\n"
         "from lenet_exp.__main__ import main\n"

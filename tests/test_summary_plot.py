@@ -6,7 +6,7 @@ from itertools import product
 import pytest
 from helpers import make_job
 
-from lenet_exp.summarize import collect
+from lenet_exp.summary import collect
 from lenet_exp.summary_plot import figure, label_boxes, overlaps
 from lenet_exp.summary_table import to_csv, to_markdown
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from helpers import run_cli, run_in_new_folder, scalars, tensorboard_plugins
 
+from lenet_exp.loop import epoch_order, log_steps
 from lenet_exp.model import LeNet
-from lenet_exp.train import epoch_order, log_steps, train
+from lenet_exp.training import train
 
 RUN = ["device=cpu", "data.download=false", "data.limit_train=2560", "data.limit_test=512", "trainer.epochs=2"]
 

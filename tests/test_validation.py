@@ -5,12 +5,13 @@ import pytest
 import torch
 from helpers import make_job, run_cli, scalars
 
-from hydra_plugins.lenet_exp_halving._impl import score
-from lenet_exp.config import check_config, compose_config
-from lenet_exp.data import Split
-from lenet_exp.summarize import write_summary
-from lenet_exp.task import job_outcome
-from lenet_exp.train import VAL_SEED, load_data_for, train
+from lenet_exp.config import compose_config
+from lenet_exp.data import VAL_SEED, Split
+from lenet_exp.jobs import job_outcome
+from lenet_exp.metrics import figure_at as score
+from lenet_exp.schema import check_config
+from lenet_exp.summary import write_summary
+from lenet_exp.training import load_data_for, train
 
 SLICE = ["device=cpu", "data.download=false", "data.limit_train=2048", "data.limit_test=512", "trainer.progress=false"]
 

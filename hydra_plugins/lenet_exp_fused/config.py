@@ -1,16 +1,16 @@
-"""The fused launcher's settings: `hydra/launcher=fused hydra.launcher.max_models=N`, most jobs in one fused model."""
+"""The fused launcher's config: `hydra/launcher=fused hydra.launcher.max_models=N` (its keys and their rules are
+lenet_exp's FusedSettings)."""
 
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from lenet_exp.schema import INT_GE_1, checked
+from lenet_exp.plugins import FusedSettings
 
 
 @dataclass
-class FusedLauncherConf:
+class FusedLauncherConf(FusedSettings):
     _target_: str = "hydra_plugins.lenet_exp_fused.fused_launcher.FusedLauncher"
-    max_models: int = checked((INT_GE_1[0], "an integer >= 1 (1: every job alone)"), default=64)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="lenet_exp")

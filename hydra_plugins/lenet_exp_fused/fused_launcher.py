@@ -1,4 +1,5 @@
-"""The Hydra side of the fused launcher: a batch of jobs in, one JobReturn per job out."""
+"""The Hydra side of the fused launcher: a batch of jobs in, one JobReturn per job out (lenet_exp.launch does the
+work)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,6 @@ class FusedLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.lenet_exp_fused import _core
+        from lenet_exp import launch  # here, not at the top: Hydra imports every plugin at each start
 
-        return _core.launch(self, job_overrides, initial_job_idx)
+        return launch.launch_here(self, job_overrides, initial_job_idx)

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
 
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+except ImportError:  # submitit's plugin is an extra (pip install ".[slurm]"): without it, no Slurm launcher
+    from hydra.plugins.launcher import Launcher as SlurmLauncher
 
 
 class LenetSlurmLauncher(SlurmLauncher):

@@ -1,0 +1,35 @@
+"""The Hydra side of the parallel launcher: joblib's launcher, whose pool breaks when a worker process is killed (its
+sweep's SIGTERM, the out-of-memory killer); that ends the sweep in one line, with its summary brought up to date,
+instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import BrokenExecutor
+from pathlib import Path
+
+from hydra.core.utils import JobReturn
+
+try:
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+except ImportError:  # joblib's plugin is an extra (pip install ".[parallel]"): without it, no parallel launcher
+    from hydra.plugins.launcher import Launcher as JoblibLauncher
+
+
+class ParallelLauncher(JoblibLauncher):
+    """joblib's local processes; a worker that dies ends the sweep in one line (a job it left `running` shows as
+    interrupted in the summary, and the rerun continues it)."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")  # a killed worker's semaphores
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except BrokenExecutor as e:
+            from lenet_exp.launch import sweep_end  # here, not at the top: Hydra imports every plugin at each start
+
+            codes = re.search(r"exit codes of the workers are (\S+)", str(e))
+            why = f" ({codes.group(1).strip('{}')})" if codes else ""  # joblib writes a set: {SIGKILL(-9)}
+            end = sweep_end(Path(str(self.config.hydra.sweep.dir)))
+            raise SystemExit(f"Error: a worker process of the sweep ended unexpectedly{why}; {end}") from None

@@ -1,0 +1,91 @@
+"""How a run starts in its folder, decided from the folder's record: afresh, continued from last.pt, or not at all
+(finished already); refused when the record is another run's or cannot be continued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lenet_exp.checkpoint import load_checkpoint
+from lenet_exp.errors import FolderRefused
+from lenet_exp.metrics import FINAL_STATUSES
+from lenet_exp.run_folder import LAST, START_OVER, RunFolder
+from lenet_exp.settings import first_difference
+from lenet_exp.words import plural
+
+
+@dataclass
+class Plan:
+    """What to do in a run folder: start afresh, continue from `state`, or nothing (`done` holds its figures)."""
+
+    state: dict | None = None  # last.pt's contents, to continue from
+    done: dict | None = None  # metrics.json of a finished run asked for again
+    note: str = ""  # one line: how this try starts; for a finished run, what it is and how to continue it
+
+
+def plan(folder: RunFolder, settings: dict, epochs: int) -> Plan:
+    """Decide from the record how this run starts; refuse (FolderRefused) when the record is not this run's.
+
+    Refused: other settings; fewer epochs than trained; a record of training with no last.pt to continue from.
+    """
+    metrics, run_dir = folder.record(), folder.path
+    state = load_checkpoint(run_dir / LAST, metrics) if (run_dir / LAST).exists() else None
+    steps = metrics.get("epochs_completed") or metrics.get("steps_completed")
+    if state is None and not steps and not folder.trained_without_record():
+        folder.check_holds_only_a_run()
+        note = f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over"
+        return Plan(note=note if metrics else "")
+    for then in (folder.saved_settings(), state and state.get("settings")):
+        if then is not None and (diff := first_difference(then, settings)):
+            raise FolderRefused(
+                f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, "
+                "or choose a new output folder"
+            )
+    progress = (state or {}).get("progress") or {}
+    done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
+    status = metrics.get("status")
+    if status in FINAL_STATUSES and (status == "diverged" or done_epochs == epochs):
+        return Plan(done=metrics, note=finished_line(run_dir, metrics, done_epochs))
+    check_continuable(folder, metrics, state, epochs)
+    if done_epochs == epochs and not progress.get("step"):  # killed after its last epoch, before its final files
+        return Plan(state=state, note=f"finishing in {run_dir}: its {plural(epochs, 'epoch')} were trained already")
+    step = f", step {progress['step']}" if progress.get("step") else ""
+    at = f"epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})"
+    return Plan(state=state, note=f"resuming in {run_dir} from {at}")
+
+
+def check_continuable(folder: RunFolder, metrics: dict, state: dict | None, epochs: int) -> None:
+    """Refuse a run that cannot continue to `epochs`: trained past them already, or with no last.pt to go on from."""
+    run_dir, status, progress = folder.path, metrics.get("status"), (state or {}).get("progress") or {}
+    done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
+    into = done_epochs + (1 if progress.get("step") else 0)  # an epoch begun counts: its steps are in the curves
+    if into > epochs:
+        trained = f"trained into epoch {into}" if progress.get("step") else f"trained {plural(done_epochs, 'epoch')}"
+        more = done_epochs + 1 if status in FINAL_STATUSES else into
+        raise FolderRefused(
+            f"{run_dir} has {trained} already (status {status}); trainer.epochs={epochs} asks for fewer. "
+            f"Give trainer.epochs={more} or more to continue it, or choose a new output folder"
+        )
+    if state is None:
+        what = (
+            f"a run trained for {plural(done_epochs, 'epoch')} (status {status})"
+            if metrics
+            else f"a trained run ({folder.trained_without_record()})"
+        )
+        raise FolderRefused(
+            f"{run_dir} holds {what} but no {LAST} to continue from; restore that file to continue, or {START_OVER}"
+        )
+
+
+def finished_line(run_dir: Path, metrics: dict, epochs: int) -> str:
+    """One line for a finished run asked for again: what it is, and how to continue it, if it can be."""
+    acc = "-" if metrics.get("test_acc") is None else f"{metrics['test_acc']:.4f}"
+    status, more = metrics.get("status"), f"trainer.epochs={epochs + 1} or more"
+    what = f"{status} after {plural(epochs, 'epoch')} (test acc {acc})"
+    if status == "diverged":
+        what, how = f"diverged ({metrics.get('error')})", "it cannot continue; rerun with other settings (a lower lr)"
+    elif status == "pruned":
+        what, how = f"pruned by its search {metrics.get('note') or what}", f"give {more} to continue it"
+    else:
+        how = f"give {more} to train it longer"
+    return f"{run_dir} already holds this run, {what}: not retraining; {how}"
