@@ -13,8 +13,10 @@ from __future__ import annotations
 import signal
 import sys
 
+from lenet_exp.signals import interrupted_line, stop
+
 if __name__ == "__main__":  # Ctrl-C while the modules below load: one line, not a traceback
-    signal.signal(signal.SIGINT, lambda *_: sys.exit("Interrupted: nothing was written."))
+    signal.signal(signal.SIGINT, lambda signum, _: sys.exit(interrupted_line(signum, "nothing was written")))
 
 from pathlib import Path
 
@@ -110,7 +112,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main(sys.argv[1:]))
     except KeyboardInterrupt:
-        sys.exit("Interrupted: the summary files are written whole or not at all.")
+        stop(signal.SIGINT, "the summary files are written whole or not at all")

@@ -76,6 +76,46 @@ def run_in_new_folder(tmp_path_factory, name: str, *args: str):
     return cwd, proc
 
 
+def refused(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m lenet_exp args`, for a command to be refused: run through the command's own main() in this process,
+    which its checks refuse before Hydra starts (exit 2) with the same words, without an interpreter and torch to
+    start; a command that passes those checks (its refusal comes from the run itself) runs as a process of its own."""
+    import contextlib
+    import io
+    import logging
+
+    class Passed(Exception):
+        """The command passed the checks made before Hydra starts."""
+
+    def passed():
+        raise Passed
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGPIPE)}  # its import sets SIGINT's
+    import lenet_exp.__main__ as command
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved = (os.getcwd(), sys.argv, os.environ.copy(), logging.raiseExceptions, command.hydra_task)
+    os.chdir(cwd)
+    sys.argv, command.hydra_task = ["lenet_exp", *args], passed
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            command.main()
+    except Passed:
+        code = None
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (print(e.code, file=err) or 1)
+    finally:
+        os.chdir(saved[0])
+        sys.argv, logging.raiseExceptions, command.hydra_task = saved[1], saved[3], saved[4]
+        os.environ.clear()
+        os.environ.update(saved[2])
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if code is None:
+        return run_cli(*args, cwd=cwd)
+    return subprocess.CompletedProcess(["lenet_exp", *args], code, out.getvalue(), err.getvalue())
+
+
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "lenet_exp", *args]

@@ -12,10 +12,10 @@ import pytest
 import torch
 from helpers import HANG, popen, run_cli
 
-from lenet_exp.bench import LenetExp
 from lenet_exp.build import build
 from lenet_exp.data import Split
 from lenet_exp.loop import Solo
+from lenet_exp.pipelines import LenetExp
 from lenet_exp.schema import Settings
 from lenet_exp.signals import Interrupted
 
@@ -100,7 +100,7 @@ def test_ctrl_c_ends_the_bench_without_figures(tmp_path, fashion_mnist):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130 and out == ""
-    assert err.strip().splitlines()[-1] == "Interrupted: no figures printed."
+    assert err.strip().splitlines()[-1] == "Interrupted by SIGINT: no figures printed."
 
 
 def test_ctrl_c_in_lenet_exps_loop_stops_the_bench(make_cfg):
@@ -116,7 +116,7 @@ def test_ctrl_c_in_lenet_exps_loop_stops_the_bench(make_cfg):
 
 
 def test_bench_compiles_lenet_exps_model_when_asked(make_cfg):
-    from lenet_exp.bench import lenet_exp_parts
+    from lenet_exp.pipelines import lenet_exp_parts
 
     for compile_ in (False, True):
         cfg = make_cfg(f"device.compile={str(compile_).lower()}")

@@ -4,7 +4,7 @@ refused in one line, and a refused command writes nothing."""
 import json
 
 import pytest
-from helpers import SMALL, run_cli, snapshot
+from helpers import SMALL, refused, run_cli, snapshot
 
 LONG = "k" * 300
 DEEP = "/".join(["d" * 200] * 21)  # a path past the 4096 bytes a path may have
@@ -53,7 +53,7 @@ REFUSED = {  # arguments (SMALL is added where they could train) -> what the one
 @pytest.mark.parametrize("args", REFUSED)
 def test_a_refused_command_says_why_in_one_line_and_writes_nothing(tmp_path, args):
     extra = [] if "-sc" in args or "shell-completion" in args else SMALL
-    proc = run_cli(*extra, *args.split(), cwd=tmp_path)
+    proc = refused(*extra, *args.split(), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert REFUSED[args] in proc.stderr

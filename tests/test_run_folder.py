@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ from helpers import (
     mount_tmpfs,
     popen,
     read_csv,
+    refused,
     run_cli,
     run_in_new_folder,
     scalars,
@@ -436,18 +436,17 @@ def bad_value_runs(tmp_path_factory):
     (cwd / "dangling").symlink_to(cwd / "nowhere")
     (cwd / "x${y}" / ".hydra").mkdir(parents=True)  # a run folder whose name Hydra would read as an interpolation
     (cwd / "x${y}" / ".hydra" / "overrides.yaml").write_text("[]")
-    with ThreadPoolExecutor(2) as pool:
-        own_folder = lambda arg: "dir=" in arg or arg.startswith("resume=")  # noqa: E731
-        procs = pool.map(
-            lambda io: run_cli(
-                *([] if io[1].startswith("resume=") else QUICK),
-                *io[1].split(),
-                *([] if own_folder(io[1]) else [f"hydra.run.dir=run{io[0]}"]),
-                cwd=cwd,
-            ),
-            enumerate(BAD_VALUES),
+    own_folder = lambda arg: "dir=" in arg or arg.startswith("resume=")  # noqa: E731
+    procs = [  # through the command's own checks, in this process: each is refused before Hydra starts
+        refused(
+            *([] if arg.startswith("resume=") else QUICK),
+            *arg.split(),
+            *([] if own_folder(arg) else [f"hydra.run.dir=run{i}"]),
+            cwd=cwd,
         )
-        return cwd, dict(zip(BAD_VALUES, procs))
+        for i, arg in enumerate(BAD_VALUES)
+    ]
+    return cwd, dict(zip(BAD_VALUES, procs))
 
 
 @pytest.mark.parametrize("override", BAD_VALUES)

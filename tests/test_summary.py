@@ -131,9 +131,9 @@ def test_a_single_seed_lead_seeds_could_reverse_says_so(tmp_path, accs, close):
 
 
 def test_a_fused_sweep_says_a_rerun_alone_may_differ(tmp_path):
-    job = make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], metrics([0.6]))
-    launcher = "hydra_plugins.lenet_exp_fused.fused_launcher.FusedLauncher"
-    (job / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  launcher:\n    _target_: {launcher}\n")
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], metrics([0.6]))
+    record = {"overrides": ["optimizer.lr=0.1"], "swept": [], "launcher": {"choice": "fused", "fused": True}}
+    (tmp_path / "sweep.json").write_text(json.dumps(record))  # how the sweep recorded its launcher
     md = to_markdown(collect(tmp_path))
     assert "It trained fused, so its figures alone may differ: confirm the winner alone with:" in md
 
