@@ -46,7 +46,7 @@ from lenet_exp.overrides import is_hydra_override, is_sweep, key_of, parse, quot
 from lenet_exp.preflight import check_overrides
 from lenet_exp.run_folder import RECORD
 from lenet_exp.schema import Settings, check_folder_path
-from lenet_exp.signals import stop
+from lenet_exp.signals import Interrupted, stop
 from lenet_exp.sweep_checks import check_run_mode, check_sweep_folder
 from lenet_exp.sweep_record import SWEEP_RECORD, preset_settings, record_sweep
 from lenet_exp.task import LAUNCHER_PID, task
@@ -99,8 +99,14 @@ def run_folder_named(arg: str) -> Path:
 
 
 def check_own_run(folder: Path) -> None:
-    """Refuse a run folder another Hydra application wrote: its saved config holds keys lenet_exp does not have."""
+    """Refuse a run folder another Hydra application wrote: its saved config holds keys lenet_exp does not have, or
+    there is none (lenet_exp writes config.yaml with overrides.yaml, once its checks pass)."""
     saved = folder / RECORD / "config.yaml"
+    if not saved.exists():
+        raise ConfigError(
+            f"resume={folder}: not a lenet_exp run (its {RECORD}/ holds overrides.yaml but no config.yaml, which "
+            "lenet_exp writes with it); give the folder of an earlier lenet_exp run"
+        )
     try:
         keys = list(load_yaml(saved) or {})
     except (*YAML_ERRORS, TypeError):
@@ -160,14 +166,18 @@ def output_folder(ns: argparse.Namespace, overrides: list[str]):
         remove_empty(folder, up_to=made)
 
 
+def terminated(signum: int, frame) -> None:
+    """SIGTERM where no step of a run or a search handles it (Hydra's own work between jobs, the sweep's end): the
+    command stops as on Ctrl-C, in one line, rather than dying without a word."""
+    raise Interrupted(signum, saved=False)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(
-        signal.SIGPIPE, signal.SIG_DFL
-    )  # `python -m lenet_exp --help | head` ends quietly, as other commands do
-    os.environ[LAUNCHER_PID] = (
-        f"{socket.gethostname()}:{os.getpid()}"  # a job on another machine (SLURM) has no sweep process to watch
-    )
+    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `python -m lenet_exp --help | head` ends quietly, as others do
+    # a job on another machine (Slurm) has no sweep process to watch
+    os.environ[LAUNCHER_PID] = f"{socket.gethostname()}:{os.getpid()}"
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
     try:
         argv = expand_resume(sys.argv)
@@ -180,8 +190,8 @@ def main() -> None:
     except ConfigError as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        stop(signal.SIGINT, "nothing is left half-written; rerun the same command to continue")
+    except (KeyboardInterrupt, Interrupted) as e:
+        stop(getattr(e, "signum", signal.SIGINT), "nothing is left half-written; rerun the same command to continue")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from lenet_exp.errors import ConfigError
 
 REQUEUE_FROM = ("RUNNING ", "PREEMPTED ")  # job states in which a stopped job goes back in the queue
 CANCELLED = ".slurm_cancelled"  # in the sweep folder while its sweep cancels its jobs: they stop without requeuing
+ARRAYS = ".slurm_arrays"  # in the sweep folder: the job arrays its sweep submitted, one id a line
 
 
 def on_slurm() -> bool:
@@ -146,3 +147,33 @@ def _check_gpus(params: dict, device: str, partition: str, nodes: list[list[str]
             "device=cuda with hydra.launcher.gpus_per_node=0: a job on the GPU needs one; give "
             "hydra.launcher.gpus_per_node=1 (or device=cpu)"
         )
+
+
+def note_array(sweep_dir: Path, array: str) -> None:
+    """Keep the id of a job array the sweep submitted, so that a rerun can see whether its jobs still live."""
+    with open(sweep_dir / ARRAYS, "a", encoding="utf-8") as f:
+        f.write(f"{array}\n")
+
+
+def still_queued(sweep_dir: Path) -> dict[str, int]:
+    """The sweep's job arrays (ARRAYS) with tasks Slurm still holds, queued or running: array id -> tasks."""
+    try:
+        arrays = sorted(set((sweep_dir / ARRAYS).read_text(encoding="utf-8").split()))
+    except OSError:
+        return {}
+    listed = slurm("squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i").stdout.split() if arrays else []
+    alive: dict[str, int] = {}
+    for task in listed:
+        alive[task.split("_")[0]] = alive.get(task.split("_")[0], 0) + 1
+    return alive
+
+
+def queued_tasks(arrays: list[str]) -> set[str]:
+    """The tasks of these job arrays that Slurm holds now, queued or running, one id each (`123_4`)."""
+    return set(slurm("squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i").stdout.split())
+
+
+def recorded(job: str) -> bool:
+    """Whether Slurm's accounting has a record of the job (a pending task cancelled before it started has none)."""
+    return bool(slurm("sacct", "-n", "-X", "-j", job, "-o", "State").stdout.strip())
+

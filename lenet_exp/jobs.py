@@ -174,7 +174,9 @@ def job_outcome(result: dict | BaseException, job, sweep_dir: Path | None, label
         raise result  # a bug: the traceback helps; metrics.json already says failed
     else:
         log.error("%sjob failed", label, exc_info=result)
-    if sweep_dir is not None and (isinstance(result, FolderRefused) or not RunFolder(job.run_dir).recorded_failed()):
+    if sweep_dir is not None and (
+        isinstance(result, FolderRefused) or RunFolder(job.run_dir).recorded_status() != "failed"
+    ):
         with suppress(OSError):  # a sweep folder that takes no writes either: the error line above is all there is
             note_refusal(sweep_dir, job.run_dir, one_line(result), list(job.hydra_cfg.hydra.overrides.task))
     return NO_ACCURACY

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +19,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from lenet_exp.cluster import CANCELLED, gpus_of, requeue, slurm  # noqa: F401  (the Slurm launcher's, from here)
+from lenet_exp.cluster import (  # noqa: F401  (the Slurm launcher's, from here)
+    CANCELLED,
+    gpus_of,
+    note_array,
+    queued_tasks,
+    recorded,
+    requeue,
+    slurm,
+    still_queued,
+)
 from lenet_exp.fused import fusion_key, groups_of
 from lenet_exp.jobs import NO_ACCURACY, Job, job_of, job_outcome
 from lenet_exp.resume import plan
@@ -208,13 +218,31 @@ def finished_return(cfg: DictConfig, sweep_dir: Path) -> JobReturn | None:
 
 
 def ended_without_result(cfg: DictConfig, reason: str) -> JobReturn:
-    """A job whose process ended without a result (killed, out of memory, a node failure): `failed` in its own
-    metrics.json with `reason`, in one line, ranked last."""
+    """A job whose process ended without a result: one that stopped itself after saving its checkpoint (a plain
+    `scancel` signals it first) stays `interrupted`, to continue; any other (killed, out of memory, a node failure) is
+    `failed` in its own metrics.json with `reason`, in one line, ranked last."""
     run_dir = job_dir(cfg)
     folder = RunFolder(run_dir)
+    if folder.recorded_status() == "interrupted":
+        print(
+            f"Job {shown_number(cfg)}: {reason}; it saved its checkpoint first: interrupted, to continue",
+            file=sys.stderr,
+        )
+        return job_return(cfg, NO_ACCURACY)
     if not (run_dir / RECORD / "overrides.yaml").exists():  # it died before its record was written
         run_dir.mkdir(parents=True, exist_ok=True)
         folder.write_record(task_config(cfg), cfg)
     folder.record_end(reason)
     print(f"Error: job {shown_number(cfg)}: {reason}", file=sys.stderr)
     return job_return(cfg, NO_ACCURACY)
+
+
+def stop_before_training(sweep_dir: Path) -> None:
+    """On a Slurm node, as its job starts: a SIGTERM before the task takes the signals over (submitit's own handler
+    would ignore it, and the job train on) requeues the job if it was pre-empted, and stops it in one line."""
+
+    def stopped(signum: int, frame) -> None:
+        requeued = requeue(sweep_dir, signum)
+        stop(signum, "before training started; nothing was written" + "; requeued on Slurm" * requeued)
+
+    signal.signal(signal.SIGTERM, stopped)

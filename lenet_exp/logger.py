@@ -114,12 +114,15 @@ def write_session(run_dir: Path, summaries: list) -> None:
 def end_session(run_dir: Path, status: str) -> None:
     """Give a run's HParams session the status its metrics.json now holds (a search prunes a run after it ended);
     a run without a session keeps none, and one that ends so already is left as it is."""
+    sessions = sorted(run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"))
+    if not sessions:
+        return
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import metadata
 
     end = _session_end(status)
-    for path in run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+    for path in sessions:
         values = [v for e in EventFileLoader(str(path)).Load() for v in e.summary.value]
         start = [v for v in values if v.tag == metadata.SESSION_START_INFO_TAG]
         ends = [_status(v) for v in values if v.tag == metadata.SESSION_END_INFO_TAG]

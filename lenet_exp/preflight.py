@@ -35,12 +35,29 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(refusal(e)) from None
     check_same_values(cfg, single, variants, others)
+    check_one_split(cfg, others)
     if any(split(v)[0].startswith(("model", "activation")) for _, v in variants):
         from lenet_exp.build import check_buildable  # torch loads only for a sweep over the model itself
 
         for other in [cfg, *others]:
             check_buildable(other)
     return cfg
+
+
+def check_one_split(cfg: DictConfig, others: list[DictConfig]) -> None:
+    """A sweep's jobs all choose on the same split: with data.val_size > 0 on validation, with 0 on the test set, and
+    jobs that chose on different splits cannot be ranked against each other (a search sweeper's values too)."""
+    sizes = [OmegaConf.select(c, "data.val_size", default=0) for c in (cfg, *others)]
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    if "data.val_size" in params:
+        given = listed(f"data.val_size={params['data.val_size']}")
+        sizes += [int(v) for v in given if v.isdigit()]
+    if len({size > 0 for size in sizes}) > 1:
+        raise ConfigError(
+            f"data.val_size: this sweep holds out a validation split for some jobs ({max(sizes)}) and none for others "
+            "(0), so they would choose on different splits (validation, test) and could not be ranked against each "
+            "other; sweep values above 0 only, or sweep the jobs without a split apart"
+        )
 
 
 def first_values(overrides: list[str], multirun: bool | None, printing: str | None) -> tuple[list, list]:

@@ -10,7 +10,7 @@ from lenet_exp.checkpoint import load_checkpoint
 from lenet_exp.errors import FolderRefused
 from lenet_exp.metrics import FINAL_STATUSES
 from lenet_exp.run_folder import LAST, START_OVER, RunFolder
-from lenet_exp.settings import first_difference
+from lenet_exp.settings import first_difference, settings_of
 from lenet_exp.words import plural
 
 
@@ -35,12 +35,14 @@ def plan(folder: RunFolder, settings: dict, epochs: int) -> Plan:
         folder.check_holds_only_a_run()
         note = f"the earlier try in {run_dir} left no checkpoint (status {metrics.get('status')}): starting over"
         return Plan(note=note if metrics else "")
-    for then in (folder.saved_settings(), state and state.get("settings")):
+    saved = folder.saved_config()
+    for then in (saved and settings_of(saved), state and state.get("settings")):
         if then is not None and (diff := first_difference(then, settings)):
             raise FolderRefused(
                 f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, "
                 "or choose a new output folder"
             )
+    check_schedule_kept(run_dir, saved or {}, epochs)
     progress = (state or {}).get("progress") or {}
     done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
     status = metrics.get("status")
@@ -52,6 +54,19 @@ def plan(folder: RunFolder, settings: dict, epochs: int) -> Plan:
     step = f", step {progress['step']}" if progress.get("step") else ""
     at = f"epoch {done_epochs + 1}{step} (global step {progress.get('global_step', 0)})"
     return Plan(state=state, note=f"resuming in {run_dir} from {at}")
+
+
+def check_schedule_kept(run_dir: Path, saved: dict, epochs: int) -> None:
+    """A run on a schedule as long as its trainer.epochs (scheduler.epochs null) trained on that schedule: more or
+    fewer epochs would make it another one, which neither its record nor a rerun of its command would say."""
+    name, before = saved.get("scheduler.name", "none"), saved.get("trainer.epochs")
+    if name != "none" and saved.get("scheduler.epochs") is None and before is not None and before != epochs:
+        raise FolderRefused(
+            f"{run_dir} holds a run on a {name} learning-rate schedule over its trainer.epochs={before}; "
+            f"trainer.epochs={epochs} would change the schedule it trained on, and its record would no longer say "
+            f"what it trained. Continue it with trainer.epochs={before}, or train a new run with trainer.epochs="
+            f"{epochs} (scheduler.epochs sets a schedule's length apart from the epochs, from a run's start)"
+        )
 
 
 def check_continuable(folder: RunFolder, metrics: dict, state: dict | None, epochs: int) -> None:

@@ -18,8 +18,9 @@ from lenet_exp.checkpoint import save_checkpoint
 from lenet_exp.errors import FolderRefused
 from lenet_exp.files import DamagedRecord, atomic_write, write_json
 from lenet_exp.folders import in_use
+from lenet_exp.logger import end_session
 from lenet_exp.metrics import METRICS, read_metrics
-from lenet_exp.settings import settings_of
+from lenet_exp.settings import all_settings
 from lenet_exp.words import one_line
 
 RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in this folder was asked to do
@@ -40,13 +41,13 @@ class RunFolder:
         """metrics.json, typed (see read_metrics); None when there is none, DamagedRecord when it is no run's."""
         return read_metrics(self.path)
 
-    def recorded_failed(self) -> bool:
-        """Whether metrics.json says the run failed; when the folder took no more writes (read-only, say), it still
-        holds an earlier state, and only the sweep folder can record the end."""
+    def recorded_status(self) -> str | None:
+        """The status metrics.json holds (None without a readable one); when the folder took no more writes
+        (read-only, say), it still holds an earlier state, and only the sweep folder can record the end."""
         try:
-            return (self.metrics() or {}).get("status") == "failed"
+            return (self.metrics() or {}).get("status")
         except DamagedRecord:
-            return False
+            return None
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.path / METRICS, metrics)
@@ -75,6 +76,7 @@ class RunFolder:
         }
         with contextlib.suppress(OSError):
             self.write_metrics(figures)
+            end_session(self.path, status)  # TensorBoard's HParams says what metrics.json says
 
     def save(self, name: str, obj: Any) -> None:
         """A checkpoint (LAST, BEST or FINAL), written whole."""
@@ -90,17 +92,18 @@ class RunFolder:
         elif not (record / "overrides.yaml").exists():
             atomic_write(record / "overrides.yaml", b"[]\n")
 
-    def saved_settings(self) -> dict | None:
-        """The settings recorded in `.hydra/config.yaml`, or None when there is no record."""
+    def saved_config(self) -> dict | None:
+        """The config recorded in `.hydra/config.yaml` as flat settings (settings.all_settings), or None when there is
+        no record."""
         path = self.path / RECORD / "config.yaml"
         if not path.is_file():
             return None
         try:
             saved = OmegaConf.load(path)
             try:
-                return settings_of(OmegaConf.to_container(saved, resolve=True))
+                return all_settings(OmegaConf.to_container(saved, resolve=True))
             except Exception:  # an interpolation into the hydra node, which config.yaml does not hold
-                return settings_of(OmegaConf.to_container(saved, resolve=False))
+                return all_settings(OmegaConf.to_container(saved, resolve=False))
         except Exception as e:
             raise FolderRefused(
                 f"{path}: unreadable ({one_line(e, 200)}); move the folder away or choose another"

@@ -276,11 +276,27 @@ def check_folder_path(path: Path, key: str, writable: bool = True) -> None:
 
 def check_config(cfg: DictConfig, here: bool = True) -> Settings:
     """Every rule a composed config must obey before anything runs: the typed settings, the model's keys (which must
-    fit the data set's channels, image size and classes), the data folder, a GPU driver where CUDA is asked for and
-    the jobs train `here` (not on a cluster's nodes)."""
+    fit the data set's channels, image size and classes), the schedule, the data folder, a GPU driver where CUDA is
+    asked for and the jobs train `here` (not on a cluster's nodes)."""
     settings = Settings.from_cfg(cfg)
     check(settings.model, "model.")
-    model, name, spec = settings.model, settings.data.name, DATASETS[settings.data.name]
+    check_model_fits(settings.model, settings.data.name)
+    check_schedule(settings, OmegaConf.select(cfg, "optimizer.lr"))
+    check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
+    try:
+        find_files(settings.data.name, settings.data.root, settings.data.download)  # each swept data set too
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    if here and settings.device.name == "cuda" and Path("/proc").is_dir():  # Linux: no GPU driver visible means no CUDA
+        devices = [*Path("/dev").glob("nvidia*"), Path("/dev/dxg"), Path("/dev/kfd"), Path("/proc/driver/nvidia")]
+        if not any(p.exists() for p in devices):  # refused without loading torch
+            raise ConfigError(NO_CUDA)
+    return settings
+
+
+def check_model_fits(model: LeNetSettings, name: str) -> None:
+    """The model's input and output sizes fit the data set's channels, image size and classes."""
+    spec = DATASETS[name]
     for key, needed in (("in_channels", spec.channels), ("image_size", spec.image_size)):
         if getattr(model, key) != needed:
             raise ConfigError(
@@ -292,6 +308,14 @@ def check_config(cfg: DictConfig, here: bool = True) -> Settings:
             f"model.num_classes={model.num_classes} cannot fit {name}: its labels are 0-{spec.classes - 1}, "
             f"so expected >= {spec.classes}"
         )
+
+
+RATES = (2.0**-126, 3.4028235e38)  # a learning rate a float32 step holds: its smallest normal number and its largest
+
+
+def check_schedule(settings: Settings, lr: float | None) -> None:
+    """A schedule ends no earlier than the run, and its rates stay finite and positive at every step (onecycle's start
+    and end are the base rate divided by its factors)."""
     schedule, epochs = settings.scheduler, settings.trainer.epochs
     if schedule.name != "none" and schedule.epochs is not None and epochs > schedule.epochs:
         raise ConfigError(
@@ -299,13 +323,16 @@ def check_config(cfg: DictConfig, here: bool = True) -> Settings:
             f"{schedule.epochs}): its last {plural(epochs - schedule.epochs, 'epoch')} would train at rate 0; give "
             f"trainer.epochs={schedule.epochs} or less (a run's schedule cannot change once it has trained)"
         )
-    check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
-    try:
-        find_files(name, settings.data.root, settings.data.download)  # each swept data set too, before any job
-    except DataError as e:
-        raise ConfigError(str(e)) from None
-    if here and settings.device.name == "cuda" and Path("/proc").is_dir():  # Linux: no GPU driver visible means no CUDA
-        devices = [*Path("/dev").glob("nvidia*"), Path("/dev/dxg"), Path("/dev/kfd"), Path("/proc/driver/nvidia")]
-        if not any(p.exists() for p in devices):  # refused without loading torch
-            raise ConfigError(NO_CUDA)
-    return settings
+    if schedule.name != "onecycle" or not isinstance(lr, (int, float)):
+        return
+    ends = {
+        "scheduler.div_factor": ("starts", lr / schedule.div_factor),
+        "scheduler.final_div_factor": ("ends", lr / schedule.div_factor / schedule.final_div_factor),
+    }
+    for key, (where, rate) in ends.items():
+        if not RATES[0] <= rate <= RATES[1]:
+            value = getattr(schedule, key.split(".")[1])
+            raise ConfigError(
+                f"{key}={value:g}: onecycle {where} at a learning rate of {rate:g} (optimizer.lr={lr:g}), outside what "
+                f"a training step can take ({RATES[0]:.3g} to {RATES[1]:.3g}); give a {key.split('.')[1]} nearer 1"
+            )

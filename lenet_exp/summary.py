@@ -123,8 +123,15 @@ def collect(sweep_dir: Path) -> Summary:
         preset = dict(map(split, preset_settings(sweep_dir / r["run_dir"])))
         r["overrides"] = {**r["overrides"], **{k: v for k, v in preset.items() if k not in r["overrides"]}}
     fused = launch.get("fused", choice in ("fused", "fused_slurm")) is True
-    on = "val_acc" if any(r["on"] == "val_acc" for r in rows) else "test_acc"
-    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys), fused, command, on)
+    on = choosing_split(rows)
+    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on)
+
+
+def choosing_split(rows: list[dict]) -> str:
+    """The figure that chose across the sweep: `val_acc` or `test_acc` as its jobs chose, or `mixed` where jobs with
+    figures chose on different splits (they cannot be ranked against each other). A job without figures says none."""
+    found = {r["on"] for r in rows if r["history"] or r["acc"] is not None}
+    return "mixed" if len(found) > 1 else found.pop() if found else "test_acc"
 
 
 def _hydra_record(sweep_dir: Path, rows: list[dict]) -> dict:
@@ -195,7 +202,7 @@ def _mean_std(values: list[float], name: str) -> dict:
     }
 
 
-def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
+def by_setting(rows: list[dict], keys: list[str], on: str = "test_acc") -> list[dict] | None:
     """With `seed` swept, jobs that differ only in seed form one setting: its mean and spread, best mean first.
     Seeds trained for different epochs are compared at the epochs every one of them reached (like with like)."""
     if "seed" not in keys:
@@ -203,7 +210,7 @@ def by_setting(rows: list[dict], keys: list[str]) -> list[dict] | None:
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(rows, key=job_order):
         groups.setdefault(setting_of(r["overrides"], keys), []).append(r)
-    chosen = "val_acc" if any(r["on"] == "val_acc" for r in rows) else "test_acc"  # a job without figures says test
+    chosen = "val_acc" if on == "mixed" else on  # mixed: the columns of the split most figures are on; none ranked
     settings = []
     for values, members in groups.items():
         # a pruned setting's mean is at its last rung (the plot shows it apart); only completed ones rank as complete

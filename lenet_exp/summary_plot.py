@@ -77,10 +77,11 @@ def figure(summary):
     if not numeric:
         _dot_panel(axes[0], points, keys, chance, seeds, style, ring)
     _curve_panel(axes[-1], rows, summary.keys, chance, style)
-    if summary.on == "val_acc":  # the panels draw the figure that chose: validation accuracy, where held out
+    if summary.on != "test_acc":  # the panels draw the figure that chose: validation accuracy, where held out
+        shown = "val acc" if summary.on == "val_acc" else "val or test acc (each job's own split)"
         for ax in axes:
             for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
-                text.set_text(text.get_text().replace("test acc", "val acc"))
+                text.set_text(text.get_text().replace("test acc", shown))
     fig.canvas.draw()  # lay out, then thin any tick labels that still touch
     for ax in axes:
         thin_tick_labels(ax)

@@ -62,12 +62,12 @@ def split_name(summary) -> str:
 
 
 def metric_columns(summary) -> list[str]:
-    return ["status", *(VAL_FIGURES if summary.on == "val_acc" else []), *FIGURES]
+    return ["status", *(VAL_FIGURES if summary.on != "test_acc" else []), *FIGURES]
 
 
 def setting_columns(summary) -> list[str]:
     chosen = ["test_acc_mean", "test_acc_std", "best_test_acc_mean"]  # the chosen figure, then the test one beside
-    if summary.on == "val_acc":
+    if summary.on != "test_acc":
         chosen = ["val_acc_mean", "val_acc_std", "best_val_acc_mean", "test_acc_mean", "test_acc_std"]
     return ["n", *chosen, *SETTING_TAIL]
 
@@ -131,7 +131,10 @@ def standing(items: list[dict], key: str, spread: float) -> tuple[str, list[dict
 
 def verdict(summary) -> tuple[str, list[dict]]:
     """The standing of the best setting (seeds swept: by mean, within the spread over seeds) or job (one seed each:
-    within SEED_NOISE; a halving search's jobs of its last rung only), for summary.md and summary.png alike."""
+    within SEED_NOISE; a halving search's jobs of its last rung only), for summary.md and summary.png alike; none
+    where the jobs chose on different splits."""
+    if summary.on == "mixed":
+        return "mixed", []
     if summary.settings is not None:
         learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]
         spread = max((g["acc_std"] for g in learned[:2] if g["acc_std"] is not None), default=SEED_NOISE)
@@ -265,6 +268,20 @@ def setting_lines(summary, fused: bool = False) -> list[str]:
     return [*lines, "", "## Jobs", ""]
 
 
+def mixed_lines(summary) -> list[str]:
+    """Where the jobs chose on different splits (data.val_size 0 for some): say so, and name no best."""
+    if summary.on != "mixed":
+        return []
+    on = {split: sorted((r for r in summary.rows if r["on"] == f"{split}_acc" and r["history"]), key=job_order)
+          for split in ("val", "test")}  # fmt: skip
+    named = "; ".join(f"on {s} acc: jobs {', '.join(str(r['job']) for r in rows)}" for s, rows in on.items() if rows)
+    return [
+        f"These jobs chose on different splits ({named}; data.val_size 0 holds out none), so they are not ranked "
+        "against each other and no best is named. Sweep jobs that hold out a split apart from jobs that do not.",
+        "",
+    ]
+
+
 def to_markdown(summary) -> str:
     rows, keys = summary.rows, summary.keys
     extra = ["rung"] if summary.search else []
@@ -272,7 +289,7 @@ def to_markdown(summary) -> str:
     lines = [f"# Sweep summary: {summary.sweep_dir}", "", f"{plural(len(rows), 'job')}: {counts}", ""]
     if summary.search:
         lines += search_lines(summary)
-    lines += nothing_learned(rows)
+    lines += nothing_learned(rows) + mixed_lines(summary)
     if summary.settings is not None:  # the setting's mean is the verdict: a best seed is no best job
         lines += setting_lines(summary, summary.fused)
     else:

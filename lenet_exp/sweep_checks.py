@@ -15,7 +15,7 @@ from lenet_exp.cluster import check_cluster
 from lenet_exp.config import no_plugin_key
 from lenet_exp.errors import ConfigError, FolderRefused
 from lenet_exp.files import DamagedRecord
-from lenet_exp.overrides import is_sweep, key_of, parse, split, swept_keys
+from lenet_exp.overrides import is_sweep, key_of, listed, parse, split, swept_keys
 from lenet_exp.plugins import basic_sweeper, halves, needs_sbatch, on_cluster, other_rules, ours
 from lenet_exp.run_folder import RunFolder
 from lenet_exp.schema import check, check_value
@@ -104,6 +104,20 @@ def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: 
     if any(a.lstrip("+").startswith("hydra.sweep.subdir=") for a in overrides):
         raise ConfigError(
             "hydra.sweep.subdir: halving names its job folders itself, so each setting keeps one folder across rungs"
+        )
+    check_schedule_spans_the_search(cfg, epochs, [a for a in swept if key_of(a) == "scheduler.epochs"])
+
+
+def check_schedule_spans_the_search(cfg: DictConfig, last_rung: int, swept: list[str]) -> None:
+    """A schedule given its own length must reach the search's last rung, or the jobs that get there would train past
+    its end (null, the search makes it as long as its last rung)."""
+    values = [v for a in swept for v in listed(a)] if swept else [OmegaConf.select(cfg, "scheduler.epochs")]
+    short = next((int(v) for v in values if v not in (None, "null") and int(v) < last_rung), None)
+    if short is not None and (OmegaConf.select(cfg, "scheduler.name") != "none" or swept):
+        raise ConfigError(
+            f"scheduler.epochs={short} ends the learning-rate schedule before the search's last rung ({last_rung} "
+            f"epochs): the jobs that reach it would train past its end; give scheduler.epochs={last_rung} or more, or "
+            "leave it null (the search then makes it as long as its last rung)"
         )
 
 

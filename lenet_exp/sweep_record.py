@@ -14,15 +14,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.cluster import CANCELLED
+from lenet_exp.cluster import ARRAYS, CANCELLED
 from lenet_exp.config import conf_file
 from lenet_exp.errors import FolderRefused
-from lenet_exp.files import DamagedRecord, flatten, load_json, load_yaml, read_json, select, write_json
+from lenet_exp.files import DamagedRecord, flatten, load_json, load_yaml, read_json, write_json
 from lenet_exp.metrics import METRICS, is_number
-from lenet_exp.overrides import IGNORED, key_of, value_text
+from lenet_exp.overrides import IGNORED, key_of, split, value_text
 from lenet_exp.overrides import swept_keys as swept_keys_of
 from lenet_exp.plugins import fuses
-from lenet_exp.settings import settings_of
+from lenet_exp.settings import ADDED_KEYS, settings_of
 
 log = logging.getLogger(__name__)
 SWEEP_RECORD = "sweep.json"  # what makes the folder's sweep the same sweep, written before the first job
@@ -39,6 +39,7 @@ SWEEP_FILES = (
     "optimization_results.yaml",
     HALVING,
     CANCELLED,
+    ARRAYS,
 )
 # sweep.json's entries: their type, in words
 RECORD_SHAPE = {k: (dict, "mapping") for k in ("sweeper", "settings")} | {
@@ -88,30 +89,46 @@ def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | dict | None = None)
     return [k for k in dict.fromkeys(keys) if not k.startswith(IGNORED)]
 
 
+def preset_names(preset: str) -> dict:
+    """What a search preset (`lenet_best`) sets outside its grid, by name: its groups (`optimizer`) and keys
+    (`model.pool`), read from its file in conf/hparams_search/; sweep.json keeps them as the sweep started."""
+    text = load_yaml(conf_file(f"hparams_search/{preset}.yaml")) or {}
+    groups = [
+        g.removeprefix("override /")
+        for entry in text.get("defaults") or []
+        if isinstance(entry, dict)
+        for g in entry
+        if g.startswith("override /") and not g.startswith("override /hydra")
+    ]
+    return {
+        "name": preset,
+        "groups": groups,
+        "keys": list(flatten({k: v for k, v in text.items() if k not in ("defaults", "hydra")})),
+    }
+
+
 def preset_settings(job_dir: Path) -> list[str]:
     """What the search preset of a job's sweep (`hparams_search=lenet_best`) set outside its grid, at the job's own
     values: its groups (`optimizer=adam`) and keys (`data.val_size=5000`, `model.pool=max`), so that the job continued
-    alone, or rerun from its summary, trains as it did in the search. [] without a preset, or where unreadable (the
-    run's own record is judged where it is used)."""
+    alone, or rerun from its summary, trains as it did in the search. The names are those the sweep recorded as it
+    started (a preset file edited since changes nothing); a key added to lenet_exp since the job ran, at the value that
+    trains as it did. [] without a preset, or where unreadable (the run's own record is judged where it is used)."""
     record = Path(job_dir) / ".hydra"
     try:
         given = [o for o in load_yaml(record / "overrides.yaml") if key_of(o) == "hparams_search"]
         if not given:
             return []
-        preset = load_yaml(conf_file(f"hparams_search/{given[-1].split('=', 1)[1]}.yaml"))
+        recorded = (read_json(Path(job_dir).parent / SWEEP_RECORD) or {}).get("preset")
+        names = recorded if isinstance(recorded, dict) else preset_names(split(given[-1])[1])  # older sweeps: the file
         choices = load_yaml(record / "hydra.yaml")["hydra"]["runtime"]["choices"]
-        saved = load_yaml(record / "config.yaml")
+        saved = flatten(load_yaml(record / "config.yaml"))
     except Exception:
         return []
-    groups = [
-        g.removeprefix("override /")
-        for entry in preset.get("defaults") or []
-        if isinstance(entry, dict)
-        for g in entry
-        if g.startswith("override /") and not g.startswith("override /hydra")
-    ]
-    keys = list(flatten({k: v for k, v in preset.items() if k not in ("defaults", "hydra")}))
-    return [f"{g}={choices[g]}" for g in groups if g in choices] + [f"{k}={value_text(select(saved, k))}" for k in keys]
+    values = {
+        k: saved[k] if k in saved else ADDED_KEYS[k] for k in names.get("keys", []) if k in saved or k in ADDED_KEYS
+    }
+    groups = [f"{g}={choices[g]}" for g in names.get("groups", []) if g in choices]
+    return groups + [f"{k}={value_text(v)}" for k, v in values.items()]
 
 
 def sweep_identity(overrides: list[str], cfg: DictConfig) -> dict:
@@ -131,9 +148,10 @@ def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None
     too) then carries what a rerun is compared with, and how this run of it is launched (its summary's rerun command
     names the launcher; a fused one says its figures may differ alone); the refusals of the last run are cleared."""
     (sweep_dir / REFUSED).unlink(missing_ok=True)
-    choice = OmegaConf.select(cfg, "hydra.runtime.choices", default={}).get("hydra/launcher")
-    launcher = {"choice": choice, "fused": fuses(cfg)}
-    write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), "launcher": launcher})
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={})
+    launcher = {"choice": choices.get("hydra/launcher"), "fused": fuses(cfg)}
+    preset = {"preset": preset_names(choices["hparams_search"])} if choices.get("hparams_search") else {}
+    write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), "launcher": launcher, **preset})
 
 
 def earlier_identity(sweep_dir: Path) -> dict | None:

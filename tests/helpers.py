@@ -174,6 +174,22 @@ def tensorboard_plugins(run_dir: Path) -> dict:
     return {"hparams": acc.PluginTagToContent("hparams"), "tensors": acc.Tags()["tensors"]}
 
 
+def session_status(run_dir: Path) -> str | None:
+    """The status a run's HParams session ends with (`STATUS_SUCCESS`, ...), read from its one session file; None
+    where it has none, or its session has not ended. Fails where it has several."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    files = list(run_dir.glob("events.out.tfevents.*.hparams"))
+    assert len(files) <= 1, files
+    values = [v for f in files for e in EventFileLoader(str(f)).Load() for v in e.summary.value]
+    ends = [v for v in values if v.tag == metadata.SESSION_END_INFO_TAG]
+    if not ends:
+        return None
+    status = metadata.parse_session_end_info_plugin_data(ends[-1].metadata.plugin_data.content).status
+    return api_pb2.Status.Name(status)
+
+
 def snapshot(folder: Path) -> dict:
     """Every file under a folder with its bytes and modification time, to show a command left them as they were."""
     return {

@@ -127,10 +127,14 @@ def test_resume_refuses_another_applications_run_and_takes_a_quoted_folder(tmp_p
     (foreign / "config.yaml").write_text("db:\n  user: x\n")
     (foreign / "overrides.yaml").write_text("- db.user=x\n")
     before = snapshot(tmp_path)
-    proc = run_cli("resume=foreign", cwd=tmp_path)
+    proc = refused("resume=foreign", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "resume=foreign: not a lenet_exp run (its foreign/.hydra/config.yaml holds db" in proc.stderr
     assert snapshot(tmp_path) == before
+    (foreign / "config.yaml").unlink()  # another application's record: overrides.yaml alone
+    proc = refused("resume=foreign", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "resume=foreign: not a lenet_exp run (its .hydra/ holds overrides.yaml but no config.yaml" in proc.stderr
 
     small = [*SMALL, "data.limit_train=256", "data.limit_test=128"]
     proc = run_cli(*small, "trainer.epochs=1", "hydra.run.dir='my runs/a'", cwd=tmp_path)

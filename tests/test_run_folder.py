@@ -23,6 +23,7 @@ from helpers import (
     run_cli,
     run_in_new_folder,
     scalars,
+    session_status,
     snapshot,
     start_cli,
     start_patched,
@@ -425,6 +426,22 @@ BAD_VALUES = {
     "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
     "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",
     "--cfg job --multirun seed=1,2": "--cfg prints one composed config: drop --multirun",
+    "scheduler=onecycle scheduler.div_factor=1e-300": (
+        "scheduler.div_factor=1e-300: onecycle starts at a learning rate of 9e+299 (optimizer.lr=0.9), outside what a "
+        "training step can take"
+    ),
+    "scheduler=onecycle scheduler.final_div_factor=1e-300": "scheduler.final_div_factor=1e-300: onecycle ends at",
+    "scheduler=onecycle scheduler.final_div_factor=1e300": "onecycle ends at a learning rate of 3.6e-302",
+    "--multirun data.val_size=0,1000": (
+        "data.val_size: this sweep holds out a validation split for some jobs (1000) and none for others (0)"
+    ),
+    "--multirun hparams_search=halving data.val_size=0,1000 optimizer.lr=0.1,0.3": "data.val_size: this sweep holds",
+    "--multirun hparams_search=halving scheduler=cosine scheduler.epochs=2 trainer.epochs=3 optimizer.lr=0.1,0.3": (
+        "scheduler.epochs=2 ends the learning-rate schedule before the search's last rung (3 epochs)"
+    ),
+    "--multirun hparams_search=halving scheduler=cosine scheduler.epochs=9,2 trainer.epochs=9 seed=0,1": (
+        "scheduler.epochs=2 ends the learning-rate schedule before the search's last rung (9 epochs)"
+    ),
     "-cn config ~optimizer.lr": "~optimizer.lr: lenet_exp reads optimizer.lr",
 }
 
@@ -913,3 +930,15 @@ def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_
     assert again.returncode == 0, again.stderr
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
     assert [r["status"] for r in rows] == ["completed"] * 3
+
+
+def test_a_run_marked_failed_after_it_ended_says_so_in_tensorboard_too(make_cfg, tmp_path, fashion_mnist):
+    """metrics.json and the HParams session tell one story: a job a later start refuses (a config error in a sweep,
+    say) is `failed` in both, never failed in one and a success in the other."""
+    from lenet_exp.training import train
+
+    train(make_cfg("trainer.epochs=1", "data.limit_train=256", "data.limit_test=128"), tmp_path / "run")
+    assert session_status(tmp_path / "run") == "STATUS_SUCCESS"
+    RunFolder(tmp_path / "run").record_end("ConfigError: trainer.epochs=9 runs past the end of the schedule")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+    assert session_status(tmp_path / "run") == "STATUS_FAILURE"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import run_cli, scalars
+from helpers import run_cli, scalars, snapshot
 
 from lenet_exp.config import compose_config
 from lenet_exp.errors import ConfigError
@@ -118,3 +118,8 @@ def test_a_halving_search_keeps_one_schedule_across_its_rungs(tmp_path, fashion_
     assert alone.returncode == 0, alone.stderr
     searched, trained = (json.loads((d / "metrics.json").read_text()) for d in (jobs["completed"], tmp_path / "alone"))
     assert searched["history"] == trained["history"]  # digit for digit
+    before = snapshot(tmp_path / "alone")  # its schedule is as long as its epochs: more would be another schedule
+    longer = run_cli("resume=alone", "trainer.epochs=4", cwd=tmp_path)
+    assert longer.returncode == 2 and longer.stderr.count("\n") == 1, longer.stderr
+    assert "holds a run on a cosine learning-rate schedule over its trainer.epochs=2; trainer.epochs=4" in longer.stderr
+    assert snapshot(tmp_path / "alone") == before

@@ -16,7 +16,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import HANG, epochs_completed, popen, read_csv, run_cli, scalars, start_cli, start_patched
+from helpers import (
+    HANG,
+    epochs_completed,
+    popen,
+    read_csv,
+    run_cli,
+    scalars,
+    session_status,
+    start_cli,
+    start_patched,
+)
 
 from lenet_exp.halving import (
     Point,
@@ -29,8 +39,8 @@ from lenet_exp.halving import (
     search,
 )
 from lenet_exp.run_folder import RunFolder
-from lenet_exp.summary import by_setting
-from lenet_exp.summary_table import setting_lines
+from lenet_exp.summary import by_setting, collect
+from lenet_exp.summary_table import setting_lines, to_markdown
 from lenet_exp.sweep_record import HalvingRecord
 
 
@@ -325,6 +335,42 @@ def test_a_damaged_job_record_stops_the_search_in_one_line_and_moving_it_away_re
     assert choices(sweep) == choices(unbroken) and figures(sweep) == figures(unbroken)
 
 
+FAIL_ONCE = """
+import os
+import lenet_exp.member as member
+_end_epoch = member.Member.end_epoch
+def end_epoch(self, *figures):
+    if self.folder.path.name.startswith("1_") and not os.path.exists("failed-once"):
+        open("failed-once", "w").close()
+        raise OSError(28, "No space left on device", str(self.folder.path / "metrics.json"))
+    _end_epoch(self, *figures)
+member.Member.end_epoch = end_epoch
+"""
+
+
+def test_a_rerun_continues_the_recorded_search_and_never_decides_a_rung_again(halving_search, tmp_path):
+    """Job 1 fails in rung 1 (a full disk, once) and ranks last; the search goes on and exits 1. Its rerun trains job
+    1 again but keeps rung 1's recorded choice: the same choices, one job completed per kept setting, job 1 pruned."""
+    unbroken, _ = halving_search
+    first = start_patched(FAIL_ONCE, *SEARCH, cwd=tmp_path)
+    out, err = first.communicate(timeout=HANG)
+    assert first.returncode == 1 and "/search/1_" in err and "No space left on device" in err, err
+    decided = json.loads((tmp_path / "search" / "halving.json").read_text())["rung_choices"]
+    assert decided[0]["ranked_jobs"][-1] == 1 and decided[0]["scores"]["1"] is None  # failed: ranked last
+    rerun = start_patched(FAIL_ONCE, *SEARCH, cwd=tmp_path)  # the disk has room again
+    out, err = rerun.communicate(timeout=HANG)
+    assert rerun.returncode == 0, err
+    assert "Rung 1 of 2 (1 epoch): training job 1" in out and "as an earlier run of this search decided it" in out
+    record = json.loads((tmp_path / "search" / "halving.json").read_text())
+    assert record["rung_choices"] == decided and record["finished"]
+    rows = {int(r["job"]): r for r in read_csv(tmp_path / "search" / "summary.csv")}
+    assert rows[1]["status"] == "pruned" and "continued by hand" not in rows[1]["note"]
+    assert sorted(j for j, r in rows.items() if r["status"] == "completed") == sorted(decided[1]["ranked_jobs"][:2])
+    md = (tmp_path / "search" / "summary.md").read_text()
+    trained = sum(int(r["epochs_completed"]) for r in rows.values())
+    assert f"Work: {trained} epochs trained of 18 for the full grid" in md
+
+
 def choices(sweep) -> list:
     return [c["ranked_jobs"] for c in json.loads((sweep / "halving.json").read_text())["rung_choices"]]
 
@@ -373,15 +419,25 @@ def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_
     assert choices(sweep) == choices(unbroken) and figures(sweep) == figures(unbroken)
 
 
+# a run's status, and the status its HParams session ends with
+SESSION_OF = {"completed": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN", "interrupted": "STATUS_UNKNOWN"}
 SLOW_PRUNE = """
 import time
 import lenet_exp.halving as halving
-_prune = halving.prune
-def prune(job, note, epochs):
-    print("PRUNING", flush=True)
-    time.sleep(3)
-    _prune(job, note, epochs)
-halving.prune = prune
+import lenet_exp.logger as logger
+_write, _end = logger.atomic_write, halving.end_session
+def write(path, data):  # the pruned job's HParams session being rewritten: slowly
+    if path.name.endswith(".hparams") and logger.PRUNING:
+        print("PRUNING", flush=True)
+        time.sleep(3)
+    _write(path, data)
+def end_session(run_dir, status):
+    logger.PRUNING = True
+    try:
+        _end(run_dir, status)
+    finally:
+        logger.PRUNING = False
+logger.atomic_write, logger.PRUNING, halving.end_session = write, False, end_session
 """
 SLOW_FINISH = """
 import time
@@ -412,6 +468,9 @@ def test_an_interrupted_search_never_exits_0_and_its_rerun_finishes_it(halving_s
     assert err.strip().splitlines()[-1].startswith(f"Interrupted by {sig.name}: ")
     assert err.strip().endswith("rerun the same command to continue.")
     assert json.loads((tmp_path / "search" / "halving.json").read_text())["finished"] is False
+    for job in (tmp_path / "search").glob("*_*"):  # each job's HParams session whole, and saying what its record says
+        status = json.loads((job / "metrics.json").read_text())["status"]
+        assert session_status(job) == SESSION_OF[status], job
     rerun = run_cli(*SEARCH, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert choices(tmp_path / "search") == choices(unbroken) and figures(tmp_path / "search") == figures(unbroken)
@@ -557,7 +616,9 @@ def test_the_lenet_best_preset_is_the_grid_the_readme_gives():
     assert "activation=relu,tanh" in grid and "seed=0,1,2" in grid and "optimizer=adam" in fixed
 
 
-def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that_trains_alike(tmp_path, fashion_mnist):
+def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that_trains_alike(
+    tmp_path, fashion_mnist, monkeypatch
+):
     """The preset narrowed on the command line (a key given replaces the grid's list) on a slice of the data: its jobs
     train as the preset says, and the summary's rerun command composes each seed's exact settings."""
     from lenet_exp.config import compose_config
@@ -580,9 +641,71 @@ def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that
     assert " 'model.conv_channels=[6,16]' " in md  # quoted: no shell reads it as a pattern
     winner = [r for r in rows if r["status"] == "completed"]
     for r in winner:
-        saved = RunFolder(tmp_path / "s" / r["run_dir"]).saved_settings()
+        saved = run_settings(RunFolder(tmp_path / "s" / r["run_dir"]).saved_config())
         assert saved["optimizer._target_"] == "torch.optim.Adam" and saved["scheduler.epochs"] == 3
         alone = [a if not a.startswith("seed=") else f"seed={r['seed']}" for a in command]
         again = run_settings(compose_config(alone))
         assert again.pop("device.threads") == 1 and saved.pop("device.threads") is None  # the threads it trained on
         assert again == saved, r["run_dir"]
+    # what the preset set is the sweep's record, not the file as it is now: a preset edited (or gone) since changes
+    # neither a job's rerun command nor what resume= adds
+    import lenet_exp.sweep_record as sweep_record
+
+    recorded = json.loads((tmp_path / "s" / "sweep.json").read_text())["preset"]
+    assert recorded["name"] == "lenet_best" and {"optimizer", "scheduler"} <= set(recorded["groups"])
+    job = tmp_path / "s" / winner[0]["run_dir"]
+    before = sweep_record.preset_settings(job)
+    monkeypatch.setattr(sweep_record, "conf_file", lambda relative: tmp_path / "no preset file")  # edited away
+    assert sweep_record.preset_settings(job) == before and "scheduler=cosine" in before
+
+
+def test_a_search_job_recorded_before_a_key_existed_reruns_and_resumes_at_its_old_value(halving_search, tmp_path):
+    """A halving job written before data.val_size existed (its record lacks the key the preset sets): the summary's
+    rerun command and resume= give the key the value that trains as it did (no split), never null."""
+    import torch
+    import yaml
+
+    sweep = tmp_path / "search"
+    shutil.copytree(halving_search[0], sweep)
+    for job in sweep.glob("*_*"):
+        saved = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        del saved["data"]["val_size"]
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
+        state = torch.load(job / "checkpoints" / "last.pt", weights_only=True)
+        del state["settings"]["data.val_size"]
+        torch.save(state, job / "checkpoints" / "last.pt")
+    md = to_markdown(collect(sweep))
+    assert "data.val_size=0" in md and "null" not in md
+    job = next(j for j in sweep.glob("*_*") if json.loads((j / "metrics.json").read_text())["status"] == "completed")
+    proc = run_cli(f"resume={job}", cwd=tmp_path)
+    assert proc.returncode == 0 and "already holds this run" in proc.stdout, proc.stderr
+
+
+LATE_SIGNAL = """
+import time
+import lenet_exp.summarize as summarize
+_end = summarize.SummaryCallback.on_multirun_end
+def on_multirun_end(self, *args, **kwargs):
+    print("SEARCHED", flush=True)
+    time.sleep(3)
+    _end(self, *args, **kwargs)
+summarize.SummaryCallback.on_multirun_end = on_multirun_end
+"""
+
+
+def test_a_sigterm_after_the_searchs_last_rung_ends_in_one_line(tmp_path, fashion_mnist):
+    """Between the search's end and the sweep's (no step of a run or of the search handles the signal there)."""
+    args = [
+        "-m",
+        "hparams_search=halving",
+        *SEARCH[2:6],
+        "trainer.epochs=1",
+        "optimizer.lr=0.1,0.3",
+        "hydra.sweep.dir=s",
+    ]
+    proc = start_patched(LATE_SIGNAL, *args, cwd=tmp_path)
+    wait_for(proc, "SEARCHED")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("Interrupted by SIGTERM: ")

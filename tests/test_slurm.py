@@ -6,10 +6,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
-from helpers import HANG, REPO, epochs_completed, read_csv, run_cli, start_cli
+from helpers import HANG, REPO, epochs_completed, popen, read_csv, run_cli, start_cli
 
 TINY = ["data.download=false", "data.limit_train=256", "data.limit_test=128", "trainer.progress=false"]
 SLURM = ["-m", "hydra/launcher=slurm", *TINY]
@@ -147,8 +148,8 @@ def test_a_rejected_sbatch_and_a_cluster_without_accounting_are_one_line(slurm, 
     assert proc.stderr.startswith("Error: hydra/launcher=slurm follows its jobs with sacct, which fails here (Slurm")
 
 
-@pytest.mark.parametrize("how", ["cancelled"])  # "killed" (SIGKILL of the job's process) ends the same way, slower
-def test_a_job_killed_or_cancelled_by_hand_is_failed_in_one_line_and_not_requeued(slurm, tmp_path, how):
+@pytest.mark.parametrize("how", ["cancelled"])  # "killed" (SIGKILL of the job's process): `failed`, in one line
+def test_a_job_killed_or_cancelled_by_hand_ends_in_one_line_and_is_not_requeued(slurm, tmp_path, how):
     args = [*SLURM, "seed=0", "data.limit_train=32768", "trainer.epochs=3", "hydra.sweep.dir=s"]
     proc = start_cli(*args, cwd=tmp_path)
     wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("0_*")), "the first epoch")
@@ -161,11 +162,18 @@ def test_a_job_killed_or_cancelled_by_hand_is_failed_in_one_line_and_not_requeue
         subprocess.run(["scancel", slurm_job_of(tmp_path / "s", 0)], check=True)
     out, _ = proc.communicate(timeout=HANG)
     assert proc.returncode == 1 and "Traceback" not in out, out
-    assert "Error: job 0: Slurm job " in out and " without a result (its log: " in out
     (row,) = read_csv(tmp_path / "s" / "summary.csv")
-    assert row["status"] == "failed" and "without a result" in (tmp_path / "s" / "summary.md").read_text()
     (job_dir,) = (tmp_path / "s").glob("0_*")
     assert "Requeued" not in (job_dir / "train.log").read_text() and int(row["epochs_completed"]) < 3
+    if how == "killed":
+        assert "Error: job 0: Slurm job " in out and " without a result (its log: " in out
+        assert row["status"] == "failed" and "without a result" in (tmp_path / "s" / "summary.md").read_text()
+        return
+    assert "Job 0: Slurm job " in out and "it saved its checkpoint first: interrupted, to continue" in out
+    assert row["status"] == "interrupted" and (job_dir / "checkpoints" / "last.pt").is_file()
+    again = run_cli(*args, cwd=tmp_path)  # the rerun continues it from its checkpoint
+    assert again.returncode == 0, again.stderr
+    assert json.loads((job_dir / "metrics.json").read_text())["epochs_completed"] == 3
 
 
 def test_a_fused_group_is_one_slurm_job_and_trains_as_the_fused_launcher_here(slurm, tmp_path):
@@ -180,3 +188,51 @@ def test_a_fused_group_is_one_slurm_job_and_trains_as_the_fused_launcher_here(sl
         there, local = (json.loads((d / job.name / "metrics.json").read_text()) for d in (job.parent, tmp_path / "f"))
         assert there["status"] == "completed" and there["history"] == local["history"], job.name
         assert (job / "checkpoints" / "last.pt").is_file() and (job / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_pending_task_cancelled_by_hand_ends_the_sweep_in_one_line(slurm, tmp_path):
+    """Slurm keeps no record of a task cancelled before it started: the sweep sees it gone and says so, not waits."""
+    args = [*SLURM, "seed=0,1,2", "trainer.epochs=1", "hydra.launcher.cpus_per_task=2", "hydra.sweep.dir=s"]
+    proc = start_cli(*args, cwd=tmp_path)  # two CPUs a job on a node of two: one runs, two wait
+    pending = lambda: subprocess.run(  # noqa: E731  one line a task, its state
+        ["squeue", "-h", "-r", "-t", "PENDING", "-o", "%i"], capture_output=True, text=True
+    ).stdout.split()
+    wait_for(lambda: pending(), "a pending task")
+    task = pending()[-1]  # `<array>_<n>`: sweep job n
+    subprocess.run(["scancel", task], check=True)
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert f"Slurm job {task} was cancelled before it started (Slurm keeps no record of it)" in out
+    rows = {r["job"]: r["status"] for r in read_csv(tmp_path / "s" / "summary.csv")}
+    cancelled = task.split("_")[1]
+    assert rows == {n: "failed" if n == cancelled else "completed" for n in ("0", "1", "2")}, rows
+
+
+def test_a_rerun_while_a_killed_sweeps_jobs_still_run_is_refused_in_one_line(slurm, tmp_path):
+    args = [*SLURM, "seed=0,1", "data.limit_train=16384", "trainer.epochs=3", "hydra.sweep.dir=s"]
+    proc = start_cli(*args, cwd=tmp_path)
+    wait_for(lambda: (tmp_path / "s" / ".slurm_arrays").is_file(), "the submission")
+    array = (tmp_path / "s" / ".slurm_arrays").read_text().split()[0]
+    proc.kill()  # the sweep's process dies without a word; its jobs go on
+    proc.wait()
+    try:
+        again = run_cli(*args, cwd=tmp_path)
+        assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+        assert f"has jobs on Slurm still, queued or running (job array {array} (" in again.stderr
+        assert f"scancel {array}" in again.stderr and submitted(tmp_path / "s") == 1  # nothing submitted again
+    finally:
+        subprocess.run(["scancel", array], capture_output=True)
+
+
+def test_a_sigterm_as_a_slurm_job_starts_stops_it_in_one_line(tmp_path):
+    """submitit's own handler ignores SIGTERM until the task takes the signals over: the job's start puts lenet_exp's
+    in its place (on Slurm it also requeues the job, as pre-emption asks); here, off Slurm, it stops in one line."""
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom lenet_exp.launch import stop_before_training\n"
+        "stop_before_training(Path(sys.argv[1]))\nprint('started', flush=True)\ntime.sleep(60)\n"
+    )
+    proc = popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err == "Interrupted by SIGTERM: before training started; nothing was written.\n"

@@ -239,3 +239,19 @@ def test_a_summary_that_cannot_be_written_fails_the_sweep_in_one_line(tmp_path, 
     assert "Traceback" not in proc.stderr and not list((tmp_path / "sweep").glob("summary*"))
     statuses = [json.loads(m.read_text())["status"] for m in (tmp_path / "sweep").glob("*/metrics.json")]
     assert statuses == ["completed", "completed"]
+
+
+def test_jobs_that_chose_on_different_splits_are_not_ranked_against_each_other(tmp_path):
+    """A sweep over data.val_size with 0 is refused up front; a folder that holds such jobs anyway (continued by hand,
+    an older sweep) names no best and says why, in summary.md and summary.png alike."""
+    (tmp_path / "sweep.json").write_text(json.dumps({"swept": ["data.val_size"], "overrides": []}))
+    val = {**metrics([0.7]), "val_acc": 0.9, "best_val_acc": 0.9, "chosen_on": "val_acc"}
+    val["history"] = {"test_acc": [0.7], "val_acc": [0.9]}
+    make_job(tmp_path, "0_data.val_size=1000", ["data.val_size=1000"], val)
+    make_job(tmp_path, "1_data.val_size=0", ["data.val_size=0"], metrics([0.8]))
+    summary = collect(tmp_path)
+    md = to_markdown(summary)
+    assert summary.on == "mixed" and "Best" not in md and "Rerun" not in md
+    assert "chose on different splits (on val acc: jobs 0; on test acc: jobs 1; data.val_size 0 holds out none)" in md
+    assert "| val_acc | best_val_acc |" in md  # each job's own figures, the split it chose on among them
+    assert figure(summary).axes[0].get_title() == "val or test acc (each job's own split) vs data.val_size"

@@ -38,6 +38,14 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     from lenet_exp import launch as shared
 
     sweep_dir = shared.start_batch(launcher)
+    if alive := shared.still_queued(sweep_dir):  # an earlier run of this sweep, killed, left its jobs to finish
+        arrays = ", ".join(f"{a} ({n} task{'s' * (n != 1)})" for a, n in alive.items())
+        print(
+            f"Error: {sweep_dir} has jobs on Slurm still, queued or running (job array {arrays}): wait for them to end "
+            f"(squeue -j {','.join(alive)}), or cancel them (scancel {' '.join(alive)}), then rerun",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     (sweep_dir / shared.CANCELLED).unlink(missing_ok=True)  # a cancelled sweep run again: its jobs may requeue again
     nums = range(initial_job_idx, initial_job_idx + len(job_overrides))
     configs = shared.job_configs(launcher, job_overrides, nums)
@@ -50,9 +58,10 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
         groups = groups_of(launcher, configs)
         with shared.signals_held() as came:  # a Ctrl-C or SIGTERM from here on cancels whatever was submitted
             jobs = submit(launcher, configs, overrides, groups)
-            follow(jobs, sweep_dir, came)
+            shared.note_array(sweep_dir, jobs[0].job_id.split("_")[0])
+            lost = follow(jobs, sweep_dir, came)
         for group, job in zip(groups, jobs):
-            for k, ret in zip(group, results_of(job, [configs[k] for k in group])):
+            for k, ret in zip(group, results_of(job, [configs[k] for k in group], job.job_id in lost)):
                 returns[todo[k]] = ret
     return returns
 
@@ -74,6 +83,7 @@ def run_group(launcher, overrides: list[list[str]], nums: list[int], singleton_s
 
     from lenet_exp import launch as shared
 
+    shared.stop_before_training(Path(str(launcher.config.hydra.sweep.dir)))  # in place of submitit's, which ignores it
     Singleton.set_state(singleton_state)
     shared.start_batch(launcher)
     job_id = submitit.JobEnvironment().job_id
@@ -120,26 +130,31 @@ def submit(launcher, configs: list[DictConfig], overrides: list[list[str]], grou
     return jobs
 
 
-def follow(jobs: list, sweep_dir: Path, came: list[int]) -> None:
-    """Wait until every job is done. A Ctrl-C or SIGTERM (in `came`) cancels them after they save their checkpoints;
-    jobs pending for a reason no wait clears are cancelled and reported in one line."""
+def follow(jobs: list, sweep_dir: Path, came: list[int]) -> set[str]:
+    """Wait until every job is done, or gone without a trace (a pending task cancelled by hand: Slurm neither holds it
+    nor recorded it; returned). A Ctrl-C or SIGTERM (in `came`) cancels them after they save their checkpoints; jobs
+    pending for a reason no wait clears are cancelled and reported in one line."""
     from lenet_exp import launch as shared
 
-    asked = 0.0
+    asked, missing, lost = 0.0, set(), set()
     while True:
         if came:
             cancel(jobs, sweep_dir)
             shared.refresh_summary(sweep_dir)
             shared.stop(came[0], "the Slurm jobs saved their checkpoints and were cancelled; rerun the same command to "
                  "continue them")  # fmt: skip
-        if all(job.done() for job in jobs):
-            return
+        if all(job.job_id in lost or job.done() for job in jobs):
+            return lost
         if time.monotonic() - asked > PENDING_CHECK_S:
             asked = time.monotonic()
             if reason := never_starts(jobs):
                 cancel(jobs, sweep_dir, wait=False)
                 print(f"Error: {reason}", file=sys.stderr)
                 raise SystemExit(2)
+            held = shared.queued_tasks(_arrays(jobs))
+            gone = {j.job_id for j in jobs if j.job_id not in held and not j.done()}
+            lost |= {j for j in gone & missing if not shared.recorded(j)}  # gone at two looks running: no race
+            missing = gone
         time.sleep(POLL_S)
 
 
@@ -180,12 +195,15 @@ def cancel(jobs: list, sweep_dir: Path, wait: bool = True) -> None:
         (sweep_dir / CANCELLED).unlink(missing_ok=True)
 
 
-def results_of(job, configs: list[DictConfig]) -> list:
+def results_of(job, configs: list[DictConfig], lost: bool = False) -> list:
     """The JobReturns of a Slurm job's sweep points; a job that ended without them (killed, out of memory, a node
-    failure) leaves each of its points `failed` in its metrics.json with Slurm's word for it, in one line, ranked
-    last."""
+    failure, cancelled before it started) leaves each of its points `failed` in its metrics.json with Slurm's word for
+    it (or `interrupted`, where it saved its checkpoint first), in one line, ranked last."""
     from lenet_exp import launch as shared
 
+    if lost:
+        reason = f"Slurm job {job.job_id} was cancelled before it started (Slurm keeps no record of it)"
+        return [shared.ended_without_result(cfg, reason) for cfg in configs]
     try:
         return job.results()[0]
     except Exception:  # submitit's UncompletedJobError or FailedJobError, with a traceback from the job's log
