@@ -176,4 +176,3 @@ def queued_tasks(arrays: list[str]) -> set[str]:
 def recorded(job: str) -> bool:
     """Whether Slurm's accounting has a record of the job (a pending task cancelled before it started has none)."""
     return bool(slurm("sacct", "-n", "-X", "-j", job, "-o", "State").stdout.strip())
-

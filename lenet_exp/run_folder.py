@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lenet_exp.checkpoint import save_checkpoint
 from lenet_exp.errors import FolderRefused
 from lenet_exp.files import DamagedRecord, atomic_write, write_json
-from lenet_exp.folders import in_use
+from lenet_exp.folders import in_use, locked
 from lenet_exp.logger import end_session
 from lenet_exp.metrics import METRICS, read_metrics
 from lenet_exp.settings import all_settings
@@ -59,6 +59,19 @@ class RunFolder:
             error = metrics.get("error") or "the process ended without a word (killed?); rerun to continue"
             return {**metrics, "status": "interrupted", "error": error}
         return metrics
+
+    def settle(self) -> bool:
+        """Write down what live_metrics shows: a `running` record that no process backs (its process was killed, a
+        worker's pool broke) becomes `interrupted` in metrics.json, under the folder's lock. True when it did."""
+        try:
+            with locked(self.path):
+                metrics = self.metrics()
+                if not metrics or metrics["status"] != "running":
+                    return False
+                self.record_end(metrics.get("error") or "its process ended without a word (killed?)", "interrupted")
+                return True
+        except (FolderRefused, DamagedRecord, OSError):
+            return False  # another process holds it (and keeps its own record), or its record is not a run's
 
     def record_end(self, error: str, status: str = "failed") -> None:
         """Mark the run failed (or interrupted) with a one-line reason, keeping its figures so far; if even that fails

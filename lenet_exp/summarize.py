@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from lenet_exp.metrics import METRICS
 from lenet_exp.run_folder import RECORD
-from lenet_exp.summary import is_job, write_summary
+from lenet_exp.summary import is_job, settle_jobs, write_summary
 from lenet_exp.sweep_record import SWEEP_RECORD, job_number
 from lenet_exp.words import one_line, plural
 
@@ -37,6 +37,7 @@ class SummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
+            settle_jobs(sweep_dir)  # a job whose process died without a word: its own record says interrupted too
             rows = write_summary(sweep_dir)
         except OSError as e:
             sys.exit(f"Error: summary not written: {one_line(e)}; the jobs' own files are kept")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lenet_exp.files import YAML_ERRORS, atomic_write, load_yaml, read_json, select
+from lenet_exp.folders import in_use
 from lenet_exp.metrics import FIGURES, METRICS, VAL_FIGURES, chosen_on, figure_at, not_learning, rank_key
 from lenet_exp.overrides import as_dict, setting_of, split
 from lenet_exp.run_folder import RunFolder
@@ -301,9 +302,22 @@ def refresh_summary(sweep_dir: Path, in_worker: bool = False, live: bool = False
         stop(came[0], f"the summary in {sweep_dir} is up to date; rerun the same command to continue", in_worker)
 
 
+def settle_jobs(sweep_dir: Path, patience: float = 0.0) -> None:
+    """Every job left `running` with no process behind it is recorded `interrupted` (RunFolder.settle); a job whose
+    process still holds its folder gets `patience` seconds to end and record itself first."""
+    running = [p for p in sweep_dir.iterdir() if is_job(p) and RunFolder(p).recorded_status() == "running"]
+    deadline = time.monotonic() + patience
+    while any(in_use(p) for p in running) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for job in running:
+        RunFolder(job).settle()
+
+
 def sweep_end(sweep_dir: Path) -> str:
-    """Where a sweep stopped short stands, for its last line: its summary refreshed, and how to go on."""
+    """Where a sweep stopped short stands, for its last line: its jobs' records settled, its summary refreshed, and
+    how to go on."""
     with contextlib.suppress(OSError):
+        settle_jobs(sweep_dir, patience=10.0)  # a worker the broken pool kills after this still holds its folder
         write_summary(sweep_dir)
     return (
         f"the jobs it started stay at their last checkpoints (see {sweep_dir / 'summary.md'}); rerun the same "

@@ -167,7 +167,7 @@ def nothing_learned(rows: list[dict]) -> list[str]:
 def best_lines(summary) -> list[str]:
     """The best job and how to rerun it; or, honestly, that the best is tied or that seeds could reverse its lead."""
     kind, leaders = verdict(summary)
-    if kind == "none":
+    if not leaders:  # none learned, or the jobs chose on different splits
         return []
     best, where, split = leaders[0], " of the last rung" if summary.search else "", split_name(summary)
     test = f" (test acc {best['test_acc']:.4f})" if split == "val" and best["test_acc"] is not None else ""
@@ -237,7 +237,7 @@ def setting_lines(summary, fused: bool = False) -> list[str]:
     keys = [k for k in summary.keys if k != "seed"]
     lines = ["## By setting (mean over seeds)", ""]
     kind, leaders = verdict(summary)
-    if kind != "none":
+    if leaders:
         best = leaders[0]
         spread = f" ± {best['acc_std']:.4f}" if best["acc_std"] is not None else ""
         learned = [g for g in summary.settings if g["complete"] and not g["not_learning"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
@@ -31,5 +32,19 @@ class ParallelLauncher(JoblibLauncher):
 
             codes = re.search(r"exit codes of the workers are (\S+)", str(e))
             why = f" ({codes.group(1).strip('{}')})" if codes else ""  # joblib writes a set: {SIGKILL(-9)}
+            stop_workers()  # the pool is broken: the others stop after their checkpoints, as on the sweep's SIGTERM
             end = sweep_end(Path(str(self.config.hydra.sweep.dir)))
             raise SystemExit(f"Error: a worker process of the sweep ended unexpectedly{why}; {end}") from None
+
+
+def stop_workers() -> None:
+    """SIGTERM to this process's pool workers still alive (joblib would kill them outright as this process ends, and
+    their jobs would stay `running`): each saves its checkpoint and records itself `interrupted`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == os.getpid() and b"popen_loky_posix" in command:  # fields[1]: the parent's pid
+                os.kill(int(stat.parent.name), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
