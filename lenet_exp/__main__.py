@@ -48,7 +48,7 @@ from lenet_exp.run_folder import RECORD
 from lenet_exp.schema import Settings, check_folder_path
 from lenet_exp.signals import Interrupted, stop
 from lenet_exp.sweep_checks import check_run_mode, check_sweep_folder
-from lenet_exp.sweep_record import SWEEP_RECORD, preset_settings, record_sweep
+from lenet_exp.sweep_record import SWEEP_RECORD, continue_command, preset_settings, record_sweep
 from lenet_exp.task import LAUNCHER_PID, task
 from lenet_exp.words import one_line
 
@@ -119,8 +119,9 @@ def check_own_run(folder: Path) -> None:
 
 
 @contextmanager
-def output_folder(ns: argparse.Namespace, overrides: list[str]):
-    """Check the overrides and the output folder before Hydra writes anything; yields overrides that pin the folder.
+def output_folder(ns: argparse.Namespace, overrides: list[str], made_here: list):
+    """Check the overrides and the output folder before Hydra writes anything; yields overrides that pin the folder
+    (and adds it to `made_here`, with whether it holds a sweep).
 
     A default folder (`outputs/<date>/<time>`) is made new for this command, with a suffix when another
     command took that name in the same second, and removed again if nothing was written into it; a
@@ -148,6 +149,7 @@ def output_folder(ns: argparse.Namespace, overrides: list[str]):
     made = first_missing(folder)
     folder = make_folder(folder, key) if explicit else claim_new_folder(folder)
     pin = [] if explicit else [f"{key}={quoted(str(folder))}"]
+    made_here.append((folder, multirun))
     try:
         if not multirun:
             check_folder_path(folder / RECORD, key)  # where Hydra keeps the run's record
@@ -156,7 +158,7 @@ def output_folder(ns: argparse.Namespace, overrides: list[str]):
         with locked(folder):
             check_sweep_folder(folder, [a for a in overrides if not is_hydra_override(a)], cfg)
             fresh = not (folder / SWEEP_RECORD).exists()
-            record_sweep(folder, [a for a in overrides if not is_hydra_override(a)], cfg)
+            record_sweep(folder, [a for a in overrides if not is_hydra_override(a)], cfg, overrides)
             try:
                 yield pin
             finally:  # Hydra refused to start the sweep: no record of a sweep that never ran
@@ -179,10 +181,11 @@ def main() -> None:
     # a job on another machine (Slurm) has no sweep process to watch
     os.environ[LAUNCHER_PID] = f"{socket.gethostname()}:{os.getpid()}"
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the error is reported once
+    made_here: list[tuple[Path, bool]] = []
     try:
         argv = expand_resume(sys.argv)
         ns, flags = parse_command(argv[1:])
-        with output_folder(ns, ns.overrides) as pin:
+        with output_folder(ns, ns.overrides, made_here) as pin:
             # Hydra composes its flags' help without lenet_exp's config, so only hydra.* overrides can apply there
             overrides = [a for a in ns.overrides if is_hydra_override(a)] if ns.hydra_help else ns.overrides
             sys.argv = [argv[0], *flags, *overrides, *pin]
@@ -191,7 +194,17 @@ def main() -> None:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except (KeyboardInterrupt, Interrupted) as e:
-        stop(getattr(e, "signum", signal.SIGINT), "nothing is left half-written; rerun the same command to continue")
+        stop(getattr(e, "signum", signal.SIGINT), stopped_note(made_here))
+
+
+def stopped_note(made_here: list[tuple[Path, bool]]) -> str:
+    """What the last line says of a command stopped outside any training step: how to continue what it wrote."""
+    for folder, sweep in made_here:
+        if sweep and (folder / SWEEP_RECORD).exists():
+            return f"nothing is left half-written; continue with: {continue_command(folder, sweep=True)}"
+        if not sweep and (folder / RECORD).exists():
+            return f"nothing is left half-written; continue with: {continue_command(folder, sweep=False)}"
+    return "nothing was written; rerun the same command to start"
 
 
 if __name__ == "__main__":

@@ -23,12 +23,17 @@ from lenet_exp.words import one_line
 def build(cfg: DictConfig, settings: Settings, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Instantiate the model (with the chosen activation) and the optimizer from their `_target_` nodes."""
     torch.manual_seed(settings.seed)
+    model = build_model(cfg, settings, device)
+    optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
+    return model, optimizer
+
+
+def build_model(cfg: DictConfig, settings: Settings, device: torch.device) -> nn.Module:
+    """The model with its activation, on `device` in the config's memory layout (its weights as the seed draws them)."""
     layout = torch.channels_last if settings.device.channels_last else torch.contiguous_format
     activation = _instantiate(cfg, "activation", lambda: instantiate(cfg.activation, _partial_=True))
     model = _instantiate(cfg, "model", lambda: instantiate(cfg.model, activation=activation))
-    model = model.to(device, memory_format=layout)
-    optimizer = _instantiate(cfg, "optimizer", lambda: instantiate(cfg.optimizer)(model.parameters()))
-    return model, optimizer
+    return model.to(device, memory_format=layout)
 
 
 def _instantiate(cfg: DictConfig, group: str, make):

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from lenet_exp.metrics import not_learning
+from lenet_exp.metrics import learning, learning_note
 from lenet_exp.words import plural
 
 
@@ -70,8 +70,11 @@ def closing_line(m: dict, run_dir: Path, seconds: float) -> str:
     else:
         val = f"val acc {m['val_acc']:.4f}, " if m.get("val_acc") is not None else ""
         head = f"Done: {plural(m['epochs_completed'], 'epoch')}, {val}test acc {m['test_acc']:.4f}, {best}"
-    if not_learning(m):
+    state = learning(m)
+    if state == "never":
         head += (
             f"; at chance ({m['chance_test_acc']:.3f}): not learning (yet: more epochs or examples, or other settings)"
         )
+    elif state == "collapsed":
+        head += f"; at chance ({m['chance_test_acc']:.3f}): {learning_note(m)}: a lower learning rate may hold it"
     return f"{head}; {seconds:.1f} s; files in {run_dir}"

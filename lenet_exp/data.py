@@ -40,6 +40,7 @@ class DatasetSpec:
     channels: int = 1  # image channels (grayscale)
     image_size: int = 28  # image height = width, pixels
     classes: int = 10  # labels 0 .. classes-1
+    names: tuple[str, ...] = tuple("0123456789")  # what each label stands for
 
     def torchvision_class(self) -> type:
         from torchvision import datasets
@@ -59,6 +60,18 @@ DATASETS = {
             "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
         },
+        names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
     "mnist": DatasetSpec(
         "MNIST",

@@ -36,12 +36,12 @@ from lenet_exp.run_folder import RunFolder
 from lenet_exp.signals import Interrupted, handlers, interrupted_line, stop
 from lenet_exp.summary import refresh_summary
 from lenet_exp.summary_table import rungs_text
-from lenet_exp.sweep_record import HalvingRecord, dirname_for, swept_keys
+from lenet_exp.sweep_record import HalvingRecord, continue_command, dirname_for, swept_keys
 from lenet_exp.words import plural
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-STOPPED = "the search stopped between its jobs; rerun the same command to continue"
+STOPPED = "the search stopped between its jobs; continue with: {}"
 LAUNCH_LINE = re.compile(r"(\s*#)(\d+)( : )")  # a launcher's line per job: `\t#<launch index> : <overrides>`
 
 
@@ -167,16 +167,17 @@ def needs_training(metrics: dict, epochs: int) -> bool:
     return (metrics.get("epochs_completed") or 0) < epochs and metrics.get("status") != "diverged"
 
 
-def prune(job: Point, note: str, epochs: int) -> None:
-    """Mark a job left behind at a rung of `epochs`, in its own metrics.json, under its folder's lock; its files and
-    checkpoint stay. A job trained past the rung since (continued by hand with resume=) keeps its own record."""
+def prune(job: Point, note: str, epochs: int, fate: str = "pruned") -> None:
+    """Mark a job left behind at a rung of `epochs`, in its own metrics.json (`note`: why) and its HParams session
+    (`fate`: where), under its folder's lock; its files and checkpoint stay. A job trained past the rung since
+    (continued by hand with resume=) keeps its own record."""
     try:
         folder = RunFolder(job.folder)
         with locked(job.folder):
             metrics = job.metrics()
             if metrics.get("status") in ("completed", "pruned") and metrics.get("epochs_completed") == epochs:
                 folder.write_metrics({**metrics, "status": "pruned", "note": note})
-                end_session(job.folder, "pruned")  # TensorBoard's HParams status agrees: not a success
+                end_session(job.folder, "pruned", fate)  # TensorBoard's HParams says so too: not a success
     except FolderRefused:
         pass  # another process works there now: it keeps its own record
 
@@ -186,12 +187,16 @@ def interrupt(signum: int, frame) -> None:
     raise Interrupted(signum, saved=False)
 
 
-def last_word(signum: int, frame) -> None:
-    """SIGTERM while the launcher works outside any job: one line, then the signal's own end (so a launcher's workers
-    see their sweep end, and checkpoint)."""
-    os.write(2, f"{interrupted_line(signum, STOPPED)}\n".encode())
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+def last_word(note: str):
+    """A handler for SIGTERM while the launcher works outside any job: one line (`note`), then the signal's own end (so
+    a launcher's workers see their sweep end, and checkpoint)."""
+
+    def handler(signum: int, frame) -> None:
+        os.write(2, f"{interrupted_line(signum, note)}\n".encode())
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    return handler
 
 
 def renumbered(message, numbers: dict[int, int]):
@@ -276,7 +281,8 @@ def search(
             split = chosen_on(alive[i][0].metrics()).removesuffix("_acc")
             shown = "no accuracy" if scores[i] is None else f"{split} acc {scores[i]:.4f}"
             for job in alive[i]:
-                prune(job, f"after {rung.name}: {shown}, ranked {place} of {len(alive)}", epochs)
+                note = f"after {rung.name}: {shown}, ranked {place} of {len(alive)}"
+                prune(job, note, epochs, f"pruned at rung {rung.k + 1} of {rung.of}")
         alive = [alive[i] for i in order[: rung.keeps]]
     if record:
         record.finish()
@@ -336,6 +342,11 @@ class Search:
         self.settings = group_settings(self.points)
         self.outside: dict = {}  # the signal handlers outside the search's own steps: the launcher's and its jobs'
 
+    @property
+    def stopped(self) -> str:
+        """What the last line says when the search stops between its jobs."""
+        return STOPPED.format(continue_command(self.sweep_dir, sweep=True))
+
     def run(self, launch: Callable[[list[list[str]], dict[int, int]], None]) -> list[list[Point]]:
         """The whole search; `launch(batch, numbers)` trains a rung's jobs. Stops in one line on a signal between jobs
         or a rung that cannot be ranked."""
@@ -356,7 +367,7 @@ class Search:
             raise SystemExit(e.status) from None
         except Interrupted as e:
             refresh_summary(self.sweep_dir)  # the statuses the search wrote so far (pruned) show in the summary
-            stop(e.signum, STOPPED)
+            stop(e.signum, self.stopped)
         finally:
             record.save()
 
@@ -364,7 +375,7 @@ class Search:
         """One rung for the launcher: each job to `epochs` epochs in its own folder, from its checkpoint. The launcher
         and its jobs handle signals as in any sweep; its lines show each job's own number."""
         batch = [job.launch_overrides(epochs, self.schedule_epochs(job)) for job in jobs]
-        with handlers({**self.outside, signal.SIGTERM: last_word}):
+        with handlers({**self.outside, signal.SIGTERM: last_word(self.stopped)}):
             launch(batch, {i: job.num for i, job in enumerate(jobs)})
 
     def schedule_epochs(self, job: Point) -> int | None:

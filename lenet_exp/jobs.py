@@ -21,7 +21,7 @@ from lenet_exp.overrides import is_hydra_override, key_of
 from lenet_exp.resume import Plan
 from lenet_exp.run_folder import RunFolder
 from lenet_exp.schema import Settings
-from lenet_exp.sweep_record import note_refusal, swept_keys
+from lenet_exp.sweep_record import continue_command, note_refusal, swept_keys
 from lenet_exp.words import one_line
 
 if TYPE_CHECKING:
@@ -97,6 +97,13 @@ class Job:
     hydra_cfg: DictConfig | None = None  # the job's full config, hydra node included, for its .hydra record
     log: logging.Logger = log
     in_sweep: bool = False  # a sweep job: its config or data error is recorded failed; no layer table on the console
+
+    @property
+    def continue_with(self) -> str:
+        """The command that continues this job where it stops: its sweep's own command, or resume= of its run."""
+        if self.in_sweep and self.hydra_cfg is not None:
+            return continue_command(Path(str(self.hydra_cfg.hydra.sweep.dir)), sweep=True)
+        return continue_command(self.run_dir, sweep=False)
 
 
 @dataclass

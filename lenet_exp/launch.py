@@ -36,7 +36,7 @@ from lenet_exp.run_folder import RECORD, RunFolder
 from lenet_exp.settings import settings_of, task_config
 from lenet_exp.signals import Interrupted, signals_held, stop  # noqa: F401  (signals_held: the Slurm launcher's)
 from lenet_exp.summary import refresh_summary, sweep_end  # noqa: F401  (sweep_end: the parallel launcher's)
-from lenet_exp.sweep_record import job_number
+from lenet_exp.sweep_record import continue_command, job_number  # noqa: F401  (continue_command: Slurm's too)
 from lenet_exp.training import train_group
 from lenet_exp.words import plural
 
@@ -194,7 +194,8 @@ def run_fused(launcher, configs: list[DictConfig]) -> list[JobReturn]:
             e.note = "every job of the group saved its checkpoint; the group is requeued on Slurm and continues"
             log.warning("Requeued on Slurm: the group continues from its checkpoints when it starts again")
         refresh_summary(sweep_dir)
-        stop(e.signum, e.note or "every job of the group saved its checkpoint; rerun the same command to continue")
+        how = continue_command(sweep_dir, sweep=True)
+        stop(e.signum, e.note or f"every job of the group saved its checkpoint; continue with: {how}")
     returns = []
     for cfg, job, result, num in zip(configs, jobs, results, shown):
         ret = job_return(cfg, job_outcome(result, job, sweep_dir, label=f"job {num}: "))

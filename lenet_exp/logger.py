@@ -21,7 +21,16 @@ from lenet_exp.signals import signals_deferred
 TRAIN_LOSS, TRAIN_ACC, TEST_ACC = "train/loss", "train/acc", "test/acc"
 BEST_TEST_ACC, LR, SPEED = "test/best_acc", "train/lr", "train/examples_per_sec"
 VAL_ACC, BEST_VAL_ACC = "val/acc", "val/best_acc"
+
+
+def shown_metrics(split: bool) -> list[str]:
+    """The metrics a sweep's HParams views show, first to last: the figure that chose (validation accuracy, with a
+    split), then test accuracy, then training's."""
+    return [*((VAL_ACC, BEST_VAL_ACC) if split else ()), TEST_ACC, BEST_TEST_ACC, TRAIN_LOSS, TRAIN_ACC, LR, SPEED]
+
+
 SESSION_SUFFIX = ".hparams"  # the event file holding the run's HParams session, rewritten by each try
+FATE = "status"  # the hparam that says how a run ended, in words: completed, pruned at rung 1 of 3, diverged, ...
 # a run's status (metrics.json) as its HParams session ends: only completed succeeded; interrupted and pruned may go on
 # (unknown); diverged and failed failed
 SESSION_STATUS = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_UNKNOWN", "pruned": "STATUS_UNKNOWN"}
@@ -47,31 +56,24 @@ class RunLogger:
         # Markdown: indent four spaces so TensorBoard shows the lines as a code block.
         self.writer.add_text(tag, "\n".join("    " + line for line in lines), 0)
 
-    def session_start(self, settings: dict[str, float | int | str | bool]) -> None:
-        """Register the run for the HParams dashboard: its settings, as a session of the experiment.
+    def session_start(self, settings: dict[str, float | int | str | bool], metrics: list[str] | None = None) -> None:
+        """Register the run for the HParams dashboard: its settings, and its fate (FATE: running, until it ends), as a
+        session of the experiment.
 
-        Only the session is written, not an experiment of its own: TensorBoard then computes the experiment
-        from all runs in the log folder, so the keys a sweep varies show as differing and sort first, and the
-        metrics are the runs' scalars (train/loss, train/acc, test/acc, test/best_acc, ...).
+        A run alone writes only its session: TensorBoard computes the experiment from all runs in the log folder. A
+        sweep's job (`metrics`: the metrics to show, first to last) writes its sweep's experiment too, so that the
+        dashboard shows the figure that chose first (val/acc where a split is held out) and its fate beside its keys.
         """
-        from tensorboard.plugins.hparams import metadata
-        from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
-
-        info = SessionStartInfo(start_time_secs=time.time())
-        for key, value in settings.items():
-            if isinstance(value, bool):
-                info.hparams[key].bool_value = value
-            elif isinstance(value, (int, float)):
-                info.hparams[key].number_value = value
-            else:
-                info.hparams[key].string_value = str(value)
-        self._session = [_hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)]
+        self._session = [start_summary({**settings, FATE: "running"})]
+        if metrics:
+            self._session.insert(0, experiment_summary({**settings, FATE: "running"}, metrics))
         write_session(self.run_dir, self._session)
 
-    def session_end(self, status: str, quietly: bool = False) -> None:
-        """Close the run's session with the status metrics.json gives it (SESSION_STATUS); `quietly` as in close."""
+    def session_end(self, status: str, fate: str = "", quietly: bool = False) -> None:
+        """Close the run's session with the status metrics.json gives it (SESSION_STATUS) and its fate in words (the
+        status where none is given); `quietly` as in close."""
         with suppress(OSError) if quietly else nullcontext():
-            self._session = [*self._session[:1], _session_end(status)]
+            self._session = [*with_fate(self._session, fate or status), _session_end(status)]
             write_session(self.run_dir, self._session)
 
     def flush(self) -> None:
@@ -111,9 +113,10 @@ def write_session(run_dir: Path, summaries: list) -> None:
             path.unlink(missing_ok=True)
 
 
-def end_session(run_dir: Path, status: str) -> None:
-    """Give a run's HParams session the status its metrics.json now holds (a search prunes a run after it ended);
-    a run without a session keeps none, and one that ends so already is left as it is."""
+def end_session(run_dir: Path, status: str, fate: str = "") -> None:
+    """Give a run's HParams session the status its metrics.json now holds, and its fate in words (a search prunes a
+    run after it ended: `pruned at rung 1 of 3`); a run without a session keeps none, and one that says so already is
+    left as it is."""
     sessions = sorted(run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"))
     if not sessions:
         return
@@ -122,13 +125,64 @@ def end_session(run_dir: Path, status: str) -> None:
     from tensorboard.plugins.hparams import metadata
 
     end = _session_end(status)
-    for path in sessions:
-        values = [v for e in EventFileLoader(str(path)).Load() for v in e.summary.value]
-        start = [v for v in values if v.tag == metadata.SESSION_START_INFO_TAG]
-        ends = [_status(v) for v in values if v.tag == metadata.SESSION_END_INFO_TAG]
-        if start and ends != [_status(end.value[0])]:
-            write_session(run_dir, [Summary(value=start[:1]), end])
-            return
+    values = [v for e in EventFileLoader(str(sessions[-1])).Load() for v in e.summary.value]
+    kept = [Summary(value=[v]) for v in values if v.tag in (metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG)]
+    ends = [_status(v) for v in values if v.tag == metadata.SESSION_END_INFO_TAG]
+    if any(v.tag == metadata.SESSION_START_INFO_TAG for v in values):
+        updated = with_fate(kept, fate or status)
+        if ends != [_status(end.value[0])] or updated != kept:
+            write_session(run_dir, [*updated, end])
+
+
+def start_summary(settings: dict):
+    """The session's start: its settings as hparams (integers as text, so that TensorBoard shows 0 and 256, not 0.0
+    and 256.0)."""
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import SessionStartInfo
+
+    info = SessionStartInfo(start_time_secs=time.time())
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            info.hparams[key].bool_value = value
+        elif isinstance(value, float):
+            info.hparams[key].number_value = value
+        else:
+            info.hparams[key].string_value = str(value)
+    return _hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info)
+
+
+def experiment_summary(settings: dict, metrics: list[str]):
+    """A sweep's experiment, as each of its jobs writes it: its keys (the job's own, with their types) and its metrics
+    in the order given, which TensorBoard's HParams views show first to last."""
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    kinds = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64}
+    hparams = [
+        api_pb2.HParamInfo(name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_STRING)) for k, v in settings.items()
+    ]
+    shown = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics]
+    return _hparams_summary(
+        metadata.EXPERIMENT_TAG, experiment=api_pb2.Experiment(hparam_infos=hparams, metric_infos=shown)
+    )
+
+
+def with_fate(summaries: list, fate: str) -> list:
+    """The session's summaries, its start saying `fate` in the FATE hparam (the others as they are)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    out = []
+    for summary in summaries:
+        value = summary.value[0]
+        if value.tag == metadata.SESSION_START_INFO_TAG:
+            data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            data.session_start_info.hparams[FATE].string_value = fate
+            value = Summary.Value(tag=value.tag, metadata=value.metadata)
+            value.metadata.plugin_data.content = data.SerializeToString()
+            summary = Summary(value=[value])
+        out.append(summary)
+    return out
 
 
 def _status(value) -> int:

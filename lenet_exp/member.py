@@ -12,7 +12,7 @@ import torch
 from lenet_exp import logger as tb
 from lenet_exp.console import closing_line
 from lenet_exp.jobs import Job, Progress, Run
-from lenet_exp.metrics import chosen_on, record
+from lenet_exp.metrics import chosen_on, learning_note, record
 from lenet_exp.model import shape_table
 from lenet_exp.run_folder import BEST, FINAL, LAST, RunFolder
 from lenet_exp.settings import settings_of
@@ -79,7 +79,9 @@ class Member:
             if not self.job.in_sweep:
                 log.info("Layer output shapes:\n%s", "\n".join(lines))
             self.logger.text("model/shapes", lines)
-        self.logger.session_start(self.job.hparams)
+        self.logger.session_start(
+            self.job.hparams, tb.shown_metrics(run.val_set is not None) if self.job.in_sweep else None
+        )
         log.info("Data: %s (files checked)", "; ".join(d.source for d in run.data if d is not None and d.source))
         threads, epochs = plural(torch.get_num_threads(), "CPU thread"), plural(run.s.trainer.epochs, "epoch")
         examples = " / ".join(f"{len(d)} {k}" for k, d in zip(("train", "val", "test"), run.data) if d is not None)
@@ -126,11 +128,12 @@ class Member:
     def interrupt(self, signum: int) -> None:
         """Stopped by a signal: where it stood, in last.pt, and why, in metrics.json."""
         why = f"stopped by {signal.Signals(signum).name} in epoch {self.p.epoch + 1} at step {self.p.step}"
-        self.log.warning("%s; rerun to continue", why[0].upper() + why[1:])
+        how = f"continue with: {self.job.continue_with}"
+        self.log.warning("%s; %s", why[0].upper() + why[1:], how)
         self.logger.session_end("interrupted", quietly=True)
         with self.stop.writing():
             self.checkpoint()
-            self.folder.write_metrics({**self.record("interrupted"), "error": f"{why}; rerun to continue"})
+            self.folder.write_metrics({**self.record("interrupted"), "error": f"{why}; {how}"})
 
     def finish(self, status: str) -> None:
         """Completed (final weights) or diverged (none: its last good state is in last.pt): the last files and line."""
@@ -138,7 +141,7 @@ class Member:
         with self.stop.writing():
             if status == "completed":
                 self.folder.save(FINAL, self.trainee.weights(self.g))
-            self.logger.session_end(status)
+            self.logger.session_end(status, ", ".join(filter(None, (status, learning_note(metrics)))))
             self.logger.close()
             self.folder.write_metrics(metrics)
         self.log.info("%s", closing_line(metrics, self.folder.path, time.perf_counter() - self.started))
@@ -150,7 +153,7 @@ class Member:
         if isinstance(e, Interrupted):
             if not e.saved:
                 e.note = f"stopped before saving where it stood; {self.folder.path} continues from its last checkpoint"
-                e.note += " when rerun"
+                e.note += f" with: {self.job.continue_with}"
                 self.folder.record_end(f"stopped by {e} before saving where it stood", "interrupted")
             return
         self.error, reason = e, failure_reason(e)

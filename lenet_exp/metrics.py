@@ -99,10 +99,37 @@ def figure_at(metrics: dict, epochs: int, key: str | None = None) -> float | Non
     return history[epochs - 1] if len(history) >= epochs and history[epochs - 1] is not None else None
 
 
+def learning(metrics: dict) -> str:
+    """Whether a run learned, by one rule over its whole test history: `never` where its best test accuracy stays
+    within CHANCE_MARGIN of chance (guessing the most common class); `collapsed` where it rose above that and ended
+    back there; `learned` otherwise (or where the record cannot tell)."""
+    chance = metrics.get("chance_test_acc")  # typed: see read_metrics
+    history = [a for a in (metrics.get("history") or {}).get("test_acc") or [] if a is not None]
+    best = metrics.get("best_test_acc") if metrics.get("best_test_acc") is not None else max(history, default=None)
+    if best is None or chance is None:
+        return "learned"
+    if best <= chance + CHANCE_MARGIN:
+        return "never"
+    final = metrics.get("test_acc") if metrics.get("test_acc") is not None else (history or [None])[-1]
+    return "collapsed" if final is not None and final <= chance + CHANCE_MARGIN else "learned"
+
+
 def not_learning(metrics: dict) -> bool:
-    """The run's best test accuracy stays at chance: it learned nothing, whatever its status says."""
-    best, chance = metrics.get("best_test_acc"), metrics.get("chance_test_acc")  # typed: see read_metrics
-    return best is not None and chance is not None and best <= chance + CHANCE_MARGIN
+    """The run ends at chance: it never learned, or it learned and collapsed back (learning says which)."""
+    return learning(metrics) != "learned"
+
+
+def learning_note(metrics: dict) -> str:
+    """The one note every report gives a run that ends at chance: console, summary.md, summary.csv, HParams."""
+    state = learning(metrics)
+    if state == "never":
+        return "not learning (at chance)"
+    if state == "collapsed":
+        history = (metrics.get("history") or {}).get("test_acc") or []
+        best = max((a for a in history if a is not None), default=metrics.get("best_test_acc"))
+        epoch = history.index(best) + 1 if best in history else None
+        return f"collapsed to chance after learning (test acc {best:.3f}" + (f" at epoch {epoch})" if epoch else ")")
+    return ""
 
 
 def rank_key(score: float | None, order, complete: bool = True) -> tuple:

@@ -27,7 +27,8 @@ RECORD = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml: what the run in th
 LAST = "checkpoints/last.pt"  # full training state for resuming, rewritten every epoch and on interrupt
 BEST = "checkpoints/best.pt"  # model weights of the best epoch (by validation accuracy, else test accuracy)
 FINAL = "checkpoints/final.pt"  # model weights at the end of a completed run
-RUN_FILES = (RECORD, METRICS, "checkpoints", "train.log")  # with events.out.tfevents.*: all a run writes
+# with events.out.tfevents.*: all a run writes (confusion.png and evaluation.json: lenet_exp.evaluate's)
+RUN_FILES = (RECORD, METRICS, "checkpoints", "train.log", "confusion.png", "evaluation.json")
 START_OVER = "move the folder away (or choose a new output folder) to start over"
 
 

@@ -114,6 +114,9 @@ class OneCycleSchedule(NoSchedule):
     final_div_factor: float = checked(POSITIVE)
 
 
+SCHEDULES = {"none": NoSchedule, "cosine": CosineSchedule, "onecycle": OneCycleSchedule}  # scheduler.name -> schema
+
+
 @dataclass
 class DataSettings:
     name: str = checked(one_of(*DATASETS))
@@ -161,8 +164,12 @@ class Settings:
     def from_cfg(cls, cfg: DictConfig) -> Settings:
         """The composed config (its `hydra` node aside) as typed objects, checked but the model (see check_config)."""
         check_keys(cfg)
-        names = [f.name for f in fields(cls)]
-        settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.masked_copy(cfg, names)))
+        part = OmegaConf.masked_copy(cfg, [f.name for f in fields(cls)])
+        schedule = part.get("scheduler")
+        if isinstance(schedule, DictConfig) and not is_dataclass(OmegaConf.get_type(schedule)):  # read from a file
+            kind = SCHEDULES.get(schedule.get("name"), NoSchedule)  # (an unknown name: its rule says so)
+            part.scheduler = OmegaConf.merge(OmegaConf.structured(kind), schedule)
+        settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), part))
         check(settings, skip=("model",))
         return settings
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from lenet_exp.metrics import METRICS
 from lenet_exp.run_folder import RECORD
-from lenet_exp.summary import is_job, settle_jobs, write_summary
+from lenet_exp.summary import is_job, settle_jobs, single_runs, write_summary
 from lenet_exp.sweep_record import SWEEP_RECORD, job_number
 from lenet_exp.words import one_line, plural
 
@@ -57,7 +57,10 @@ def _shown(folder: Path) -> str:
     return f"{md.read_text()}\nSummary: {md} (summary.csv and summary.png beside it)"
 
 
-USAGE = "usage: python -m lenet_exp.summarize <sweep folder>   (a sweep's folder: multirun/<date>/<time>)"
+USAGE = (
+    "usage: python -m lenet_exp.summarize <folder>   (a sweep's: multirun/<date>/<time>; or one of single runs, "
+    "outputs/, whose runs it compares)"
+)
 GIVE = "give a sweep's folder (multirun/<date>/<time>)"
 
 
@@ -77,9 +80,7 @@ def not_a_sweep(folder: Path) -> str:
     inside = [p for p in folder.iterdir() if p.is_dir()]
     if any(is_sweep(p) for p in inside):
         return "holds sweep folders, not a sweep; give one of them (multirun/<date>/<time>)"
-    if any((p / RECORD).is_dir() for p in inside):
-        return f"holds single runs (outputs/<date>/<time>), not a sweep; {GIVE}"
-    return f"no sweep in it (no {SWEEP_RECORD}, multirun.yaml or job folders); {GIVE}"
+    return f"no sweep in it (no {SWEEP_RECORD}, multirun.yaml or job folders), and no run folders; {GIVE}"
 
 
 def main(argv: list[str]) -> int:
@@ -94,14 +95,15 @@ def main(argv: list[str]) -> int:
         why = "is a file, not a sweep folder" if folder.exists() else "no such folder"
     else:
         try:
-            why = None if is_sweep(folder) else not_a_sweep(folder)
+            runs = not is_sweep(folder) and bool(single_runs(folder))  # outputs/: its runs, compared
+            why = None if runs or is_sweep(folder) else not_a_sweep(folder)
         except OSError as e:
             why = f"cannot read it ({one_line(e)})"
     if why:  # nothing written into a folder that is not a sweep
         print(f"Error: {folder}: {why}", file=sys.stderr)
         return 2
     try:
-        rows = write_summary(folder)
+        rows = write_summary(folder, runs=runs)
     except OSError as e:
         print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
         return 1

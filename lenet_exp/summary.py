@@ -14,21 +14,36 @@ from pathlib import Path
 
 from lenet_exp.files import YAML_ERRORS, atomic_write, load_yaml, read_json, select
 from lenet_exp.folders import in_use
-from lenet_exp.metrics import FIGURES, METRICS, VAL_FIGURES, chosen_on, figure_at, not_learning, rank_key
+from lenet_exp.metrics import (
+    FIGURES,
+    METRICS,
+    VAL_FIGURES,
+    chosen_on,
+    figure_at,
+    learning,
+    learning_note,
+    not_learning,
+    rank_key,
+)
 from lenet_exp.overrides import as_dict, setting_of, split
-from lenet_exp.run_folder import RunFolder
+from lenet_exp.run_folder import RECORD, RunFolder
 from lenet_exp.signals import signals_held, stop
 from lenet_exp.summary_plot import to_png
 from lenet_exp.summary_table import counts_text, job_order, settings_csv, to_csv, to_markdown
 from lenet_exp.sweep_record import (
     SWEEP_RECORD,
+    continue_command,
+    grid_jobs,
     job_number,
     preset_settings,
     read_halving,
     refusals,
+    sweep_command,
     swept_keys,
 )
 from lenet_exp.words import one_line, plural
+
+UNFINISHED = ("interrupted", "not started", "unfinished", "running", "refused")  # what a rerun of the sweep continues
 
 
 def is_job(folder: Path) -> bool:
@@ -65,21 +80,23 @@ def _row(run_dir: str, overrides: dict, metrics: dict) -> dict:
         "test_history": history.get("test_acc") or [],
         "chance": metrics.get("chance_test_acc"),
         "not_learning": lazy,
-        "note": "; ".join(n for n in (note, "not learning (at chance)" if lazy else "") if n),
+        "learning": learning(metrics),  # learned, never, or collapsed (learned, then ended at chance)
+        "note": "; ".join(n for n in (note, learning_note(metrics)) if n),
         "cpu_threads": metrics.get("cpu_threads"),
     }
 
 
-def read_job(job_dir: Path) -> dict:
-    """One job's row from its folder; a job whose files cannot be read is `unreadable`, with the reason.
-    metrics.json as it stands: a `running` no process backs shows as interrupted."""
+def read_job(job_dir: Path, name: str | None = None) -> dict:
+    """One job's row from its folder (`name`: how the summary names it, its folder's name by default); a job whose
+    files cannot be read is `unreadable`, with the reason. metrics.json as it stands: a `running` no process backs
+    shows as interrupted."""
     overrides = {}
     try:
         overrides = _overrides(job_dir)
         metrics = RunFolder(job_dir).live_metrics() or {"status": "not started", "epochs_completed": 0}
     except ValueError as e:
         metrics = {"status": "unreadable", "error": str(e)}
-    return _row(job_dir.name, overrides, metrics)
+    return _row(name or job_dir.name, overrides, metrics)
 
 
 @dataclass
@@ -93,19 +110,16 @@ class Summary:
     search: dict | None = None
     settings: list[dict] | None = None
     fused: bool = False  # trained by the fused launcher: a rerun alone may differ slightly
-    command: list[str] | None = None  # the sweep's overrides, from sweep.json
+    command: list[str] | None = None  # the sweep's own command, from sweep.json, but its folder
     on: str = "test_acc"  # the figure that chose: val_acc where the jobs held out a validation split
+    continue_with: str = ""  # where jobs are not finished: the command that continues the sweep
+    runs: bool = False  # single runs compared (outputs/), not a sweep
 
 
-def collect(sweep_dir: Path) -> Summary:
-    """Read every job folder of a sweep into a Summary."""
-    refused = refusals(sweep_dir)
-    rows = [read_job(p) for p in sweep_dir.iterdir() if is_job(p)]
-    seen = {r["run_dir"] for r in rows}  # a refused job whose folder holds nothing of its own yet: from the note
-    rows += [_row(name, as_dict(note.get("overrides")), {}) for name, note in refused.items() if name not in seen]
-    for r in rows:
-        if r["run_dir"] in refused:
-            r["status"], r["error"] = "refused", refused[r["run_dir"]]["reason"]
+def collect(sweep_dir: Path, runs: bool = False) -> Summary:
+    """Read every job folder of a sweep into a Summary, with a row for each job of its grid not started yet; with
+    `runs`, the single runs a folder holds (outputs/<date>/<time>), compared as a sweep's jobs are."""
+    rows = [read_job(p, str(p.relative_to(sweep_dir))) for p in single_runs(sweep_dir)] if runs else job_rows(sweep_dir)
     hydra = _hydra_record(sweep_dir, rows)
     keys = _columns(sweep_dir, rows, hydra.get("sweeper", {}).get("params"))
     search = read_halving(sweep_dir)
@@ -114,18 +128,39 @@ def collect(sweep_dir: Path) -> Summary:
     _short_of_asked(rows, search["rungs"][-1] if search else _asked_epochs(sweep_dir))
     rows.sort(key=lambda r: rank_key(r["acc"], job_order(r), complete=r["status"] == "completed"))
     record = read_json(sweep_dir / SWEEP_RECORD) or {}
-    given = record.get("overrides") if isinstance(record.get("overrides"), list) else []
-    command = [o for o in given if isinstance(o, str) and not o.startswith("hydra.sweep.dir")]
     launch = record.get("launcher") if isinstance(record.get("launcher"), dict) else {}  # (older records: none)
     choice = launch.get("choice") or (hydra.get("runtime", {}).get("choices") or {}).get("hydra/launcher")
-    if isinstance(choice, str) and choice != "basic":  # the sweep's command again runs where it ran
-        command = [f"hydra/launcher={choice}", *command]
     for r in rows:  # what the search preset set, for the rerun command: the job's own value
         preset = dict(map(split, preset_settings(sweep_dir / r["run_dir"])))
         r["overrides"] = {**r["overrides"], **{k: v for k, v in preset.items() if k not in r["overrides"]}}
     fused = launch.get("fused", choice in ("fused", "fused_slurm")) is True
+    command = (sweep_command(sweep_dir) or [""])[:-1]  # the sweep's own command but its folder
     on = choosing_split(rows)
-    return Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on)
+    summary = Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on, runs=runs)
+    if any(r["status"] in UNFINISHED for r in rows) or (search and not search.get("finished")):
+        summary.continue_with = continue_command(sweep_dir, sweep=True)
+    return summary
+
+
+def single_runs(folder: Path) -> list[Path]:
+    """The run folders in a folder of single runs, a level or two down (outputs/<date>/<time>), in order."""
+    return sorted(p for p in (*folder.iterdir(), *folder.glob("*/*")) if p.is_dir() and (p / RECORD).is_dir())
+
+
+def job_rows(sweep_dir: Path) -> list[dict]:
+    """A row per job folder; a job its folder refused, from the sweep's note; a job of its grid not started yet."""
+    refused = refusals(sweep_dir)
+    rows = [read_job(p) for p in sweep_dir.iterdir() if is_job(p)]
+    seen = {r["run_dir"] for r in rows}  # a refused job whose folder holds nothing of its own yet: from the note
+    rows += [_row(name, as_dict(note.get("overrides")), {}) for name, note in refused.items() if name not in seen]
+    for r in rows:
+        if r["run_dir"] in refused:
+            r["status"], r["error"] = "refused", refused[r["run_dir"]]["reason"]
+    seen = {r["run_dir"] for r in rows}
+    for name, overrides in (grid_jobs(sweep_dir) or {}).items():
+        if name not in seen:
+            rows.append(_row(name, overrides, {"status": "not started", "epochs_completed": 0}))
+    return rows
 
 
 def choosing_split(rows: list[dict]) -> str:
@@ -273,13 +308,15 @@ def _write(path: Path, data: bytes) -> None:
 PLOT_EVERY_S = 30.0  # while a sweep runs, summary.png is redrawn at most this often (a drawing costs about 0.4 s)
 
 
-def write_summary(sweep_dir: Path, live: bool = False) -> list[dict]:
+def write_summary(sweep_dir: Path, live: bool = False, runs: bool = False) -> list[dict]:
     """Rebuild summary.csv, summary.md, summary.png (and summary_by_setting.csv) in a sweep folder; rows best first.
-    `live` (a job's end while the sweep goes on) keeps a plot drawn in the last PLOT_EVERY_S: the sweep's end and
-    every interruption redraw it."""
-    summary = collect(sweep_dir)
+    `live` (a job's end while the sweep goes on) keeps a plot drawn in the last PLOT_EVERY_S (the sweep's end and
+    every interruption redraw it), and says nothing of how to continue a sweep that goes on."""
+    summary = collect(sweep_dir, runs)
     if not summary.rows:
         return summary.rows
+    if live:
+        summary.continue_with = ""
     _write(sweep_dir / "summary.csv", to_csv(summary).encode())
     if summary.settings is not None:
         _write(sweep_dir / "summary_by_setting.csv", settings_csv(summary).encode())
@@ -299,7 +336,8 @@ def refresh_summary(sweep_dir: Path, in_worker: bool = False, live: bool = False
         except OSError as e:
             print(f"Error: summary not written: {one_line(e)}", file=sys.stderr)
     if came:
-        stop(came[0], f"the summary in {sweep_dir} is up to date; rerun the same command to continue", in_worker)
+        how = continue_command(sweep_dir, sweep=True)
+        stop(came[0], f"the summary in {sweep_dir} is up to date; continue with: {how}", in_worker)
 
 
 def settle_jobs(sweep_dir: Path, patience: float = 0.0) -> None:
@@ -320,6 +358,6 @@ def sweep_end(sweep_dir: Path) -> str:
         settle_jobs(sweep_dir, patience=10.0)  # a worker the broken pool kills after this still holds its folder
         write_summary(sweep_dir)
     return (
-        f"the jobs it started stay at their last checkpoints (see {sweep_dir / 'summary.md'}); rerun the same "
-        "command to continue"
+        f"the jobs it started stay at their last checkpoints (see {sweep_dir / 'summary.md'}); continue with: "
+        f"{continue_command(sweep_dir, sweep=True)}"
     )

@@ -220,7 +220,8 @@ def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None, st
         curve, setting = tuple(r["history"]), setting_of(r["overrides"], keys)
         same = seen.setdefault(curve, r["job"])
         note = f" (same curve as job {same})" if same != r["job"] else ""
-        tag = " [pruned]" * (r["status"] == "pruned") + " [not learning]" * bool(r.get("not_learning"))
+        fate = {"never": " [not learning]", "collapsed": " [collapsed to chance]"}.get(r.get("learning"), "")
+        tag = " [pruned]" * (r["status"] == "pruned") + fate
         label = f"{r['job']}: {_setting(r['overrides'], keys)}{tag}{note}"
         seeds[setting] = seeds.get(setting, -1) + 1
         line = LINES[seeds[setting] % len(LINES)]

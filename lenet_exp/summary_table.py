@@ -155,6 +155,13 @@ def nothing_learned(rows: list[dict]) -> list[str]:
     completed = [r for r in rows if r["status"] == "completed"]
     if not completed or any(not r["not_learning"] for r in completed):
         return []
+    if collapsed := sorted((r for r in completed if r.get("learning") == "collapsed"), key=job_order):
+        jobs = ", ".join(str(r["job"]) for r in collapsed)
+        return [
+            f"No job ends above chance: job{'s' * (len(collapsed) > 1)} {jobs} learned, then collapsed back to it "
+            "(try a lower learning rate); the rest never rose above it. There is no best setting to rerun.",
+            "",
+        ]
     who = "the one completed job sits" if len(completed) == 1 else f"all {len(completed)} completed jobs sit"
     return [
         f"No job learned: {who} at chance (best test acc within {CHANCE_MARGIN} of guessing the most common class), "
@@ -217,7 +224,7 @@ def search_lines(summary) -> list[str]:
     )
     full = s["jobs"] * rungs[-1]
     minutes, seconds = divmod(round(s.get("wall_seconds") or 0), 60)
-    state = "" if s.get("finished") else " (not finished: rerun the same command to continue)"
+    state = "" if s.get("finished") else " (not finished)"
     grid = plural(s["jobs"], "job")
     grid = grid if s["settings"] == s["jobs"] else f"{plural(s['settings'], 'setting')} ({grid})"
     return [
@@ -268,6 +275,17 @@ def setting_lines(summary, fused: bool = False) -> list[str]:
     return [*lines, "", "## Jobs", ""]
 
 
+def continue_lines(summary) -> list[str]:
+    """Where jobs are not finished (interrupted, not started): which were never started, and the command that
+    continues the sweep (its own command and folder: finished jobs are kept, the others go on)."""
+    if not summary.continue_with:
+        return []
+    never = sorted((r for r in summary.rows if r["status"] == "not started"), key=job_order)
+    jobs = ", ".join(f"job {r['job']}" for r in never)
+    named = f"Not started: {jobs}. " if never else ""
+    return [f"{named}The sweep is not finished; continue it with:", "", f"    {summary.continue_with}", ""]
+
+
 def mixed_lines(summary) -> list[str]:
     """Where the jobs chose on different splits (data.val_size 0 for some): say so, and name no best."""
     if summary.on != "mixed":
@@ -286,7 +304,9 @@ def to_markdown(summary) -> str:
     rows, keys = summary.rows, summary.keys
     extra = ["rung"] if summary.search else []
     counts = counts_text(r["status"] for r in rows)
-    lines = [f"# Sweep summary: {summary.sweep_dir}", "", f"{plural(len(rows), 'job')}: {counts}", ""]
+    title = f"Runs compared: {summary.sweep_dir}" if summary.runs else f"Sweep summary: {summary.sweep_dir}"
+    lines = [f"# {title}", "", f"{plural(len(rows), 'run' if summary.runs else 'job')}: {counts}", ""]
+    lines += continue_lines(summary)
     if summary.search:
         lines += search_lines(summary)
     lines += nothing_learned(rows) + mixed_lines(summary)

@@ -9,6 +9,9 @@ import hashlib
 import json
 import logging
 import math
+import os
+import re
+import shlex
 import time
 from pathlib import Path
 
@@ -19,9 +22,9 @@ from lenet_exp.config import conf_file
 from lenet_exp.errors import FolderRefused
 from lenet_exp.files import DamagedRecord, flatten, load_json, load_yaml, read_json, write_json
 from lenet_exp.metrics import METRICS, is_number
-from lenet_exp.overrides import IGNORED, key_of, split, value_text
+from lenet_exp.overrides import IGNORED, as_dict, grid, key_of, quoted, split, value_text
 from lenet_exp.overrides import swept_keys as swept_keys_of
-from lenet_exp.plugins import fuses
+from lenet_exp.plugins import basic_sweeper, fuses, halves
 from lenet_exp.settings import ADDED_KEYS, settings_of
 
 log = logging.getLogger(__name__)
@@ -143,15 +146,20 @@ def sweep_identity(overrides: list[str], cfg: DictConfig) -> dict:
     }
 
 
-def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -> None:
+def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig, command: list[str] | None = None) -> None:
     """sweep.json, written once the checks pass: every sweeper's folder (Optuna's, which writes no multirun.yaml,
-    too) then carries what a rerun is compared with, and how this run of it is launched (its summary's rerun command
-    names the launcher; a fused one says its figures may differ alone); the refusals of the last run are cleared."""
+    too) then carries what a rerun is compared with, and how this run of it is launched: its launcher (a fused one
+    says its figures may differ alone), its whole `command` (what continues it), whether its jobs are a grid whose
+    folders can be named before they start. The refusals of the last run are cleared."""
     (sweep_dir / REFUSED).unlink(missing_ok=True)
     choices = OmegaConf.select(cfg, "hydra.runtime.choices", default={})
     launcher = {"choice": choices.get("hydra/launcher"), "fused": fuses(cfg)}
     preset = {"preset": preset_names(choices["hparams_search"])} if choices.get("hparams_search") else {}
-    write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), "launcher": launcher, **preset})
+    # the command's overrides, Hydra's too, but its folder: what continues the sweep, with hydra.sweep.dir added
+    given = [a for a in command or overrides if key_of(a) != "hydra.sweep.dir"]
+    grid = (basic_sweeper(cfg) or halves(cfg)) and not any(key_of(a) == "hydra.sweep.subdir" for a in given)
+    extra = {"launcher": launcher, **preset, "command": given, "grid": bool(grid)}
+    write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), **extra})
 
 
 def earlier_identity(sweep_dir: Path) -> dict | None:
@@ -287,3 +295,49 @@ def read_halving(sweep_dir: Path) -> dict | None:
         ):
             return None
     return search
+
+
+def sweep_command(sweep_dir: Path) -> list[str] | None:
+    """The overrides of the command that continues a sweep, from its sweep.json (its own command, Hydra's overrides
+    among them, then its folder); None without a readable record."""
+    record = read_json(sweep_dir / SWEEP_RECORD) or {}
+    given = record.get("command")
+    if not isinstance(given, list) or not all(isinstance(o, str) for o in given):
+        overrides = record.get("overrides")
+        if not isinstance(overrides, list):
+            return None
+        choice = (record.get("launcher") or {}).get("choice") if isinstance(record.get("launcher"), dict) else None
+        given = [*([f"hydra/launcher={choice}"] if choice and choice != "basic" else []), *overrides]  # older records
+    return [*given, f"hydra.sweep.dir={hydra_text(str(sweep_dir))}"]
+
+
+def hydra_text(text: str) -> str:
+    """A value as Hydra reads it back: plain where it can be, quoted where its grammar would read it otherwise."""
+    return text if re.fullmatch(r"[\w./@:+-]+", text) else quoted(text)
+
+
+def continue_command(folder: Path, sweep: bool | None = None) -> str:
+    """The command that continues what stopped in `folder`, as one shell line: a sweep's own command with its
+    hydra.sweep.dir, or `resume=<folder>` for a run (`sweep`: which it is, where the folder cannot tell yet)."""
+    folder = Path(os.path.abspath(folder))
+    command = sweep_command(folder) if sweep is not False else None
+    if command is not None:
+        return "python -m lenet_exp --multirun " + " ".join(shlex.quote(o) for o in command)
+    return f"python -m lenet_exp resume={shlex.quote(str(folder))}"
+
+
+def grid_jobs(sweep_dir: Path) -> dict[str, dict] | None:
+    """Every job of a grid sweep (the basic sweeper's, or a halving search's), started or not: its folder's name ->
+    its overrides, numbered as the sweep numbers them; None where the jobs are no grid (a search that samples) or the
+    record cannot tell."""
+    record = read_json(sweep_dir / SWEEP_RECORD) or {}
+    overrides, sweeper = record.get("overrides"), record.get("sweeper")
+    if record.get("grid") is not True or not isinstance(overrides, list) or not isinstance(sweeper, dict):
+        return None
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    try:
+        points = grid([*params, *overrides])
+    except Exception:  # a record no sweep wrote
+        return None
+    swept = swept_keys(sweep_dir)
+    return {f"{num}_{dirname_for(point, swept)}": as_dict(point) for num, point in enumerate(points)}

@@ -41,11 +41,14 @@ def task(cfg: DictConfig) -> float:
     in_worker = multirun and bool(launcher) and os.getpid() != launcher and not on_slurm()
     with signals_held() as came:
         from lenet_exp.training import train_group  # torch loads here, once the checks have passed
+    job = job_of(cfg, HydraConfig.instance().cfg, run_dir, in_sweep=multirun)
     if came:
         remove_empty(run_dir, up_to=run_dir)  # the folder Hydra made for the job, if still empty
         requeued = requeue(sweep_dir, came[0])  # pre-empted while starting: nothing to save, back in the queue
-        stop(came[0], "before training started; nothing was written" + "; requeued on Slurm" * requeued, in_worker)
-    job = job_of(cfg, HydraConfig.instance().cfg, run_dir, in_sweep=multirun)
+        note = "before training started; nothing was written" + "; requeued on Slurm" * requeued
+        if multirun and not requeued:  # the sweep goes on with its own command (a run alone: the same command)
+            note += f"; continue with: {job.continue_with}"
+        stop(came[0], note, in_worker)
     interrupted = False
     try:
         return job_outcome(train_group([job], launcher if in_worker else None)[0], job, sweep_dir)
@@ -56,7 +59,7 @@ def task(cfg: DictConfig) -> float:
             log.warning("Requeued on Slurm: the job continues from its checkpoint when it starts again")
         if in_worker:
             write_summary(sweep_dir)
-        stop(e.signum, e.note or f"checkpoint saved in {run_dir}; rerun the same command to continue", in_worker)
+        stop(e.signum, e.note or f"checkpoint saved in {run_dir}; continue with: {job.continue_with}", in_worker)
     finally:
         if multirun:
             refresh_summary(sweep_dir, in_worker, live=not interrupted)

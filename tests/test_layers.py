@@ -18,7 +18,19 @@ LAYERS = [
     ["config", "model", "schedule", "checkpoint", "cluster", "signals", "console", "logger", "build", "fused"],
     ["run_folder", "resume", "sweep_record"],
     ["member", "loop", "jobs", "training", "summary_table", "summary_plot", "summary", "launch", "halving", "timing"],
-    ["preflight", "sweep_checks", "flags", "task", "__main__", "summarize", "sweep_bench", "pipelines", "bench"],
+    [
+        "preflight",
+        "sweep_checks",
+        "flags",
+        "task",
+        "__main__",
+        "summarize",
+        "sweep_bench",
+        "pipelines",
+        "bench",
+        "api",
+        "evaluate",
+    ],
     ["__init__"],
 ]
 FLOOR = {f"lenet_exp.{m}": n for n, floor in enumerate(LAYERS) for m in floor}

@@ -1,6 +1,7 @@
 """Bad input, interrupts, crashes and damaged files: clear errors, exact resumption, nothing half-written."""
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -104,11 +105,13 @@ def unbroken(tmp_path_factory):
     return run_in_new_folder(tmp_path_factory, "unbroken", *RESUME_RUN)[0] / "run"
 
 
-def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
-    """Start the run, wait until epoch 1 is recorded, then send `sig` a little into epoch 2."""
-    proc = start_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=cwd)
+def interrupt_in_epoch_2(cwd, sig, folder: str | None = "run") -> subprocess.Popen:
+    """Start the run (in `folder`, else in the default outputs/<date>/<time>), wait until epoch 1 is recorded, then
+    send `sig` a little into epoch 2."""
+    proc = start_cli(*RESUME_RUN, *([f"hydra.run.dir={folder}"] if folder else []), cwd=cwd)
+    run = lambda: cwd / folder if folder else next(iter(cwd.glob("outputs/*/*")), cwd / "none")  # noqa: E731
     deadline = time.time() + HANG
-    while epochs_completed(cwd / "run") < 1:
+    while epochs_completed(run()) < 1:
         assert proc.poll() is None and time.time() < deadline, (
             proc.stdout.read() if proc.poll() is not None else "timeout"
         )
@@ -123,11 +126,17 @@ def interrupt_in_epoch_2(cwd, sig) -> subprocess.Popen:
     "sig", [signal.SIGTERM]
 )  # SIGINT takes the same handler (signals.StopSignals; test_run_folder sends it)
 def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fashion_mnist):
-    proc = interrupt_in_epoch_2(tmp_path, sig)
+    """Stopped in a folder of its own making (outputs/<date>/<time>): its last line gives the command that continues
+    it there, to an unbroken run's figures."""
+    proc = interrupt_in_epoch_2(tmp_path, sig, folder=None)
     out = proc.stdout.read()
     assert proc.returncode == 128 + sig, out
     assert "checkpoint saved" in out and "Traceback" not in out
-    run = tmp_path / "run"
+    (run,) = tmp_path.glob("outputs/*/*")
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"Interrupted by {sig.name}: checkpoint saved in {run}; continue with: "), last
+    command = shlex.split(last.split("; continue with: ", 1)[1].removesuffix("."))
+    assert command == ["python", "-m", "lenet_exp", f"resume={run}"]
     interrupted = json.loads((run / "metrics.json").read_text())
     assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 1
     state = torch.load(run / LAST, weights_only=False)
@@ -135,12 +144,9 @@ def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fa
 
     # A kill during a later checkpoint write leaves only a temporary file beside the good checkpoint.
     (run / "checkpoints" / ".last.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")
-    rerun = (
-        run_cli(f"resume={run}", cwd=tmp_path)
-        if sig == signal.SIGINT
-        else run_cli(*RESUME_RUN, "hydra.run.dir=run", cwd=tmp_path)
-    )
+    rerun = run_cli(*command[3:], cwd=tmp_path)  # the command it gave, as a user pastes it
     assert rerun.returncode == 0, rerun.stderr
+    assert list(tmp_path.glob("outputs/*/*")) == [run]  # continued there, no new folder
     resumed, reference = (
         json.loads((run / "metrics.json").read_text()),
         json.loads((unbroken / "metrics.json").read_text()),

@@ -436,10 +436,10 @@ BAD_VALUES = {
         "data.val_size: this sweep holds out a validation split for some jobs (1000) and none for others (0)"
     ),
     "--multirun hparams_search=halving data.val_size=0,1000 optimizer.lr=0.1,0.3": "data.val_size: this sweep holds",
-    "--multirun hparams_search=halving scheduler=cosine scheduler.epochs=2 trainer.epochs=3 optimizer.lr=0.1,0.3": (
+    "--multirun hparams_search=halving scheduler=cosine scheduler.epochs=2 hydra.sweeper.max_epochs=3 seed=0,1": (
         "scheduler.epochs=2 ends the learning-rate schedule before the search's last rung (3 epochs)"
     ),
-    "--multirun hparams_search=halving scheduler=cosine scheduler.epochs=9,2 trainer.epochs=9 seed=0,1": (
+    "--multirun hparams_search=halving scheduler=cosine scheduler.epochs=9,2 hydra.sweeper.max_epochs=9 seed=0,1": (
         "scheduler.epochs=2 ends the learning-rate schedule before the search's last rung (9 epochs)"
     ),
     "-cn config ~optimizer.lr": "~optimizer.lr: lenet_exp reads optimizer.lr",
@@ -453,6 +453,7 @@ def bad_value_runs(tmp_path_factory):
     (cwd / "dangling").symlink_to(cwd / "nowhere")
     (cwd / "x${y}" / ".hydra").mkdir(parents=True)  # a run folder whose name Hydra would read as an interpolation
     (cwd / "x${y}" / ".hydra" / "overrides.yaml").write_text("[]")
+    (cwd / "x${y}" / ".hydra" / "config.yaml").write_text("{}")
     own_folder = lambda arg: "dir=" in arg or arg.startswith("resume=")  # noqa: E731
     procs = [  # through the command's own checks, in this process: each is refused before Hydra starts
         refused(
@@ -721,8 +722,8 @@ def test_a_metrics_json_no_run_writes_is_a_damaged_record_not_a_traceback(tmp_pa
 # 5. Records that stay true at the edges ----------------------------------------------------------------------
 
 
-def hparams_session(run_dir) -> tuple[set, str]:
-    """The run's HParams session as TensorBoard reads it: its hparam names and its end status."""
+def hparams_session(run_dir) -> tuple[dict, str]:
+    """The run's HParams session as TensorBoard reads it: its hparams (name -> value as written) and its end status."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -731,7 +732,8 @@ def hparams_session(run_dir) -> tuple[set, str]:
     content = acc.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
-    return set(start.session_start_info.hparams), api_pb2.Status.Name(end.session_end_info.status)
+    hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.session_start_info.hparams.items()}
+    return hparams, api_pb2.Status.Name(end.session_end_info.status)
 
 
 @pytest.fixture(scope="module")
@@ -747,10 +749,13 @@ def halving(tmp_path_factory, fashion_mnist):
 
 
 def test_hparams_status_agrees_with_metrics_json_and_holds_only_the_swept_keys(halving):
-    """Pruned (by the search, after the run ended) is not a success; a rung's trainer.epochs is not swept."""
+    """Pruned (by the search, after the run ended) is not a success, and says at which rung; a rung's trainer.epochs
+    is not swept."""
     _, jobs = halving
-    assert hparams_session(jobs["completed"]) == ({"optimizer.lr"}, "STATUS_SUCCESS")
-    assert hparams_session(jobs["pruned"]) == ({"optimizer.lr"}, "STATUS_UNKNOWN")
+    completed, pruned = hparams_session(jobs["completed"]), hparams_session(jobs["pruned"])
+    assert set(completed[0]) == set(pruned[0]) == {"optimizer.lr", "status"}
+    assert completed[0]["status"].startswith("completed") and completed[1] == "STATUS_SUCCESS"
+    assert pruned == ({**pruned[0], "status": "pruned at rung 1 of 2"}, "STATUS_UNKNOWN")
 
 
 @pytest.mark.parametrize("extra", [[], ["trainer.epochs=1"]])

@@ -255,3 +255,27 @@ def test_jobs_that_chose_on_different_splits_are_not_ranked_against_each_other(t
     assert "chose on different splits (on val acc: jobs 0; on test acc: jobs 1; data.val_size 0 holds out none)" in md
     assert "| val_acc | best_val_acc |" in md  # each job's own figures, the split it chose on among them
     assert figure(summary).axes[0].get_title() == "val or test acc (each job's own split) vs data.val_size"
+
+
+def test_not_learning_is_one_rule_over_the_whole_history(tmp_path):
+    """A job that learned and then collapsed to chance is told apart from one that never learned, in summary.md,
+    summary.csv and the console alike; one that learned is neither."""
+    from lenet_exp.console import closing_line
+    from lenet_exp.summary import write_summary
+
+    curves = {"never": [0.1, 0.11], "collapsed": [0.1, 0.6, 0.1], "learned": [0.5, 0.6]}
+    for num, (name, curve) in enumerate(curves.items()):
+        make_job(tmp_path, f"{num}_activation={name}", [f"activation={name}"], metrics(curve))
+    write_summary(tmp_path)
+    notes = {r["activation"]: r["note"] for r in read_csv(tmp_path / "summary.csv")}
+    assert notes == {
+        "never": "not learning (at chance)",
+        "collapsed": "collapsed to chance after learning (test acc 0.600 at epoch 2)",
+        "learned": "",
+    }
+    md = (tmp_path / "summary.md").read_text()
+    assert "| completed, collapsed to chance after learning (test acc 0.600 at epoch 2) |" in md
+    assert "Best: job 2" in md  # the one that ends above chance
+    done = {**metrics(curves["collapsed"]), "best_epoch": 2, "chosen_on": "test_acc"}
+    line = closing_line(done, tmp_path, 1.0)
+    assert "at chance (0.100): collapsed to chance after learning (test acc 0.600 at epoch 2)" in line

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shlex
 import signal
 import subprocess
 import time
@@ -335,3 +336,27 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
     rerun = run_cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]
+
+
+def test_a_stopped_sweep_says_the_command_that_continues_it_and_names_the_jobs_not_started(tmp_path, fashion_mnist):
+    """A sweep stopped in a folder of its own making (multirun/<date>/<time>): its last line and its summary give the
+    sweep's own command with that folder, which continues it; the summary counts the job not started too."""
+    proc = start_cli("-m", *KILL_SWEEP, "seed=0,1", cwd=tmp_path)
+    deadline = time.time() + HANG
+    while not any(epochs_completed(job) >= 1 for job in tmp_path.glob("multirun/*/*/0_*")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode == 130, out
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    last = out.strip().splitlines()[-1]
+    command = shlex.split(last.split("; continue with: ", 1)[1].removesuffix("."))
+    assert command == ["python", "-m", "lenet_exp", "--multirun", *KILL_SWEEP, "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    md = (sweep / "summary.md").read_text()
+    assert "2 jobs: 1 interrupted, 1 not started" in md and "Not started: job 1. The sweep is not finished" in md
+    assert f"    {' '.join(map(shlex.quote, command))}\n" in md
+    again = run_cli(*command[3:], cwd=tmp_path)  # the command it gave, as a user pastes it
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]
+    assert list(tmp_path.glob("multirun/*/*")) == [sweep] and "not finished" not in (sweep / "summary.md").read_text()

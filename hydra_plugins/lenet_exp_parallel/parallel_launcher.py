@@ -20,21 +20,31 @@ except ImportError:  # joblib's plugin is an extra (pip install ".[parallel]"): 
 
 
 class ParallelLauncher(JoblibLauncher):
-    """joblib's local processes; a worker that dies ends the sweep in one line (a job it left `running` shows as
-    interrupted in the summary, and the rerun continues it)."""
+    """joblib's local processes; a worker that dies ends the sweep in one line (a job it left `running` is recorded
+    interrupted, and the rerun continues it), and the sweep's SIGTERM stops every worker after its checkpoint."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")  # a killed worker's semaphores
+        came: list[int] = []
+        forward = lambda signum, frame: (came.append(signum), stop_workers())  # noqa: E731  they stop, and end the pool
+        previous = signal.signal(signal.SIGTERM, forward)
         try:
             return super().launch(job_overrides, initial_job_idx)
         except BrokenExecutor as e:
-            from lenet_exp.launch import sweep_end  # here, not at the top: Hydra imports every plugin at each start
+            from lenet_exp.launch import (
+                stop,
+                sweep_end,
+            )  # here, not at the top: Hydra imports every plugin at each start
 
-            codes = re.search(r"exit codes of the workers are (\S+)", str(e))
-            why = f" ({codes.group(1).strip('{}')})" if codes else ""  # joblib writes a set: {SIGKILL(-9)}
             stop_workers()  # the pool is broken: the others stop after their checkpoints, as on the sweep's SIGTERM
             end = sweep_end(Path(str(self.config.hydra.sweep.dir)))
+            if came:
+                stop(came[0], end)
+            codes = re.search(r"exit codes of the workers are (\S+)", str(e))
+            why = f" ({codes.group(1).strip('{}')})" if codes else ""  # joblib writes a set: {SIGKILL(-9)}
             raise SystemExit(f"Error: a worker process of the sweep ended unexpectedly{why}; {end}") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def stop_workers() -> None:

@@ -38,7 +38,8 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
     from lenet_exp import launch as shared
 
     sweep_dir = shared.start_batch(launcher)
-    if alive := shared.still_queued(sweep_dir):  # an earlier run of this sweep, killed, left its jobs to finish
+    ours = getattr(launcher, "submitted", set())  # this command's own arrays (an earlier rung's) are no stranger's
+    if alive := {a: n for a, n in shared.still_queued(sweep_dir).items() if a not in ours}:  # a killed run's jobs
         arrays = ", ".join(f"{a} ({n} task{'s' * (n != 1)})" for a, n in alive.items())
         print(
             f"Error: {sweep_dir} has jobs on Slurm still, queued or running (job array {arrays}): wait for them to end "
@@ -58,6 +59,7 @@ def launch(launcher, job_overrides, initial_job_idx: int) -> list:
         groups = groups_of(launcher, configs)
         with shared.signals_held() as came:  # a Ctrl-C or SIGTERM from here on cancels whatever was submitted
             jobs = submit(launcher, configs, overrides, groups)
+            launcher.submitted = {*ours, jobs[0].job_id.split("_")[0]}
             shared.note_array(sweep_dir, jobs[0].job_id.split("_")[0])
             lost = follow(jobs, sweep_dir, came)
         for group, job in zip(groups, jobs):
@@ -141,8 +143,8 @@ def follow(jobs: list, sweep_dir: Path, came: list[int]) -> set[str]:
         if came:
             cancel(jobs, sweep_dir)
             shared.refresh_summary(sweep_dir)
-            shared.stop(came[0], "the Slurm jobs saved their checkpoints and were cancelled; rerun the same command to "
-                 "continue them")  # fmt: skip
+            how = shared.continue_command(sweep_dir, sweep=True)
+            shared.stop(came[0], f"the Slurm jobs saved their checkpoints and were cancelled; continue with: {how}")
         if all(job.job_id in lost or job.done() for job in jobs):
             return lost
         if time.monotonic() - asked > PENDING_CHECK_S:

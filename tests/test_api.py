@@ -1,0 +1,124 @@
+"""lenet_exp from Python (compose, train, load), a trained run looked at (python -m lenet_exp.evaluate), and single
+runs compared (python -m lenet_exp.summarize outputs/)."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import REPO, SMALL, run_cli
+
+import lenet_exp
+from lenet_exp.errors import ConfigError
+
+TINY = [*SMALL, "data.limit_train=512", "data.limit_test=256", "trainer.epochs=2", "data.val_size=256"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fashion_mnist):
+    """A run trained from Python, as the README's example trains it."""
+    folder = tmp_path_factory.mktemp("api") / "runs" / "relu"
+    cfg = lenet_exp.compose([*TINY, "activation=relu", "optimizer.lr=0.3"])
+    return lenet_exp.train(cfg, folder, quiet=True)
+
+
+def test_compose_checks_as_the_command_does():
+    with pytest.raises(ConfigError, match=r"^lr: no such key\. Did you mean optimizer\.lr\?"):
+        lenet_exp.compose(["lr=0.1"])
+    with pytest.raises(ConfigError, match="several values need --multirun"):
+        lenet_exp.compose(["optimizer.lr=0.1,0.3"])
+    cfg = lenet_exp.compose(["optimizer=adam"])
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and "hydra" not in cfg
+
+
+def test_train_returns_the_model_its_figures_and_history_in_a_run_folder(trained):
+    assert trained.metrics["status"] == "completed" and trained.metrics["epochs_completed"] == 2
+    assert len(trained.history["val_acc"]) == 2 and trained.history["test_acc"][-1] == trained.metrics["test_acc"]
+    for name in ("metrics.json", "train.log", ".hydra/config.yaml", "checkpoints/final.pt", "checkpoints/best.pt"):
+        assert (trained.run_dir / name).exists(), name
+    logits = trained.model(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 10) and not trained.model.training
+    assert "Done: 2 epochs" in (trained.run_dir / "train.log").read_text()  # as the command's own log says it
+
+
+def test_load_gives_the_weights_asked_for_ready_to_predict(trained):
+    best, final = lenet_exp.load(trained.run_dir, "best"), lenet_exp.load(trained.run_dir, which="final")
+    images = torch.rand(4, 1, 28, 28)
+    assert torch.equal(final(images), trained.model(images))
+    state = torch.load(trained.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    assert all(torch.equal(best.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        lenet_exp.load(trained.run_dir / "nowhere")
+    with pytest.raises(ValueError, match="which='last'"):
+        lenet_exp.load(trained.run_dir, "last")
+
+
+def test_train_takes_a_runs_saved_config_and_logs_to_the_console(trained, tmp_path, capsys):
+    """The saved config as a file's path, or loaded as a dict; with no logging set up, the console gets the lines."""
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers, []  # a plain python session: no logging set up
+    try:
+        again = lenet_exp.train(trained.run_dir / ".hydra" / "config.yaml", tmp_path / "again")
+    finally:
+        root.handlers = handlers
+    assert again.history == trained.history  # the same settings, the same figures, digit for digit
+    assert "epoch 2/2" in capsys.readouterr().err
+    import yaml
+
+    saved = yaml.safe_load((trained.run_dir / ".hydra" / "config.yaml").read_text())
+    same = lenet_exp.train(saved, trained.run_dir, quiet=True)  # a finished run asked for again: not retrained
+    assert same.metrics == trained.metrics
+
+
+def test_hydras_own_compose_finds_the_configs_as_lenet_exp_conf():
+    code = (
+        "from hydra import compose, initialize_config_module\n"
+        "with initialize_config_module('lenet_exp.conf', version_base='1.3'):\n"
+        "    print(compose('config').optimizer.lr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "0.9", proc.stderr
+
+
+def test_evaluate_gives_the_recorded_figures_per_class_and_the_confusion(trained):
+    proc = run_cli(str(trained.run_dir), module="lenet_exp.evaluate", cwd=trained.run_dir.parent)
+    assert proc.returncode == 0, proc.stderr
+    m = trained.metrics
+    assert f"test acc {m['test_acc']:.4f} on 256 examples (metrics.json: {m['test_acc']:.4f})" in proc.stdout
+    assert f"val acc {m['val_acc']:.4f} on 256 examples (metrics.json: {m['val_acc']:.4f})" in proc.stdout
+    assert "| T-shirt/top |" in proc.stdout and "| Ankle boot |" in proc.stdout
+    assert "Most confused (true as predicted, of 256): " in proc.stdout
+    figures = json.loads((trained.run_dir / "evaluation.json").read_text())
+    assert sum(map(sum, figures["confusion"])) == 256 and (trained.run_dir / "confusion.png").stat().st_size > 10_000
+    best = run_cli(str(trained.run_dir), "--which", "best", module="lenet_exp.evaluate", cwd=trained.run_dir.parent)
+    epoch = m["best_epoch"]
+    assert f"(metrics.json: {m['history']['val_acc'][epoch - 1]:.4f})" in best.stdout, best.stderr
+
+
+def test_evaluate_refuses_what_is_no_finished_run_in_one_line(trained, tmp_path):
+    cases = {
+        str(tmp_path): "not a run folder (no .hydra/config.yaml)",
+        f"{trained.run_dir} --which last": "argument --which: invalid choice: 'last'",
+    }
+    unfinished = tmp_path / "unfinished"
+    (unfinished / ".hydra").mkdir(parents=True)
+    (unfinished / ".hydra" / "config.yaml").write_text((trained.run_dir / ".hydra" / "config.yaml").read_text())
+    (unfinished / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 1}))
+    cases[str(unfinished)] = "no checkpoints/final.pt: it has not completed (status interrupted); continue it with: "
+    for args, said in cases.items():
+        proc = run_cli(*args.split(), module="lenet_exp.evaluate", cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and said in proc.stderr, proc.stderr
+    assert not (unfinished / "confusion.png").exists()
+
+
+def test_summarize_compares_a_folder_of_single_runs(tmp_path, fashion_mnist):
+    for lr in ("0.3", "0.9"):
+        proc = run_cli(*TINY, "trainer.epochs=1", f"optimizer.lr={lr}", f"hydra.run.dir=outputs/day/{lr}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("outputs", module="lenet_exp.summarize", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "outputs" / "summary.md").read_text()
+    assert md.startswith("# Runs compared: outputs") and "2 runs: 2 completed" in md
+    assert "| day/0.3 | 0.3 |" in md and "| day/0.9 | 0.9 |" in md  # the runs, by their folders and what differs
