@@ -30,7 +30,7 @@ from lenet_exp.errors import FolderRefused
 from lenet_exp.files import DamagedRecord
 from lenet_exp.folders import locked
 from lenet_exp.logger import end_session
-from lenet_exp.metrics import chosen_on, figure_at, rank_key
+from lenet_exp.metrics import chosen_on, figure_at, learning_note, rank_key
 from lenet_exp.overrides import grid, key_of, parse, quoted, setting_of, split
 from lenet_exp.run_folder import RunFolder
 from lenet_exp.signals import Interrupted, handlers, interrupted_line, stop
@@ -282,7 +282,10 @@ def search(
             shown = "no accuracy" if scores[i] is None else f"{split} acc {scores[i]:.4f}"
             for job in alive[i]:
                 note = f"after {rung.name}: {shown}, ranked {place} of {len(alive)}"
-                prune(job, note, epochs, f"pruned at rung {rung.k + 1} of {rung.of}")
+                fate = ", ".join(
+                    filter(None, (f"pruned at rung {rung.k + 1} of {rung.of}", learning_note(job.metrics())))
+                )
+                prune(job, note, epochs, fate)
         alive = [alive[i] for i in order[: rung.keeps]]
     if record:
         record.finish()

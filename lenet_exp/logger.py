@@ -157,8 +157,9 @@ def experiment_summary(settings: dict, metrics: list[str]):
     from tensorboard.plugins.hparams import api_pb2, metadata
 
     kinds = {bool: api_pb2.DATA_TYPE_BOOL, float: api_pb2.DATA_TYPE_FLOAT64}
-    hparams = [
-        api_pb2.HParamInfo(name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_STRING)) for k, v in settings.items()
+    hparams = [  # the keys a sweep varies, and its jobs' fates: each differs between the jobs
+        api_pb2.HParamInfo(name=k, type=kinds.get(type(v), api_pb2.DATA_TYPE_STRING), differs=True)
+        for k, v in settings.items()
     ]
     shown = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics]
     return _hparams_summary(

@@ -308,6 +308,7 @@ def sweep_command(sweep_dir: Path) -> list[str] | None:
             return None
         choice = (record.get("launcher") or {}).get("choice") if isinstance(record.get("launcher"), dict) else None
         given = [*([f"hydra/launcher={choice}"] if choice and choice != "basic" else []), *overrides]  # older records
+    given = [o for o in given if key_of(o) != "hydra.sweep.dir"]
     return [*given, f"hydra.sweep.dir={hydra_text(str(sweep_dir))}"]
 
 

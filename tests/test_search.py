@@ -562,39 +562,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_hparams_of_a_sweep_show_what_differs_in_tensorboard(halving_search):
-    """Through TensorBoard's own HTTP API: the swept keys differ and sort first; the metrics are the runs' scalars."""
+def tensorboard_answers(port: int, path: str, body: dict) -> dict:
+    """A TensorBoard server's answer to a POST of its HParams plugin, waited for while the server starts."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/data/plugin/hparams/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
+    )
+    deadline = time.time() + HANG
+    while True:
+        try:
+            answer = json.loads(urllib.request.urlopen(request, timeout=5).read())
+            if answer.get("hparamInfos") or answer.get("sessionGroups"):
+                return answer
+        except OSError:
+            pass
+        assert time.time() < deadline, "tensorboard did not answer"
+        time.sleep(0.5)
+
+
+def test_hparams_of_a_sweep_show_what_chose_and_each_jobs_fate_in_tensorboard(halving_search):
+    """Through TensorBoard's own HTTP API: the swept keys and each job's fate (`status`) as columns that differ;
+    the figure that chose (val/acc, a split held out) the first metric, so shown by default; every job's fate."""
     sweep, _ = halving_search
     port = free_port()
-    server = popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
-            data=b'{"experimentName": ""}',
-            headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"},
-        )
-        deadline = time.time() + HANG
-        while True:
-            try:
-                experiment = json.loads(urllib.request.urlopen(request, timeout=5).read())
-                if experiment.get("hparamInfos"):
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "tensorboard did not answer"
-            time.sleep(0.5)
-    finally:
-        server.terminate()
-        server.wait(30)
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port)]
+    popen([*command, "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # killed after
+    experiment = tensorboard_answers(port, "experiment", {"experimentName": ""})
     infos = [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]]
-    assert sorted(infos) == [("activation", True), ("optimizer.lr", True)]  # the swept keys; not a rung's epochs
-    assert {"train/loss", "train/acc", "test/acc", "test/best_acc"} <= {
-        m["name"]["tag"] for m in experiment["metricInfos"]
-    }
+    assert sorted(infos) == [("activation", True), ("optimizer.lr", True), ("status", True)]  # not a rung's epochs
+    metrics = [m["name"]["tag"] for m in experiment["metricInfos"]]
+    assert metrics[:4] == ["val/acc", "val/best_acc", "test/acc", "test/best_acc"] and "train/loss" in metrics
+    groups = tensorboard_answers(port, "session_groups", {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [{"hparam": "status"}, {"metric": {"tag": "val/acc"}}],
+        "startIndex": 0,
+        "sliceSize": 100,
+        "aggregationType": "AGGREGATION_AVG",
+    })["sessionGroups"]  # fmt: skip
+    fates = sorted(g["hparams"]["status"].split(",")[0] for g in groups)
+    rows = {r["run_dir"]: r["status"] for r in read_csv(sweep / "summary.csv")}
+    assert fates == sorted("completed" if s == "completed" else "pruned at rung 1 of 2" for s in rows.values())
 
 
 def lenet_best_grid() -> tuple[str, str]:

@@ -204,8 +204,7 @@ def test_pruned_points_keep_their_setting_colour(tmp_path):
 def test_summarize_refuses_what_is_not_a_sweep_in_one_line_writing_nothing(tmp_path):
     run = make_job(tmp_path / "outputs" / "2026-11-29", "17-00-00", [], metrics([0.6])).parent.parent.parent
     (tmp_path / "empty").mkdir()
-    cases = {
-        "outputs/2026-11-29": "holds single runs (outputs/<date>/<time>), not a sweep",
+    cases = {  # (a folder of single runs is no refusal: test_api compares them)
         "outputs/2026-11-29/17-00-00": "a single run's folder, not a sweep",
         "empty": "no sweep in it",
     }
