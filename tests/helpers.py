@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forks
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def kill_started() -> None:
         proc.wait()
 
 
-def finish(proc: subprocess.Popen, timeout: float = HANG) -> tuple[str, str]:
+def finish(proc, timeout: float = HANG) -> tuple[str, str]:
     """A started process's output once it ends; past `timeout`, it and its session are killed first."""
     try:
         return proc.communicate(timeout=timeout)
@@ -59,13 +60,26 @@ def finish(proc: subprocess.Popen, timeout: float = HANG) -> tuple[str, str]:
         raise
 
 
+def command(args, cwd: Path, env: dict, module: str = "lenet_exp", code: str | None = None, merge: bool = False):
+    """`python -m <module> args` (or `python -c <code> args`) as a process of its own, with pipes for its output
+    (`merge`: stderr into stdout): forked from the fork server (forks.py), which has imported what the command
+    imports; a real interpreter where the command must be one (another PYTHONPATH, LENET_TEST_FORKS=0)."""
+    other = env.get("PYTHONPATH") != os.environ.get("PYTHONPATH")  # another package: a fresh interpreter imports it
+    if other or os.environ.get("LENET_TEST_FORKS") == "0" or not module.startswith("lenet_exp"):
+        cmd = [sys.executable, *(["-c", code] if code is not None else ["-m", module]), *args]
+        err = subprocess.STDOUT if merge else subprocess.PIPE
+        return popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    proc = forks.server().start(args, cwd, env, module, code, merge)
+    STARTED.append(proc)
+    return proc
+
+
 def run_cli(*args: str, cwd: Path, module: str = "lenet_exp", timeout: float = HANG, env: dict | None = None):
     """Run `python -m <module> args...` as a user would, returning the finished process (killed past `timeout`)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "", **(env or {})}
-    cmd = [sys.executable, "-m", module, *args]
-    proc = popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = command(args, cwd, full_env, module)
     out, err = finish(proc, timeout)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], proc.returncode, out, err)
 
 
 def run_in_new_folder(tmp_path_factory, name: str, *args: str):
@@ -116,10 +130,9 @@ def refused(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["lenet_exp", *args], code, out.getvalue(), err.getvalue())
 
 
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lenet_exp", *args]
-    return popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_cli(*args: str, cwd: Path):
+    """The command started, its stdout and stderr as one pipe."""
+    return command(args, cwd, {**os.environ, "PYTHONUNBUFFERED": "1"}, merge=True)
 
 
 def epochs_completed(run_dir: Path) -> int:
@@ -202,9 +215,7 @@ def start_patched(patch: str, *args: str, cwd: Path) -> subprocess.Popen:
     code = (
         f"import sys\n{patch}\nfrom lenet_exp.__main__ import main\nsys.argv = ['lenet_exp', *sys.argv[1:]]\nmain()\n"
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-c", code, *args]
-    return popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return command(args, cwd, {**os.environ, "PYTHONUNBUFFERED": "1"}, code=code)
 
 
 def mount_tmpfs(path: Path, size: str, read_only: bool = False) -> bool:

@@ -431,10 +431,10 @@ def write(path, data):  # the pruned job's HParams session being rewritten: slow
         print("PRUNING", flush=True)
         time.sleep(3)
     _write(path, data)
-def end_session(run_dir, status):
+def end_session(*args):
     logger.PRUNING = True
     try:
-        _end(run_dir, status)
+        _end(*args)
     finally:
         logger.PRUNING = False
 logger.atomic_write, logger.PRUNING, halving.end_session = write, False, end_session
@@ -466,12 +466,20 @@ def test_an_interrupted_search_never_exits_0_and_its_rerun_finishes_it(halving_s
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 128 + sig and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith(f"Interrupted by {sig.name}: ")
-    assert err.strip().endswith("rerun the same command to continue.")
+    command = shlex.split(err.strip().splitlines()[-1].split("; continue with: ", 1)[1].removesuffix("."))
+    assert command == [
+        "python",
+        "-m",
+        "lenet_exp",
+        "--multirun",
+        *SEARCH[1:-1],
+        f"hydra.sweep.dir={tmp_path / 'search'}",
+    ]
     assert json.loads((tmp_path / "search" / "halving.json").read_text())["finished"] is False
     for job in (tmp_path / "search").glob("*_*"):  # each job's HParams session whole, and saying what its record says
         status = json.loads((job / "metrics.json").read_text())["status"]
         assert session_status(job) == SESSION_OF[status], job
-    rerun = run_cli(*SEARCH, cwd=tmp_path)
+    rerun = run_cli(*command[3:], cwd=tmp_path)  # the command it gave
     assert rerun.returncode == 0, rerun.stderr
     assert choices(tmp_path / "search") == choices(unbroken) and figures(tmp_path / "search") == figures(unbroken)
 

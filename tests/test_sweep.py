@@ -219,7 +219,7 @@ def test_killed_sweep_resumes_without_retraining_finished_jobs(tmp_path, fashion
     assert proc.wait(60) == 128 + signal.SIGTERM
 
     statuses = {r["optimizer.lr"]: r["status"] for r in read_summary(sweep)}  # each job refreshes the summary
-    assert statuses == {"0.1": "completed", "0.2": "completed", "0.3": "interrupted"}
+    assert statuses == {"0.1": "completed", "0.2": "completed", "0.3": "interrupted", "0.4": "not started"}
     finished = {
         p: (p.stat().st_mtime_ns, p.read_bytes())
         for job in ("0_*", "1_*")
