@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 # The server: imports, then a loop that forks a child per request and writes each child's exit status to a file.
-SERVER = r"""
+SERVER = r"""# python -m lenet_exp, forked (this first line is what a process listing shows of a command forked here)
 import json, os, select, signal, sys
 import matplotlib
 matplotlib.use("Agg")

@@ -65,7 +65,8 @@ def command(args, cwd: Path, env: dict, module: str = "lenet_exp", code: str | N
     (`merge`: stderr into stdout): forked from the fork server (forks.py), which has imported what the command
     imports; a real interpreter where the command must be one (another PYTHONPATH, LENET_TEST_FORKS=0)."""
     other = env.get("PYTHONPATH") != os.environ.get("PYTHONPATH")  # another package: a fresh interpreter imports it
-    if other or os.environ.get("LENET_TEST_FORKS") == "0" or not module.startswith("lenet_exp"):
+    pools = any(p in " ".join(args) for p in ("launcher=parallel", "launcher=joblib", "launcher=submitit"))  # their own
+    if other or pools or module == "lenet_exp.bench" or os.environ.get("LENET_TEST_FORKS") == "0":
         cmd = [sys.executable, *(["-c", code] if code is not None else ["-m", module]), *args]
         err = subprocess.STDOUT if merge else subprocess.PIPE
         return popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
