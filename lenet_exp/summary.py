@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lenet_exp.files import YAML_ERRORS, atomic_write, load_yaml, read_json, select
 from lenet_exp.folders import in_use
+from lenet_exp.importance import IMPORTANCE_HEADER, Importance, importance_rows, measure
 from lenet_exp.metrics import (
     FIGURES,
     METRICS,
@@ -29,7 +30,7 @@ from lenet_exp.overrides import as_dict, setting_of, split
 from lenet_exp.run_folder import RECORD, RunFolder
 from lenet_exp.signals import signals_held, stop
 from lenet_exp.summary_plot import to_png
-from lenet_exp.summary_table import counts_text, job_order, settings_csv, to_csv, to_markdown
+from lenet_exp.summary_table import counts_text, csv_text, job_order, settings_csv, to_csv, to_markdown
 from lenet_exp.sweep_record import (
     SWEEP_RECORD,
     continue_command,
@@ -114,6 +115,7 @@ class Summary:
     on: str = "test_acc"  # the figure that chose: val_acc where the jobs held out a validation split
     continue_with: str = ""  # where jobs are not finished: the command that continues the sweep
     runs: bool = False  # single runs compared (outputs/), not a sweep
+    importance: Importance | None = None  # what mattered: each swept key's share of the variance
 
 
 def collect(sweep_dir: Path, runs: bool = False) -> Summary:
@@ -137,6 +139,7 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
     command = (sweep_command(sweep_dir) or [""])[:-1]  # the sweep's own command but its folder
     on = choosing_split(rows)
     summary = Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on, runs=runs)
+    summary.importance = measure(rows, keys, on, search)
     if any(r["status"] in UNFINISHED for r in rows) or (search and not search.get("finished")):
         summary.continue_with = continue_command(sweep_dir, sweep=True)
     return summary
@@ -309,9 +312,9 @@ PLOT_EVERY_S = 30.0  # while a sweep runs, summary.png is redrawn at most this o
 
 
 def write_summary(sweep_dir: Path, live: bool = False, runs: bool = False) -> list[dict]:
-    """Rebuild summary.csv, summary.md, summary.png (and summary_by_setting.csv) in a sweep folder; rows best first.
-    `live` (a job's end while the sweep goes on) keeps a plot drawn in the last PLOT_EVERY_S (the sweep's end and
-    every interruption redraw it), and says nothing of how to continue a sweep that goes on."""
+    """Rebuild summary.csv, summary.md, summary.png, summary_importance.csv (and summary_by_setting.csv) in a sweep
+    folder; rows best first. `live` (a job's end while the sweep goes on) keeps a plot drawn in the last PLOT_EVERY_S
+    (the sweep's end and every interruption redraw it), and says nothing of how to continue a sweep that goes on."""
     summary = collect(sweep_dir, runs)
     if not summary.rows:
         return summary.rows
@@ -321,6 +324,9 @@ def write_summary(sweep_dir: Path, live: bool = False, runs: bool = False) -> li
     if summary.settings is not None:
         _write(sweep_dir / "summary_by_setting.csv", settings_csv(summary).encode())
     _write(sweep_dir / "summary.md", to_markdown(summary).encode())
+    if summary.importance is not None:
+        found = importance_rows(summary.importance)
+        _write(sweep_dir / "summary_importance.csv", csv_text(IMPORTANCE_HEADER, found).encode())
     png = sweep_dir / "summary.png"
     if not (live and png.exists() and time.time() - png.stat().st_mtime < PLOT_EVERY_S):
         _write(png, to_png(summary))

@@ -1,91 +1,129 @@
-"""summary.png: final accuracy against each swept number, and every job's accuracy curve, on the split that chose
-(validation where the jobs held one out, else test).
+"""summary.png: what mattered, in a picture that reads at two hundred jobs as at four.
 
-Drawn to be read at a glance: a log axis where the swept values span more than a decade, tick labels
-that never overlap, legends beside the data rather than on it, curves that can be told apart where they
-coincide (and say so), a sensible axis for one-epoch sweeps, and jobs that did not learn marked as such.
-matplotlib is imported here only, so commands that draw nothing never load it.
+A panel per swept key (seed aside), largest share of the variance first, categorical keys included: every job's figure
+on the choosing split at the fidelity summary.md's "What mattered" uses, each value's mean and spread, the x axis in
+the key's own scale (log where a number spans more than a decade); the leading settings have one colour each in every
+panel, the rest are grey, and the best is starred alike in every panel. Below, a curves panel names the leading
+settings and draws the rest as a grey band. The layout grows with the keys, never the legend with the jobs; no text is
+under 9 points. matplotlib is imported here only, so commands that draw nothing never load it.
 """
 
 from __future__ import annotations
 
 import io
-from collections import namedtuple
-from itertools import groupby
+import math
+from dataclasses import dataclass
 
+from lenet_exp.importance import ONE, figures, levels, numeric
 from lenet_exp.overrides import setting_of
-from lenet_exp.summary_table import job_order, parsed, short, verdict
+from lenet_exp.summary_table import job_order, short, verdict
 
-MARKERS = "os^DvP<>Xph*"
-LINES = ["-", "--", "-.", ":"]
-MAX_NAMED = 48  # jobs the curve panel's legend names, in two columns
-BEST, NOT_LEARNING, FAILED = "goldenrod", "0.55", "tab:red"
-CHANCE = {"color": NOT_LEARNING, "linestyle": ":", "linewidth": 1}  # the chance line, in every panel
-BESIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False}  # a legend beside the data
-# What a value panel draws: a job, or a setting's mean over seeds with each seed's figure (`each`) and its statuses
-# (`2 completed, 1 pruned`); `key` is its setting, which has one colour and marker in every panel
-Point = namedtuple("Point", "job key overrides acc err each lazy statuses complete")
-# How summary.md judges the lead (summary_table.verdict), as a ring around the leaders: label, line style
-RINGS = {
-    "clear": ("best", "solid"),
-    "tie": ("best: a tie", "dashed"),
-    "close": ("best and next: neither clearly better", "dashed"),  # within the spread over seeds
-    "close, one seed": ("best and next: other seeds could reverse them", "dashed"),  # within SEED_NOISE
+LEADING = 5  # settings named and coloured; the rest are grey
+COLUMNS = 3  # key panels a row
+REST, FAILED, STAR, HOLLOW_STAR = "0.6", "tab:red", "gold", "#c89600"
+CHANCE = {"color": "0.45", "linestyle": ":", "linewidth": 1.2}  # the chance line, where figures come near it
+LINES = ["-", "--", "-.", ":"]  # a setting's seeds, in turn
+FONTS = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 12,
+}
+# How summary.md judges the lead (summary_table.verdict), as the star on the leaders: label, filled
+STARS = {
+    "clear": ("best setting", True),
+    "tie": ("best: a tie", False),
+    "close": ("best and next: neither clearly better", False),  # within the spread over seeds
+    "close, one seed": ("best and next: other seeds could reverse them", False),  # within SEED_NOISE
 }
 
 
-def _setting(overrides: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}={short(overrides.get(k, ''))}" for k in keys)
+@dataclass
+class View:
+    """What every panel shares: the jobs' figures at one fidelity, the leading settings' colours, the starred."""
+
+    points: list  # (row, figure) at the fidelity
+    keys: list[str]  # the swept keys, seed aside
+    colours: dict  # setting -> colour, for the leading settings
+    names: dict  # setting -> its name in the legend
+    starred: set  # the settings summary.md names best
+    star: tuple  # (label, filled)
+    chance: float | None
+    label: str  # the figure, in words: `val acc after 3 epochs`
 
 
-def styles(rows: list[dict], keys: list[str]) -> dict[tuple, dict]:
-    """One colour and marker per setting, the same in every panel: ten colours, then the next marker, so no two
-    settings share both (up to 120 settings)."""
-    order = dict.fromkeys(setting_of(r["overrides"], keys) for r in sorted(rows, key=job_order))
-    return {key: {"color": f"C{i % 10}", "marker": MARKERS[i // 10 % len(MARKERS)]} for i, key in enumerate(order)}
+def setting_name(overrides: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={short(overrides.get(k, ''))}" for k in keys) or ONE
 
 
-def _number_at(overrides: dict, key: str) -> bool:
-    """Whether the value of `key` is a number (not a bool)."""
-    v = parsed(overrides.get(key))
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def view(summary) -> View:
+    """The jobs' figures at the fidelity, and the settings that lead (as summary.md orders them: by mean, or by job)."""
+    keys = [k for k in summary.keys if k != "seed"]
+    found = summary.importance or figures(summary.rows, summary.keys, summary.search)
+    order = summary.settings if summary.settings is not None else summary.rows
+    lead = [setting_of(x["overrides"] if "acc" in x else x["values"], keys) for x in order]
+    lead = list(dict.fromkeys(lead))[:LEADING]
+    kind, leaders = verdict(summary)
+    kind = kind if summary.settings is not None or kind != "close" else "close, one seed"
+    starred = {setting_of(x.get("values", x["overrides"]), keys) for x in leaders}
+    split = {"val_acc": "val acc", "test_acc": "test acc"}.get(summary.on, "val or test acc (each job's own split)")
+    at = f"after {found.epochs} epoch{'s' * (found.epochs != 1)}" if found.epochs else "final"
+    by = {setting_of(r["overrides"], keys): r["overrides"] for r in summary.rows}
+    chance = max((r["chance"] for r in summary.rows if r.get("chance") is not None), default=None)
+    lowest = min((a for r in summary.rows for a in r["history"] if a is not None), default=None)
+    near = chance is not None and lowest is not None and lowest <= chance + 0.1  # drawn only where figures come near
+    return View(
+        found.points,
+        keys,
+        {s: f"C{i}" for i, s in enumerate(lead)},
+        {s: f"{i + 1}. {setting_name(by.get(s, {}), keys)}" for i, s in enumerate(lead)},
+        starred,
+        STARS.get(kind, ("", True)),
+        chance if near else None,
+        f"{split} {at}" if found.epochs else f"final {split}",
+    )
 
 
 def figure(summary):
-    """The summary figure of a summarize.Summary: a panel per swept number, or a row per job or setting when none
-    is, and the curves; a setting keeps its colour and marker throughout, and the leaders are ringed as summary.md
-    judges them."""
+    """The summary figure of a summary.Summary: a panel per swept key in rows of COLUMNS, the curves below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, seeds = summary.rows, summary.settings is not None
-    keys = [k for k in summary.keys if k != "seed"] if seeds else summary.keys
-    points, style = _points(summary), styles(rows, summary.keys)
-    kind, leaders = verdict(summary)
-    kind = kind if seeds or kind != "close" else "close, one seed"
-    ring = (*RINGS.get(kind, ("", "")), {x["jobs"][0] if seeds else x["job"] for x in leaders})
-    scored = [pt for pt in points if pt.acc is not None]
-    numeric = [k for k in keys if scored and all(_number_at(pt.overrides, k) for pt in scored)]
-    categorical = [k for k in keys if k not in numeric]
-    chance = max((r["chance"] for r in rows if r.get("chance") is not None), default=None)
-    panels = max(len(numeric), 1) + 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.4 * panels, 4.6), layout="constrained")  # a row of 2 or more
-    for ax, key in zip(axes, numeric):
-        _value_panel(ax, points, key, numeric, categorical, chance, seeds, style, ring)
-    if not numeric:
-        _dot_panel(axes[0], points, keys, chance, seeds, style, ring)
-    _curve_panel(axes[-1], rows, summary.keys, chance, style)
-    if summary.on != "test_acc":  # the panels draw the figure that chose: validation accuracy, where held out
-        shown = "val acc" if summary.on == "val_acc" else "val or test acc (each job's own split)"
-        for ax in axes:
-            for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
-                text.set_text(text.get_text().replace("test acc", shown))
-    fig.canvas.draw()  # lay out, then thin any tick labels that still touch
-    for ax in axes:
-        thin_tick_labels(ax)
+    seen = view(summary)
+    effects = {e.key: e.share for e in summary.importance.effects} if summary.importance else {}
+    keys = sorted(seen.keys, key=lambda k: -effects.get(k, -1)) or [None]
+    cols = min(COLUMNS, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    with plt.rc_context(FONTS):
+        fig = plt.figure(figsize=(4.8 * cols + 3.6, 3.9 * rows + 3.6), layout="constrained")
+        grid = fig.add_gridspec(rows + 1, cols)
+        for i, key in enumerate(keys):
+            ax = fig.add_subplot(grid[i // cols, i % cols])
+            key_panel(ax, key, seen, summary.rows, effects.get(key))
+        curves = fig.add_subplot(grid[rows, :])
+        curve_panel(curves, summary.rows, seen)
+        fig.suptitle(headline(summary, seen))
+        fig.canvas.draw()  # lay out, then thin or turn any tick labels that still touch
+        for ax in fig.axes:
+            thin_tick_labels(ax)
     return fig
+
+
+def headline(summary, seen: View) -> str:
+    """The picture's title: the figure it plots, at what fidelity, over how many jobs; the strongest interaction."""
+    found = summary.importance
+    head = f"{seen.label} of {len(seen.points)} job{'s' * (len(seen.points) != 1)}"
+    if found and found.how:
+        head += f" ({found.how})"
+    if found and found.interaction and found.interaction[2] >= 0.05:
+        a, b, share = found.interaction
+        head += f"; strongest interaction {a} × {b}: {100 * share:.0f}%"
+    return head
 
 
 def to_png(summary) -> bytes:
@@ -98,147 +136,182 @@ def to_png(summary) -> bytes:
     return out.getvalue()
 
 
-def _points(summary) -> list[Point]:
-    """What the value panels draw, best first: a point per job, or per setting (mean and spread) with seeds swept."""
-    if summary.settings is None:
-        return [
-            Point(r["job"], setting_of(r["overrides"], summary.keys), r["overrides"], r["acc"], None, [],
-                  r["not_learning"], r["status"], r["status"] == "completed")
-            for r in summary.rows
-        ]  # fmt: skip
-    return [
-        Point(g["jobs"][0], tuple(g["values"].items()), g["values"], g["acc_mean"], g["acc_std"], g["accs"],
-              g["not_learning"], g["statuses"], g["complete"])
-        for g in summary.settings
-    ]  # fmt: skip
+def positions(key: str | None, points: list) -> tuple[list, list, dict]:
+    """Where each point goes along x, its key's levels, and each level's place: a number at its value (spread a
+    little either side where several jobs share it), anything else at 0, 1, 2, ... in its levels' order; a group of
+    a ranged number leaves each job at its own value."""
+    shown, of = levels(points, key)
+    numbers = bool(shown) and all(v.low is not None for v in shown)
+    place = {v.value: (v.low if numbers else i) for i, v in enumerate(shown)}
+    log = numbers and min(v.low for v in shown) > 0 and max(v.high for v in shown) / min(v.low for v in shown) > 10
+    scale = math.log10 if log else float
+    centres = sorted({scale(v.low) for v in shown if v.low == v.high} if numbers else set(place.values()))
+    width = 0.3 * min((b - a for a, b in zip(centres, centres[1:])), default=1.0)
+    count, taken, xs = {label: of.count(label) for label in set(of)}, {}, []
+    ranged = {v.value for v in shown if v.low != v.high}
+    for label, (row, _) in zip(of, points):
+        if label in ranged:
+            xs.append(numeric(row["overrides"].get(key)))
+            continue
+        j = taken[label] = taken.get(label, -1) + 1
+        x = scale(place[label]) + (width * (2 * (j + 0.5) / count[label] - 1) if count[label] > 1 else 0.0)
+        xs.append(10**x if log else x)
+    return xs, shown, {"place": place, "log": log, "numbers": numbers, "of": of, "width": width}
 
 
-def _marks(ax, points: list[Point], at, vertical: bool, style: dict, ring: tuple) -> None:
-    """Each point in its setting's colour and marker (hollow: pruned), its spread over seeds (along y if `vertical`)
-    and each seed, the not-learning cross and the leaders' ring; `at(pt)` is where it goes, (x, y)."""
-    label, ringstyle, leaders = ring
-    for pt in points:
-        (x, y), spread = at(pt), {"yerr" if vertical else "xerr": pt.err}
-        st, hollow = style[pt.key], "pruned" in pt.statuses
-        ax.errorbar(x, y, **spread, mfc="none" if hollow else st["color"], capsize=3, zorder=3, **st)
-        if pt.each:  # each seed's figure, faint, along the same line
-            each = ([x] * len(pt.each), pt.each) if vertical else (pt.each, [y] * len(pt.each))
-            ax.scatter(*each, s=10, color=st["color"], alpha=0.45, zorder=2)
-        if pt.lazy:
-            ax.scatter(x, y, marker="x", s=70, color=NOT_LEARNING, zorder=4)
-        if pt.job in leaders:  # a ring around, not a mark on top: the point stays visible
-            ax.scatter(x, y, s=420, facecolors="none", edgecolors=BEST, linewidths=2.2, linestyle=ringstyle, zorder=2)
-    key = {"s": 40, "facecolors": "none", "edgecolors": NOT_LEARNING}
-    if any("pruned" in pt.statuses for pt in points):
-        ax.scatter([], [], marker="o", label="pruned (hollow; acc at its last rung)", **key)
-    if any(pt.lazy for pt in points):
-        ax.scatter([], [], marker="x", s=70, color=NOT_LEARNING, label="not learning (at chance)")
-    if leaders:
-        ax.scatter([], [], s=160, facecolors="none", edgecolors=BEST, linewidths=2.2, linestyle=ringstyle, label=label)
-
-
-def _value_panel(
-    ax, points, key: str, numeric: list, categorical: list, chance: float | None, seeds: bool, style: dict, ring: tuple
-) -> None:
-    """Final test accuracy against one swept number: a grey line joins the points of each setting of the categorical
-    keys on a grid; seeds as a mean with its spread and each seed; failed or diverged jobs along the bottom edge."""
-    x = lambda pt: parsed(pt.overrides[key])
-    alone = "mean test acc over seeds" if seeds else "final test acc"  # the line's name, no categorical key swept
-    group = lambda pt: _setting(pt.overrides, categorical) or alone
-    scored = [pt for pt in points if pt.acc is not None]
-    finished = [pt for pt in scored if "pruned" not in pt.statuses]
-    if all(len({pt.overrides.get(k) for pt in finished}) == 1 for k in numeric if k != key):  # a grid: join them
-        for i, (name, pts) in enumerate(groupby(sorted(finished, key=group), key=group)):
-            pts = sorted(pts, key=x)
-            xs, ys = [x(pt) for pt in pts], [pt.acc for pt in pts]
-            ax.plot(xs, ys, color="0.8", linewidth=1.2, linestyle=LINES[i % 4], label=name, zorder=1)  # no setting's
-    _marks(ax, scored, lambda pt: (x(pt), pt.acc), True, style, ring)
-    broken = [pt for pt in points if pt.acc is None and _number_at(pt.overrides, key)]
-    if broken:  # no figure to place them by: along the bottom edge, where their values are
-        edge = {"transform": ax.get_xaxis_transform(), "clip_on": False, "marker": "v", "s": 60, "color": FAILED}
-        ax.scatter([x(pt) for pt in broken], [0.03] * len(broken), label="failed or diverged (no final acc)", **edge)
-    if chance is not None:
-        ax.axhline(chance, label="chance", **CHANCE)
-    _value_axis(ax, sorted({x(pt) for pt in points if _number_at(pt.overrides, key)}))
-    ylabel = "mean final test acc (bars: spread over seeds)" if seeds else "final test acc"
-    ax.set(xlabel=key, ylabel=ylabel, title=f"test acc vs {key}")
+def key_panel(ax, key: str | None, seen: View, rows: list[dict], share: float | None) -> None:
+    """One key: every job's figure (leading settings in their colours, the rest grey; hollow: pruned; a cross: not
+    learning), each value's mean and spread in black, the best starred, failed and diverged jobs along the bottom."""
+    xs, shown, where = positions(key, seen.points)
+    groups: dict[tuple, list] = {}
+    for (row, y), x in zip(seen.points, xs):
+        colour = seen.colours.get(setting_of(row["overrides"], seen.keys), REST)
+        look = (colour, "x" if row["not_learning"] else "o", row["status"] == "pruned")
+        groups.setdefault(look, []).append((x, y))
+    size = 36 if len(seen.points) <= 40 else 18
+    for (colour, marker, hollow), at in sorted(groups.items(), key=lambda g: g[0][0] != REST):
+        face = {"facecolors": "none" if hollow else colour, "edgecolors": colour} if marker == "o" else {"c": colour}
+        ax.scatter(*zip(*at), s=size, marker=marker, alpha=0.75, linewidths=1.2, zorder=2 + (colour != REST), **face)
+    for v in shown:
+        x = where["place"][v.value]
+        if v.low != v.high:  # a group of a ranged number: its mean across its span
+            ax.hlines(v.mean, v.low, v.high, color="black", linewidth=2.5, zorder=4)
+            x = (v.low * v.high) ** 0.5 if where["log"] else (v.low + v.high) / 2
+        ax.errorbar(x, v.mean, yerr=v.spread, fmt="_", markersize=24, mew=2.5, color="black", elinewidth=1.5,
+                    capsize=4, zorder=4)  # fmt: skip
+    stars(ax, key, seen, where)
+    broken(ax, key, rows, where)
+    axis(ax, shown, where)
+    if seen.chance is not None:
+        ax.axhline(seen.chance, **CHANCE)
+    ax.set(ylabel=seen.label, title=f"{key}: {100 * share:.0f}% of the variance" if share is not None else key or ONE)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, **BESIDE)
 
 
-def _dot_panel(ax, points: list, keys: list, chance: float | None, seeds: bool, style: dict, ring: tuple) -> None:
-    """No swept number: a row per job, or per setting (its mean, spread and each seed), best on top, on an axis
-    fitted to the figures so that small differences show; rows without a figure marked at the left edge."""
-    shown = points[::-1]
-    name = lambda pt: _setting(pt.overrides, keys) or "the one setting"
-    names = [name(pt) if seeds else f"{pt.job}: {name(pt)}" for pt in shown]
-    place = {pt.job: y for y, pt in enumerate(shown)}
-    _marks(ax, [pt for pt in shown if pt.acc is not None], lambda pt: (pt.acc, place[pt.job]), False,
-           style, ring)  # fmt: skip
-    broken = [place[pt.job] for pt in shown if pt.acc is None]
-    if broken:
-        edge = {"transform": ax.get_yaxis_transform(), "clip_on": False, "marker": ">", "s": 60, "color": FAILED}
-        ax.scatter([0.0] * len(broken), broken, label="failed or diverged (no final acc)", **edge)
-    low, high = ax.get_xlim()
-    if chance is not None and low <= chance <= high:  # only where it does not squeeze the figures together
-        ax.axvline(chance, label="chance", **CHANCE)
-    ax.set_yticks(range(len(shown)), names, fontsize=7)
-    ax.set_ylim(-0.7, len(shown) - 0.3)
-    what = "mean final test acc (bars: spread over seeds; dots: each seed)" if seeds else "final test acc"
-    ax.set(xlabel=what, title=f"test acc per {'setting' if seeds else 'job'} (best on top)")
-    ax.grid(alpha=0.3, axis="x")
-    if ax.get_legend_handles_labels()[1]:
-        ax.legend(fontsize=7, **BESIDE)
+def stars(ax, key: str | None, seen: View, where: dict) -> None:
+    """The settings summary.md names best, starred at their value and their mean figure, alike in every panel."""
+    label, filled = seen.star
+    for setting in seen.starred:
+        mine = [(row, y, of) for (row, y), of in zip(seen.points, where["of"]) if setting_of(row["overrides"],
+                seen.keys) == setting]  # fmt: skip
+        if not mine:
+            continue
+        row, _, of = mine[0]
+        x = where["place"].get(of)
+        if where["numbers"] and key:
+            x = numeric(row["overrides"].get(key))
+        y = sum(y for _, y, _ in mine) / len(mine)
+        ax.scatter(x, y, marker="*", s=340, facecolors=STAR if filled else "none", linewidths=1.6 if filled else 2.2,
+                   edgecolors="black" if filled else HOLLOW_STAR, zorder=5)  # fmt: skip
 
 
-def _value_axis(ax, values: list) -> None:
-    """Log scale when the values span more than a decade; ticks at the swept values, labelled plainly."""
+def broken(ax, key: str | None, rows: list[dict], where: dict) -> None:
+    """Failed and diverged jobs, which have no figure: along the bottom edge, at their value (a value no job with a
+    figure had gets a place of its own)."""
+    place = where["place"]
+    for r in (r for r in rows if r["status"] in ("failed", "diverged")):
+        value = str(r["overrides"].get(key)) if key else ONE
+        if where["numbers"] and numeric(value) is not None:
+            x = numeric(value)
+        elif not where["numbers"]:
+            x = place.setdefault(value, len(place))
+        else:
+            continue
+        edge = {"transform": ax.get_xaxis_transform(), "clip_on": False, "marker": "v", "s": 60, "color": FAILED}
+        ax.scatter([x], [0.03], zorder=5, **edge)
+
+
+def axis(ax, shown: list, where: dict) -> None:
+    """A number's own scale (log where it spans more than a decade; a tick at each value of a grid); anything else a
+    tick per value, labelled as swept."""
     from matplotlib import ticker
 
-    if not values:
+    place = where["place"]
+    if not where["numbers"]:
+        ax.set_xticks(range(len(place)), [short(v) for v in place])
+        ax.set_xlim(-0.6, len(place) - 0.4)
         return
-    low, high = min(values), max(values)  # every value on the axis: jobs drawn along the edge widen no limits
-    if low > 0 and high / low > 10:
+    low, high = min(v.low for v in shown), max(v.high for v in shown)
+    if where["log"]:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    if len(values) <= 8:  # a grid: a tick at each swept value
-        ax.xaxis.set_major_locator(ticker.FixedLocator(values))
+    if all(v.low == v.high for v in shown):  # a grid: a tick at each swept value
+        ax.xaxis.set_major_locator(ticker.FixedLocator(sorted(place.values())))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    pad = (high - low) * 0.06 or (abs(low) * 0.5 or 1.0)
-    ax.set_xlim(*((low / 1.4, high * 1.4) if ax.get_xscale() == "log" else (low - pad, high + pad)))
+    scale = math.log10 if where["log"] else float
+    pad = max(where["width"] * 1.4, (scale(high) - scale(low)) * 0.06) if high > low else where["width"] * 1.4 or 1.0
+    low, high = scale(low) - pad, scale(high) + pad
+    ax.set_xlim(*((10**low, 10**high) if where["log"] else (low, high)))
 
 
-def _curve_panel(ax, rows: list[dict], keys: list[str], chance: float | None, style: dict) -> None:
-    """Every job's test accuracy per epoch in its setting's colour and marker (seeds of a setting: other line styles);
-    a curve that coincides with an earlier one says so in the legend."""
+def curve_panel(ax, rows: list[dict], seen: View) -> None:
+    """Each epoch's figure: the leading settings' jobs by name in their colours (a setting's seeds in other line
+    styles), the other jobs as a grey band from their lowest to their highest, with their median."""
     from matplotlib import ticker
 
     jobs = sorted((r for r in rows if r["history"]), key=job_order)
-    seen: dict[tuple, object] = {}
-    seeds: dict[tuple, int] = {}  # how many jobs of each setting are drawn so far
-    for r in jobs:
-        curve, setting = tuple(r["history"]), setting_of(r["overrides"], keys)
-        same = seen.setdefault(curve, r["job"])
-        note = f" (same curve as job {same})" if same != r["job"] else ""
-        fate = {"never": " [not learning]", "collapsed": " [collapsed to chance]"}.get(r.get("learning"), "")
-        tag = " [pruned]" * (r["status"] == "pruned") + fate
-        label = f"{r['job']}: {_setting(r['overrides'], keys)}{tag}{note}"
-        seeds[setting] = seeds.get(setting, -1) + 1
-        line = LINES[seeds[setting] % len(LINES)]
-        ax.plot(range(1, len(curve) + 1), curve, markersize=5, linewidth=1.3, alpha=0.85, label=label, linestyle=line,
-                **style[setting])  # fmt: skip
+    rank = list(seen.colours)
+    rest, drawn = [], {}
+    for r in sorted(jobs, key=lambda r: rank.index(s) if (s := setting_of(r["overrides"], seen.keys)) in rank else 0):
+        setting = setting_of(r["overrides"], seen.keys)
+        if setting not in seen.colours:
+            rest.append(r["history"])
+            continue
+        n = drawn[setting] = drawn.get(setting, -1) + 1
+        curve = r["history"]
+        ax.plot(range(1, len(curve) + 1), curve, color=seen.colours[setting], linestyle=LINES[n % len(LINES)],
+                marker="o", markersize=4, linewidth=1.6, label=seen.names[setting] if n == 0 else None)  # fmt: skip
+    if rest:
+        band(ax, rest)
     longest = max((len(r["history"]) for r in jobs), default=1)
     ax.set_xlim(0.5, longest + 0.5)  # one epoch too: a tick at 1, not at 0.945 and 1.05
     ticks = ticker.FixedLocator(range(1, longest + 1)) if longest <= 12 else ticker.MaxNLocator(integer=True)
     ax.xaxis.set_major_locator(ticks)
-    if chance is not None:
-        ax.axhline(chance, **CHANCE)
-    ax.set(xlabel="epoch", ylabel="test acc", title="test acc per epoch, every job")
+    if seen.chance is not None:
+        ax.axhline(seen.chance, **CHANCE)
+    split = seen.label.removeprefix("final ").split(" after ")[0]
+    named = f"the {len(seen.colours)} leading settings by name" if len(seen.colours) > 1 else "the leading setting"
+    title = f"{split} per epoch: {named}" + (f", the other {len(rest)} jobs as a band" if rest else "")
+    ax.set(xlabel="epoch", ylabel=split, title=title)
     ax.grid(alpha=0.3)
-    if len(jobs) > MAX_NAMED:  # a legend that long would squeeze the panels to nothing
-        ax.set_title(f"test acc per epoch, every job ({len(jobs)}: too many to name; summary.csv lists them)")
-    elif jobs:
-        ax.legend(fontsize=6, ncol=1 if len(jobs) <= 24 else 2, **BESIDE)
+    legend(ax, rows, seen)
+
+
+def band(ax, curves: list[list]) -> None:
+    """Curves drawn as one grey band, their lowest to their highest at each epoch, with their median."""
+    import statistics
+
+    at = [[c[e] for c in curves if len(c) > e and c[e] is not None] for e in range(max(map(len, curves)))]
+    epochs = [e + 1 for e, ys in enumerate(at) if ys]
+    lows, highs, mids = ([f(ys) for ys in at if ys] for f in (min, max, statistics.median))
+    ax.fill_between(epochs, lows, highs, color=REST, alpha=0.3, linewidth=0, label=f"the other {len(curves)} jobs")
+    ax.plot(epochs, mids, color=REST, linewidth=1.2, label="their median")
+
+
+def legend(ax, rows: list[dict], seen: View) -> None:
+    """One legend for the whole picture, beside the curves: the named settings, the band, and what each mark means
+    where it is drawn."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    marks = [
+        (True, Line2D([], [], color=REST, marker="o", linestyle=""), f"a job's {seen.label}"),
+        (True, Line2D([], [], color="black", marker="_", markersize=16, mew=2.5), "a value's mean ± spread"),
+        (any(r["status"] == "pruned" for r, _ in seen.points), Line2D([], [], color=REST, marker="o", mfc="none",
+         linestyle=""), "pruned (hollow)"),
+        (any(r["not_learning"] for r, _ in seen.points), Line2D([], [], color=REST, marker="x", linestyle=""),
+         "not learning (at chance)"),
+        (any(r["status"] in ("failed", "diverged") for r in rows), Line2D([], [], color=FAILED, marker="v",
+         linestyle=""), "failed or diverged (no figure)"),
+        (bool(seen.starred), Line2D([], [], marker="*", markersize=15, linestyle="", mfc=STAR if seen.star[1] else
+         "none", mec="black" if seen.star[1] else HOLLOW_STAR), seen.star[0]),
+        (seen.chance is not None, Line2D([], [], **CHANCE), "chance"),
+    ]  # fmt: skip
+    for shown, handle, label in marks:
+        if shown:
+            handles.append(handle)
+            labels.append(label)
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def label_boxes(ax) -> list:
@@ -254,10 +327,15 @@ def overlaps(boxes: list) -> bool:
 
 
 def thin_tick_labels(ax) -> None:
-    """Keep every 2nd (3rd, ...) x tick label until none of them touch."""
+    """Names that touch are turned on their side; numbers are thinned, every 2nd (3rd, ...) kept until none touch."""
     if not overlaps(label_boxes(ax)):
         return
     ticks, texts, limits = list(ax.get_xticks()), [t.get_text() for t in ax.get_xticklabels()], ax.get_xlim()
+    if any(numeric(t.replace("−", "-")) is None for t in texts if t):
+        ax.tick_params(axis="x", labelrotation=30)
+        for t in ax.get_xticklabels():
+            t.set_horizontalalignment("right")
+        return
     for keep in (2, 3, 4, 6, 8, 12):
         ax.set_xticks(ticks, [text if i % keep == 0 else "" for i, text in enumerate(texts)])
         ax.set_xlim(limits)

@@ -13,6 +13,7 @@ from collections import Counter
 
 import yaml
 
+from lenet_exp.importance import importance_lines
 from lenet_exp.metrics import CHANCE_MARGIN, FIGURES, VAL_FIGURES
 from lenet_exp.words import plural
 
@@ -50,7 +51,7 @@ def job_order(row: dict) -> tuple:
     return (0, row["job"], "") if isinstance(row["job"], int) else (1, 0, str(row["job"]))
 
 
-def _csv(header: list, rows) -> str:
+def csv_text(header: list, rows) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([header, *rows])
     return out.getvalue()
@@ -75,7 +76,7 @@ def setting_columns(summary) -> list[str]:
 def to_csv(summary) -> str:
     tail = [*metric_columns(summary), *(["rung"] if summary.search else []), "note", "run_dir", "error"]
     rows = ([r["job"], *(r["overrides"].get(k, "") for k in summary.keys), *(r[c] for c in tail)] for r in summary.rows)
-    return _csv(["job", *summary.keys, *tail], rows)
+    return csv_text(["job", *summary.keys, *tail], rows)
 
 
 def _setting_cells(g: dict, keys: list[str], columns: list[str]) -> list:
@@ -87,7 +88,7 @@ def settings_csv(summary) -> str:
     split."""
     keys, columns = [k for k in summary.keys if k != "seed"], setting_columns(summary)
     rows = ([*_setting_cells(g, keys, columns), " ".join(map(str, g["jobs"]))] for g in summary.settings)
-    return _csv([*keys, *columns, "jobs"], rows)
+    return csv_text([*keys, *columns, "jobs"], rows)
 
 
 def _fmt(column: str, value) -> str:
@@ -272,7 +273,7 @@ def setting_lines(summary, fused: bool = False) -> list[str]:
         ]
     columns = setting_columns(summary)
     lines += _table([*keys, *columns], (_setting_cells(g, keys, columns) for g in summary.settings))
-    return [*lines, "", "## Jobs", ""]
+    return [*lines, ""]
 
 
 def continue_lines(summary) -> list[str]:
@@ -314,6 +315,9 @@ def to_markdown(summary) -> str:
         lines += setting_lines(summary, summary.fused)
     else:
         lines += best_lines(summary)
+    lines += importance_lines(summary.importance, short)
+    if summary.settings is not None:
+        lines += ["## Jobs", ""]
     rungs = len(summary.search["rungs"]) if summary.search else 0
     table = []
     for r in rows:

@@ -38,6 +38,7 @@ SWEEP_FILES = (
     "summary.md",
     "summary.png",
     "summary_by_setting.csv",
+    "summary_importance.csv",
     REFUSED,
     "optimization_results.yaml",
     HALVING,

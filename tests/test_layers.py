@@ -15,7 +15,19 @@ from helpers import REPO
 LAYERS = [
     ["words", "errors", "files", "folders"],
     ["data", "schema", "overrides", "settings", "metrics", "plugins"],
-    ["config", "model", "schedule", "checkpoint", "cluster", "signals", "console", "logger", "build", "fused"],
+    [
+        "config",
+        "model",
+        "schedule",
+        "checkpoint",
+        "cluster",
+        "signals",
+        "console",
+        "logger",
+        "build",
+        "fused",
+        "importance",
+    ],
     ["run_folder", "resume", "sweep_record"],
     ["member", "loop", "jobs", "training", "summary_table", "summary_plot", "summary", "launch", "halving", "timing"],
     [

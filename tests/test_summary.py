@@ -126,8 +126,9 @@ def test_a_single_seed_lead_seeds_could_reverse_says_so(tmp_path, accs, close):
     line = "One seed each: its lead over job 1 (0.0100) is under 0.02, small enough that other seeds could reverse it"
     assert (line in md) is close
     assert ("python -m lenet_exp --multirun optimizer.lr=0.1,0.3,0.9 trainer.epochs=1 seed=0,1,2" in md) is close
-    labels = value_axes(figure(summary))[0].get_legend_handles_labels()[1]
-    assert ("best and next: other seeds could reverse them" in labels) is close and ("best" in labels) is not close
+    labels = legend_texts(figure(summary))
+    assert ("best and next: other seeds could reverse them" in labels) is close
+    assert ("best setting" in labels) is not close
 
 
 def test_a_fused_sweep_says_a_rerun_alone_may_differ(tmp_path):
@@ -141,61 +142,67 @@ def test_a_fused_sweep_says_a_rerun_alone_may_differ(tmp_path):
 # summary.png ---------------------------------------------------------------------------------------------------------
 
 
-def value_axes(fig):
-    return [ax for ax in fig.axes if ax.get_title().startswith("test acc vs")]
+def key_axes(fig):
+    return [ax for ax in fig.axes if " per epoch" not in ax.get_title()]
 
 
 def curve_axes(fig):
-    return next(ax for ax in fig.axes if ax.get_title().startswith("test acc per epoch"))
+    return next(ax for ax in fig.axes if " per epoch" in ax.get_title())
 
 
-def test_a_categorical_seed_sweep_draws_means_with_their_spread_on_a_fitted_axis(tmp_path):
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for t in curve_axes(fig).get_legend().get_texts()]
+
+
+def test_a_categorical_seed_sweep_draws_each_seed_and_each_value_s_mean_on_a_fitted_axis(tmp_path):
     summary = seed_sweep(tmp_path, {"relu": [[0.85], [0.856]], "tanh": [[0.87], [0.872]]}, keys=("activation", "seed"))
-    ax = figure(summary).axes[0]
-    assert ax.get_title() == "test acc per setting (best on top)"
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["activation=relu", "activation=tanh"]
-    low, high = ax.get_xlim()
+    (ax,) = key_axes(figure(summary))
+    assert ax.get_title() == "activation: 94% of the variance"  # seeds: the rest
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["relu", "tanh"]
+    low, high = ax.get_ylim()
     assert 0.8 < low < 0.85 and 0.872 < high < 0.9  # not from zero: 0.853 and 0.871 look apart
+    means = [(c.lines[0].get_xdata()[0], c.lines[0].get_ydata()[0]) for c in ax.containers]
+    assert means == [(0, pytest.approx(0.853)), (1, pytest.approx(0.871))]
     assert not ax.patches  # no bars
+    md = to_markdown(summary)
+    assert "| activation | 94% | relu: 0.8530 ± 0.0042 (2); tanh: 0.8710 ± 0.0014 (2) |" in md
+    assert "| seeds (within a setting) | 6% | |" in md
 
 
-def test_a_setting_keeps_its_colour_and_marker_in_both_panels_and_no_two_jobs_share_both(tmp_path):
-    for n in range(12):
-        lr = f"{0.05 * (n + 1):.2f}"
-        make_job(tmp_path, f"{n}_optimizer.lr={lr}", [f"optimizer.lr={lr}"], metrics([0.5, 0.5 + 0.02 * n]))
-    fig = figure(collect(tmp_path))
-    curves = {line.get_label().split(":")[0]: line for line in curve_axes(fig).get_lines() if ":" in line.get_label()}
-    looks = {(line.get_color(), line.get_marker()) for line in curves.values()}
-    assert len(looks) == 12  # job 0 and job 10 differ
-    points = [c for c in value_axes(fig)[0].containers]  # one errorbar per job, in the order of summary.rows
-    rows = collect(tmp_path).rows
-    for row, point in zip(rows, points):
-        drawn = point.lines[0]
-        assert (drawn.get_color(), drawn.get_marker()) == (
-            curves[str(row["job"])].get_color(),
-            curves[str(row["job"])].get_marker(),
-        )
+def test_a_seeds_only_sweep_draws_its_one_setting_and_cannot_tell_what_mattered(tmp_path):
+    summary = seed_sweep(tmp_path, {"": [[0.8], [0.82], [0.81]]}, keys=("seed",))
+    (ax,) = key_axes(figure(summary))
+    assert ax.get_title() == "the one setting" and [t.get_text() for t in ax.get_xticklabels()] == ["the one setting"]
+    assert "Too small to tell: one value a key." in to_markdown(summary)
 
 
-def test_the_picture_rings_the_leaders_summary_md_names(tmp_path):
-    """Within the spread over seeds: summary.md says neither is clearly better, and the picture rings both, dashed."""
+def test_the_picture_stars_the_leaders_summary_md_names(tmp_path):
+    """Within the spread over seeds: summary.md says neither is clearly better, and the picture stars both, hollow,
+    at their means over seeds."""
     summary = seed_sweep(tmp_path, {"0.1": [[0.45], [0.63], [0.55]], "0.3": [[0.44], [0.64], [0.54]]})
     assert "neither is clearly better" in to_markdown(summary)
-    ax = value_axes(figure(summary))[0]
-    labels = ax.get_legend_handles_labels()[1]
-    assert "best and next: neither clearly better" in labels and "best" not in labels
-    rings = [c for c in ax.collections if hasattr(c, "get_sizes") and list(c.get_sizes()) == [420]]
-    assert len(rings) == 2 and all(len(c.get_facecolors()) == 0 for c in rings)  # rings: the points show through
+    fig = figure(summary)
+    labels = legend_texts(fig)
+    assert "best and next: neither clearly better" in labels and "best setting" not in labels
+    (ax,) = key_axes(fig)
+    marked = [c for c in ax.collections if hasattr(c, "get_sizes") and list(c.get_sizes()) == [340]]
+    assert len(marked) == 2 and all(len(c.get_facecolors()) == 0 for c in marked)  # hollow: the points show through
+    assert sorted(c.get_offsets()[0][1] for c in marked) == pytest.approx([0.54, 0.5433], abs=1e-3)
 
 
 def test_pruned_points_keep_their_setting_colour(tmp_path):
     choices = [{"epochs": 1, "ranked_jobs": [1, 0], "kept": 1, "scores": {}}]
     pruned = {**metrics([0.5]), "status": "pruned", "note": "after rung 1 of 2"}
     halving_sweep(tmp_path, choices, {0: ("0.1", pruned), 1: ("0.3", metrics([0.6, 0.7, 0.75]))})
-    fig = figure(collect(tmp_path))
-    point = next(c for c in value_axes(fig)[0].containers if c.lines[0].get_xdata()[0] == 0.1).lines[0]
-    curve = next(line for line in curve_axes(fig).get_lines() if line.get_label().startswith("0:"))
-    assert point.get_markerfacecolor() == "none" and point.get_color() == curve.get_color()
+    summary = collect(tmp_path)
+    fig = figure(summary)
+    assert "pruned (hollow)" in legend_texts(fig)
+    (ax,) = key_axes(fig)
+    hollow = [c for c in ax.collections if hasattr(c, "get_sizes") and len(c.get_facecolors()) == 0]
+    assert [tuple(c.get_offsets()[0]) for c in hollow if list(c.get_sizes()) != [340]] == [(0.1, 0.5)]
+    assert summary.importance.epochs == 1  # both compared at the first rung, which both reached
+    assert "## What mattered (test acc after 1 epoch, the first rung, which every job reached; 2 jobs)" in (
+        to_markdown(summary))  # fmt: skip
 
 
 # the command -------------------------------------------------------------------------------------------------------
@@ -253,7 +260,8 @@ def test_jobs_that_chose_on_different_splits_are_not_ranked_against_each_other(t
     assert summary.on == "mixed" and "Best" not in md and "Rerun" not in md
     assert "chose on different splits (on val acc: jobs 0; on test acc: jobs 1; data.val_size 0 holds out none)" in md
     assert "| val_acc | best_val_acc |" in md  # each job's own figures, the split it chose on among them
-    assert figure(summary).axes[0].get_title() == "val or test acc (each job's own split) vs data.val_size"
+    assert key_axes(figure(summary))[0].get_ylabel() == "val or test acc (each job's own split) after 1 epoch"
+    assert "Not measured: the jobs chose on different splits, whose figures do not compare." in md
 
 
 def test_not_learning_is_one_rule_over_the_whole_history(tmp_path):

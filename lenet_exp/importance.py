@@ -1,0 +1,223 @@
+"""What mattered in a sweep: how much each swept key moved the figure that chose, by a plain analysis of variance.
+
+Every job that trained gives its figure on the choosing split at one fidelity: the epochs every one of them reached (a
+halving search's first rung), or each job's final figure where trainer.epochs is itself swept; failed and diverged
+jobs, and jobs that did not get that far, are counted apart. For each swept key (seed aside): its values' means and
+spreads over the other keys and seeds, and its main effect, the share of the figures' variance its values explain
+(between-value sum of squares over the total). A number drawn from a range (more than MAX_LEVELS values) is grouped
+into quarters by rank. For each pair of keys, the share their cells explain beyond their two main effects: the
+strongest is named. With seeds swept, what is left within a setting is the seeds' own noise. A sweep too small to tell
+says so in one line rather than measure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import statistics
+from dataclasses import dataclass, field
+
+from lenet_exp.metrics import figure_at
+
+COUNTED = ("completed", "pruned", "unfinished", "interrupted")  # statuses whose figures count, once at the fidelity
+MAX_LEVELS = 8  # a number with more distinct values than this (a range a sampler drew from) is grouped by rank
+BINS = 4  # into this many groups
+ONE = "the one setting"  # the level of a sweep with no key but seed
+
+
+@dataclass
+class Level:
+    """One value of a key (or one group of a ranged number): the figure's mean, spread and count over its jobs."""
+
+    value: str  # as swept (`0.1`, `relu`), or a group's range (`0.001-0.01`)
+    mean: float
+    spread: float | None  # standard deviation; None for one job
+    n: int
+    low: float | None = None  # a number's value, or a group's lowest and highest: where the picture draws it
+    high: float | None = None
+
+
+@dataclass
+class Effect:
+    """One swept key: the share of the figures' variance its values explain, and each value's Level."""
+
+    key: str
+    share: float
+    levels: list[Level]
+
+
+@dataclass
+class Importance:
+    """A sweep's `what mattered`: the figures it rests on, the effects (largest first), the strongest interaction."""
+
+    on: str  # the figure: val_acc or test_acc
+    epochs: int | None  # the fidelity: the epochs every counted job reached; None: each job's final figure
+    how: str = ""  # the fidelity in words
+    points: list[tuple[dict, float]] = field(default_factory=list)  # (job's row, its figure at the fidelity)
+    left_out: dict[str, int] = field(default_factory=dict)  # status -> jobs without a figure at the fidelity
+    effects: list[Effect] = field(default_factory=list)
+    interaction: tuple[str, str, float] | None = None  # (key, key, share beyond their own effects)
+    noise: float | None = None  # with seeds swept: the share left within settings
+    caveat: str = ""  # why the figures cannot tell, or what they cannot tell apart, in one line
+
+
+def numeric(value) -> float | None:
+    """A swept value as a number, where it is one (`0.003`, `256`); None for `relu`, `[6,16]`, `true`."""
+    if value in ("true", "false", None) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def natural(text: str) -> list:
+    """A sort key that reads the numbers in a text as numbers: `[6,16]` before `[16,32]`."""
+    return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", text)]
+
+
+def fidelity(rows: list[dict], keys: list[str], search: dict | None) -> tuple[str, int | None]:
+    """The epochs every job is compared at, and how the summary says so: a halving search's first rung; each job's
+    final figure where trainer.epochs is swept; else the fewest epochs a completed job trained."""
+    if search:
+        return "the first rung, which every job reached", search["rungs"][0]
+    if "trainer.epochs" in keys:
+        return "each job's final figure, trainer.epochs being swept", None
+    done = [r["epochs_completed"] or 0 for r in rows if r["status"] in ("completed", "pruned") and r["history"]]
+    done = done or [r["epochs_completed"] or 0 for r in rows if r["status"] in COUNTED and r["history"]]
+    return "the epochs every job reached", min(done) if done else 0
+
+
+def figures(rows: list[dict], keys: list[str], search: dict | None) -> Importance:
+    """The jobs' figures at one fidelity (see `fidelity`), and the jobs left out by status."""
+    how, epochs = fidelity(rows, keys, search)
+    found = Importance("val_acc" if any(r["on"] == "val_acc" for r in rows) else "test_acc", epochs, how)
+    for r in rows:
+        if epochs is None:
+            y = r["acc"] if r["status"] == "completed" else None
+        else:
+            y = figure_at({"history": r.get("histories") or {}}, epochs, r["on"]) if epochs else None
+        if r["status"] in COUNTED and y is not None:
+            found.points.append((r, y))
+        else:
+            found.left_out[r["status"]] = found.left_out.get(r["status"], 0) + 1
+    return found
+
+
+def levels(points: list[tuple[dict, float]], key: str | None) -> tuple[list[Level], list[str]]:
+    """A key's levels in order (numbers by size, others as written; a ranged number in BINS groups by rank), and the
+    level each point falls in; no key: one level, ONE."""
+    values = [r["overrides"].get(key) if key else ONE for r, _ in points]
+    numbers = [numeric(v) for v in values]
+    if all(x is not None for x in numbers) and len(set(numbers)) > MAX_LEVELS:
+        ranked = sorted(range(len(points)), key=lambda i: numbers[i])
+        of = [""] * len(points)
+        groups = [ranked[i * len(ranked) // BINS : (i + 1) * len(ranked) // BINS] for i in range(BINS)]
+        for group in groups:
+            low, high = numbers[group[0]], numbers[group[-1]]
+            for i in group:
+                of[i] = f"{low:.3g}-{high:.3g}"
+        spans = {of[g[0]]: (numbers[g[0]], numbers[g[-1]]) for g in groups}
+    else:
+        of = [str(v) for v in values]
+        spans = {str(v): (x, x) for v, x in zip(values, numbers)}
+    numbers_first = all(x is not None for x in numbers)
+    order = sorted(set(of), key=lambda v: spans[v][0] if numbers_first else natural(v))
+    found = []
+    for value in order:
+        ys = [y for (_, y), level in zip(points, of) if level == value]
+        spread = statistics.stdev(ys) if len(ys) > 1 else None
+        found.append(Level(value, statistics.fmean(ys), spread, len(ys), *spans[value]))
+    return found, of
+
+
+def between(points: list[tuple[dict, float]], of: list, mean: float) -> float:
+    """The between-group sum of squares of the figures, grouped by `of` (a label per point)."""
+    groups: dict = {}
+    for (_, y), label in zip(points, of):
+        groups.setdefault(label, []).append(y)
+    return sum(len(ys) * (statistics.fmean(ys) - mean) ** 2 for ys in groups.values())
+
+
+def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = None) -> Importance | None:
+    """The sweep's Importance; None for fewer than two jobs (nothing to compare)."""
+    if len(rows) < 2:
+        return None
+    found = figures(rows, keys, search)
+    points = found.points
+    swept = [k for k in keys if k != "seed" and len({r["overrides"].get(k) for r, _ in points}) > 1]
+    ys = [y for _, y in points]
+    total = sum((y - statistics.fmean(ys)) ** 2 for y in ys) if ys else 0.0
+    if on == "mixed":
+        found.caveat = "not measured: the jobs chose on different splits, whose figures do not compare"
+    elif len(points) < 3 or not swept:
+        found.caveat = "too small to tell: " + ("one value a key" if points and not swept else "under three figures")
+    elif total < 1e-12 * len(ys):  # the same figure throughout, but for rounding
+        found.caveat = "every job ended at the same figure: no key moved it"
+    if found.caveat:
+        return found
+    mean, labels = statistics.fmean(ys), {}
+    for key in swept:
+        shown, labels[key] = levels(points, key)
+        found.effects.append(Effect(key, between(points, labels[key], mean) / total, shown))
+    found.effects.sort(key=lambda e: -e.share)
+    shares = {e.key: e.share for e in found.effects}
+    for a, b in itertools.combinations([e.key for e in found.effects], 2):
+        extra = max(0.0, between(points, list(zip(labels[a], labels[b])), mean) / total - shares[a] - shares[b])
+        if found.interaction is None or extra > found.interaction[2]:
+            found.interaction = (a, b, extra)
+    settings = [tuple(r["overrides"].get(k) for k in swept) for r, _ in points]
+    if len(set(settings)) < len(settings):  # several jobs a setting: seeds, or the same setting trained again
+        found.noise = 1 - between(points, settings, mean) / total
+    else:
+        found.caveat = "one seed a setting: each share holds the seeds' own noise too (seed=0,1,2 tells them apart)"
+    return found
+
+
+def importance_lines(found: Importance | None, short) -> list[str]:
+    """summary.md's section: the keys, largest share first, each value's mean and spread, the strongest interaction;
+    `short` writes a value as the summary writes one."""
+    if found is None:
+        return []
+    split = found.on.removesuffix("_acc")
+    apart = ", ".join(f"{n} {status}" for status, n in sorted(found.left_out.items()))
+    at = f"after {found.epochs} epoch{'s' * (found.epochs != 1)}, " if found.epochs else ""
+    head = f"## What mattered ({split} acc {at}{found.how}; {len(found.points)} jobs" + (
+        f"; left out: {apart}" if apart else ""
+    )
+    lines = [head + ")", ""]
+    if not found.effects:
+        return [*lines, found.caveat[0].upper() + found.caveat[1:] + ".", ""]
+    lines += ["| key | share of the variance | each value: mean ± spread (jobs) |", "|---|---|---|"]
+    for e in found.effects:
+        cells = "; ".join(
+            f"{short(v.value)}: {v.mean:.4f}" + (f" ± {v.spread:.4f}" if v.spread is not None else "") + f" ({v.n})"
+            for v in e.levels
+        )
+        lines.append(f"| {e.key} | {100 * e.share:.0f}% | {cells.replace('|', '/')} |")
+    if found.noise is not None:
+        lines.append(f"| seeds (within a setting) | {100 * found.noise:.0f}% | |")
+    lines.append("")
+    if found.interaction:
+        a, b, share = found.interaction
+        lines += [f"Strongest interaction: {a} × {b}, {100 * share:.0f}% of the variance beyond their own effects.", ""]
+    if found.caveat:
+        lines += [found.caveat[0].upper() + found.caveat[1:] + ".", ""]
+    return lines
+
+
+IMPORTANCE_HEADER = ["key", "value", "jobs", "mean", "spread", "share"]
+
+
+def importance_rows(found: Importance | None) -> list[list]:
+    """summary_importance.csv's rows: a row a key and value (its key's share repeated), an interaction row, a noise
+    row."""
+    if found is None:
+        return []
+    rows = [[e.key, v.value, v.n, v.mean, v.spread, e.share] for e in found.effects for v in e.levels]
+    if found.interaction:
+        a, b, share = found.interaction
+        rows.append([f"{a} x {b}", "", "", "", "", share])
+    if found.noise is not None:
+        rows.append(["seeds (within a setting)", "", "", "", "", found.noise])
+    return rows
