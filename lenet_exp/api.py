@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lenet_exp.config import compose_config
 from lenet_exp.errors import ConfigError
 from lenet_exp.preflight import check_overrides
 from lenet_exp.run_folder import BEST, FINAL, RECORD
 from lenet_exp.schema import Settings, check_config
+from lenet_exp.words import one_line
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # the command's own (conf/hydra/job_logging)
 
@@ -48,6 +50,8 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The config the command would train for these overrides (`["optimizer.lr=0.1", "activation=relu"]`), with the
     command's checks and one-line errors (ConfigError); without Hydra's node. One value per key: sweeps are the
     command's (`python -m lenet_exp --multirun`)."""
+    if isinstance(overrides, str):  # not read letter by letter
+        raise TypeError(f"compose({overrides!r}): give a list of overrides, compose([{overrides!r}])")
     overrides = list(overrides)
     check_overrides(overrides, multirun=False)
     return compose_config(overrides)
@@ -63,7 +67,11 @@ def typed(cfg: DictConfig | dict | str | Path) -> DictConfig:
         cfg = OmegaConf.load(path)
     elif isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
-    check_config(cfg)
+    try:
+        check_config(cfg)
+    except OmegaConfBaseException as e:  # a dict written by hand that lacks keys, say
+        what = f"{e.full_key}: missing" if getattr(e, "full_key", None) else one_line(e).split(" full_key:")[0]
+        raise ConfigError(f"config: {what}; start from lenet_exp.compose() and change its values") from None
     return cfg
 
 
@@ -113,6 +121,8 @@ def load(run_dir: str | Path, which: str = "best"):
     if which not in ("best", "final"):
         raise ValueError(f"which={which!r}: expected 'best' or 'final'")
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such folder")
     weights = run_dir / (BEST if which == "best" else FINAL)
     if not weights.is_file():
         why = "it has not finished an epoch" if which == "best" else "it has not completed (see its metrics.json)"

@@ -31,9 +31,12 @@ CONFUSED = 5  # the most confused pairs listed
 
 def checked_run(folder: Path, which: str) -> dict:
     """The run's metrics.json, once the folder is a run's with the weights asked for; ConfigError in one line else."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder")
     if not (folder / RECORD / "config.yaml").is_file():
         raise ConfigError(
-            f"{folder}: not a run folder (no {RECORD}/config.yaml); give a run's folder, outputs/<date>/<time>"
+            f"{folder}: not a run folder (no {RECORD}/config.yaml); give a run's folder (outputs/<date>/<time>, or a "
+            "sweep's job folder, multirun/<date>/<time>/<job>)"
         )
     try:
         metrics = read_metrics(folder) or {}

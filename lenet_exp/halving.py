@@ -279,7 +279,8 @@ def search(
         log.info("%s: %s", rung, f"{numbers(best)}, best first" if rung.last else went)
         for place, i in enumerate(order[rung.keeps :], start=rung.keeps + 1):
             split = chosen_on(alive[i][0].metrics()).removesuffix("_acc")
-            shown = "no accuracy" if scores[i] is None else f"{split} acc {scores[i]:.4f}"
+            seeds = f"mean {split} acc over {len(alive[i])} seeds" if len(alive[i]) > 1 else f"{split} acc"
+            shown = "no accuracy" if scores[i] is None else f"{seeds} {scores[i]:.4f}"
             for job in alive[i]:
                 note = f"after {rung.name}: {shown}, ranked {place} of {len(alive)}"
                 fate = ", ".join(

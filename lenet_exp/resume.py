@@ -40,7 +40,7 @@ def plan(folder: RunFolder, settings: dict, epochs: int) -> Plan:
         if then is not None and (diff := first_difference(then, settings)):
             raise FolderRefused(
                 f"{run_dir} holds a run with other settings ({diff}); rerun with the same overrides, "
-                "or choose a new output folder"
+                "or train these in a new output folder (without resume=)"
             )
     check_schedule_kept(run_dir, saved or {}, epochs)
     progress = (state or {}).get("progress") or {}

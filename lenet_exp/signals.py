@@ -15,8 +15,9 @@ from lenet_exp.cluster import stop_signals
 
 
 def interrupted_line(signum: int, note: str) -> str:
-    """`Interrupted by SIGTERM: <what became of the work>.`: the last line of every stop."""
-    return f"Interrupted by {signal.Signals(signum).name}: {note}."
+    """`Interrupted by SIGTERM: <what became of the work>`: the last line of every stop. No full stop: the line ends
+    with the command that continues, and one copied with it would name another folder."""
+    return f"Interrupted by {signal.Signals(signum).name}: {note}"
 
 
 def stop(signum: int, note: str, in_worker: bool = False) -> None:

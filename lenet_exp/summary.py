@@ -116,6 +116,7 @@ class Summary:
     continue_with: str = ""  # where jobs are not finished: the command that continues the sweep
     runs: bool = False  # single runs compared (outputs/), not a sweep
     importance: Importance | None = None  # what mattered: each swept key's share of the variance
+    resumes: list[tuple[str, str]] | None = None  # single runs not finished: (run, the command that continues it)
 
 
 def collect(sweep_dir: Path, runs: bool = False) -> Summary:
@@ -124,6 +125,9 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
     rows = [read_job(p, str(p.relative_to(sweep_dir))) for p in single_runs(sweep_dir)] if runs else job_rows(sweep_dir)
     hydra = _hydra_record(sweep_dir, rows)
     keys = _columns(sweep_dir, rows, hydra.get("sweeper", {}).get("params"))
+    if runs:  # a run that left a key at its default holds no override for it: the value it ran with, from its record
+        for r in rows:
+            r["overrides"] = {**{k: used(sweep_dir / r["run_dir"], k) for k in keys}, **r["overrides"]}
     search = read_halving(sweep_dir)
     if search:
         _place_in_search(rows, keys, search)
@@ -140,9 +144,26 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
     on = choosing_split(rows)
     summary = Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on, runs=runs)
     summary.importance = measure(rows, keys, on, search)
-    if any(r["status"] in UNFINISHED for r in rows) or (search and not search.get("finished")):
+    if runs:  # separate runs: each continues on its own
+        summary.resumes = [(r["run_dir"], continue_command(sweep_dir / r["run_dir"], sweep=False)) for r in
+                           sorted(rows, key=job_order) if r["status"] in UNFINISHED]  # fmt: skip
+    elif any(r["status"] in UNFINISHED for r in rows) or (search and not search.get("finished")):
         summary.continue_with = continue_command(sweep_dir, sweep=True)
     return summary
+
+
+def used(run_dir: Path, key: str) -> str:
+    """The value a run ran with for `key`, as an override writes it: a config group's choice (`activation` ->
+    `relu`), else the composed value (`optimizer.lr` -> `0.9`); empty where its record cannot tell."""
+    with contextlib.suppress(Exception):
+        choices = load_yaml(run_dir / ".hydra" / "hydra.yaml")["hydra"]["runtime"]["choices"]
+        if key in choices:
+            return str(choices[key])
+    with contextlib.suppress(Exception):
+        value = select(load_yaml(run_dir / ".hydra" / "config.yaml"), key)
+        if value is not None and not isinstance(value, dict):
+            return str(value).lower() if isinstance(value, bool) else str(value).replace(" ", "")
+    return ""
 
 
 def single_runs(folder: Path) -> list[Path]:

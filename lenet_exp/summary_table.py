@@ -279,6 +279,8 @@ def setting_lines(summary, fused: bool = False) -> list[str]:
 def continue_lines(summary) -> list[str]:
     """Where jobs are not finished (interrupted, not started): which were never started, and the command that
     continues the sweep (its own command and folder: finished jobs are kept, the others go on)."""
+    if summary.resumes:
+        return ["Not finished; continue each with:", "", *(f"    {how}" for _, how in summary.resumes), ""]
     if not summary.continue_with:
         return []
     never = sorted((r for r in summary.rows if r["status"] == "not started"), key=job_order)

@@ -33,6 +33,16 @@ def test_compose_checks_as_the_command_does():
     assert cfg.optimizer._target_ == "torch.optim.Adam" and "hydra" not in cfg
 
 
+def test_what_is_no_config_or_no_run_is_said_in_one_line(tmp_path):
+    with pytest.raises(TypeError, match=r"^compose\('optimizer.lr=0.1'\): give a list of overrides"):
+        lenet_exp.compose("optimizer.lr=0.1")
+    with pytest.raises(ConfigError, match=r"^config: model: missing; start from lenet_exp.compose\(\)"):
+        lenet_exp.train({"optimizer": {"lr": 0.1}}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'none'}: no such folder$"):
+        lenet_exp.load(tmp_path / "none")
+
+
 def test_train_returns_the_model_its_figures_and_history_in_a_run_folder(trained):
     assert trained.metrics["status"] == "completed" and trained.metrics["epochs_completed"] == 2
     assert len(trained.history["val_acc"]) == 2 and trained.history["test_acc"][-1] == trained.metrics["test_acc"]
@@ -43,14 +53,14 @@ def test_train_returns_the_model_its_figures_and_history_in_a_run_folder(trained
     assert "Done: 2 epochs" in (trained.run_dir / "train.log").read_text()  # as the command's own log says it
 
 
-def test_load_gives_the_weights_asked_for_ready_to_predict(trained):
+def test_load_gives_the_weights_asked_for_ready_to_predict(trained, tmp_path):
     best, final = lenet_exp.load(trained.run_dir, "best"), lenet_exp.load(trained.run_dir, which="final")
     images = torch.rand(4, 1, 28, 28)
     assert torch.equal(final(images), trained.model(images))
     state = torch.load(trained.run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert all(torch.equal(best.state_dict()[k], v) for k, v in state.items())
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
-        lenet_exp.load(trained.run_dir / "nowhere")
+    with pytest.raises(FileNotFoundError, match="best.pt: no such checkpoint; it has not finished an epoch"):
+        lenet_exp.load(tmp_path)  # a folder with no weights in it
     with pytest.raises(ValueError, match="which='last'"):
         lenet_exp.load(trained.run_dir, "last")
 
@@ -100,6 +110,7 @@ def test_evaluate_gives_the_recorded_figures_per_class_and_the_confusion(trained
 def test_evaluate_refuses_what_is_no_finished_run_in_one_line(trained, tmp_path):
     cases = {
         str(tmp_path): "not a run folder (no .hydra/config.yaml)",
+        str(tmp_path / "none"): "no such folder",
         f"{trained.run_dir} --which last": "argument --which: invalid choice: 'last'",
     }
     unfinished = tmp_path / "unfinished"
@@ -114,11 +125,19 @@ def test_evaluate_refuses_what_is_no_finished_run_in_one_line(trained, tmp_path)
 
 
 def test_summarize_compares_a_folder_of_single_runs(tmp_path, fashion_mnist):
-    for lr in ("0.3", "0.9"):
-        proc = run_cli(*TINY, "trainer.epochs=1", f"optimizer.lr={lr}", f"hydra.run.dir=outputs/day/{lr}", cwd=tmp_path)
+    for lr, more in (("0.3", []), ("0.9", []), ("0.1", ["activation=relu"])):
+        folder = f"hydra.run.dir=outputs/day/{lr}"
+        proc = run_cli(*TINY, "trainer.epochs=1", f"optimizer.lr={lr}", *more, folder, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
+    record = tmp_path / "outputs" / "day" / "0.1" / "metrics.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "status": "interrupted"}))  # stopped, say
     proc = run_cli("outputs", module="lenet_exp.summarize", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "outputs" / "summary.md").read_text()
-    assert md.startswith("# Runs compared: outputs") and "2 runs: 2 completed" in md
-    assert "| day/0.3 | 0.3 |" in md and "| day/0.9 | 0.9 |" in md  # the runs, by their folders and what differs
+    assert md.startswith("# Runs compared: outputs") and "3 runs: 2 completed, 1 interrupted" in md
+    # the runs, by their folders and what differs: a key a run left at its default shows the value it ran with
+    assert (
+        "| day/0.3 | 0.3 | sigmoid |" in md and "| day/0.9 | 0.9 | sigmoid |" in md and "| day/0.1 | 0.1 | relu |" in md
+    )
+    resume = f"python -m lenet_exp resume={tmp_path / 'outputs' / 'day' / '0.1'}"
+    assert f"Not finished; continue each with:\n\n    {resume}\n" in md and "--multirun" not in md

@@ -100,7 +100,7 @@ def test_ctrl_c_ends_the_bench_without_figures(tmp_path, fashion_mnist):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130 and out == ""
-    assert err.strip().splitlines()[-1] == "Interrupted by SIGINT: no figures printed."
+    assert err.strip().splitlines()[-1] == "Interrupted by SIGINT: no figures printed"
 
 
 def test_ctrl_c_in_lenet_exps_loop_stops_the_bench(make_cfg):

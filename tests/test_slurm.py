@@ -235,4 +235,4 @@ def test_a_sigterm_as_a_slurm_job_starts_stops_it_in_one_line(tmp_path):
     assert proc.stdout.readline() == "started\n"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err == "Interrupted by SIGTERM: before training started; nothing was written.\n"
+    assert proc.returncode == 143 and err == "Interrupted by SIGTERM: before training started; nothing was written\n"
