@@ -351,21 +351,35 @@ class Search:
         """What the last line says when the search stops between its jobs."""
         return STOPPED.format(continue_command(self.sweep_dir, sweep=True))
 
+    @property
+    def jobs(self) -> int:
+        return len(self.points)
+
+    @property
+    def setting_count(self) -> int:
+        return len(self.settings)
+
+    def headline(self) -> str:
+        """The search in the summary's words: settings named where seeds make them fewer than jobs."""
+        jobs = plural(self.jobs, "job")
+        named = jobs if self.setting_count == self.jobs else f"{plural(self.setting_count, 'setting')} ({jobs})"
+        return f"Successive halving: {named}"
+
+    def prepare(self, record: HalvingRecord, train: Callable[[list[Point], int], None]) -> list[list[Point]]:
+        """The settings the rungs start from: the grid's, all known before any job (a ranged search draws them)."""
+        return self.settings
+
     def run(self, launch: Callable[[list[list[str]], dict[int, int]], None]) -> list[list[Point]]:
         """The whole search; `launch(batch, numbers)` trains a rung's jobs. Stops in one line on a signal between jobs
         or a rung that cannot be ranked."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        jobs, settings = len(self.points), len(self.settings)
-        grid_text = plural(jobs, "job")  # in the summary's words: settings named where seeds make them fewer than jobs
-        grid_text = grid_text if settings == jobs else f"{plural(settings, 'setting')} ({grid_text})"
-        log.info("Successive halving: %s, %s, keeping the best 1/%d after each", grid_text, rungs_text(self.rungs),
-                 self.eta)  # fmt: skip
-        record = HalvingRecord(self.sweep_dir, self.eta, self.rungs, jobs, settings, started=time.monotonic())
+        log.info("%s, %s, keeping the best 1/%d after each", self.headline(), rungs_text(self.rungs), self.eta)
+        record = HalvingRecord(self.sweep_dir, self.eta, self.rungs, self.jobs, self.setting_count, time.monotonic())
         train = lambda behind, epochs: self._train(behind, epochs, launch)  # noqa: E731
         try:
             with handlers(dict.fromkeys(STOP_SIGNALS, interrupt)) as self.outside:
-                return search(self.settings, self.rungs, self.eta, train, record)
+                return search(self.prepare(record, train), self.rungs, self.eta, train, record)
         except RungIncomplete as e:
             print(f"Error: {e}", file=sys.stderr)
             raise SystemExit(e.status) from None

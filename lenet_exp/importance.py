@@ -4,10 +4,10 @@ Every job that trained gives its figure on the choosing split at one fidelity: t
 halving search's first rung), or each job's final figure where trainer.epochs is itself swept; failed and diverged
 jobs, and jobs that did not get that far, are counted apart. For each swept key (seed aside): its values' means and
 spreads over the other keys and seeds, and its main effect, the share of the figures' variance its values explain
-(between-value sum of squares over the total). A number drawn from a range (more than MAX_LEVELS values) is grouped
-into quarters by rank. For each pair of keys, the share their cells explain beyond their two main effects: the
-strongest is named. With seeds swept, what is left within a setting is the seeds' own noise. A sweep too small to tell
-says so in one line rather than measure.
+(between-value sum of squares over the total). A number drawn from a range (more than MAX_LEVELS values, or a value a
+setting) is grouped by rank, into quarters at most. For each pair of keys, the share their cells explain beyond their
+two main effects: the strongest is named. With seeds swept, what is left within a setting is the seeds' own noise. A
+sweep too small to tell says so in one line rather than measure.
 """
 
 from __future__ import annotations
@@ -104,15 +104,27 @@ def figures(rows: list[dict], keys: list[str], search: dict | None) -> Importanc
     return found
 
 
+def drawn(points: list[tuple[dict, float]], key: str, numbers: list[float]) -> bool:
+    """Whether a number was drawn from a range rather than listed: more than MAX_LEVELS values, or at least four with
+    no two settings sharing one (each value then stands for one setting, and tells nothing of the key alone)."""
+    values = set(numbers)
+    if len(values) > MAX_LEVELS:
+        return True
+    settings: dict[float, set] = {}
+    for (r, _), x in zip(points, numbers):
+        settings.setdefault(x, set()).add(tuple(sorted((k, v) for k, v in r["overrides"].items() if k != "seed")))
+    return len(values) >= 4 and all(len(s) == 1 for s in settings.values())
+
+
 def levels(points: list[tuple[dict, float]], key: str | None) -> tuple[list[Level], list[str]]:
     """A key's levels in order (numbers by size, others as written; a ranged number in BINS groups by rank), and the
     level each point falls in; no key: one level, ONE."""
     values = [r["overrides"].get(key) if key else ONE for r, _ in points]
     numbers = [numeric(v) for v in values]
-    if all(x is not None for x in numbers) and len(set(numbers)) > MAX_LEVELS:
+    if all(x is not None for x in numbers) and drawn(points, key, numbers):
         ranked = sorted(range(len(points)), key=lambda i: numbers[i])
-        of = [""] * len(points)
-        groups = [ranked[i * len(ranked) // BINS : (i + 1) * len(ranked) // BINS] for i in range(BINS)]
+        of, bins = [""] * len(points), min(BINS, len(set(numbers)) // 2)
+        groups = [ranked[i * len(ranked) // bins : (i + 1) * len(ranked) // bins] for i in range(bins)]
         for group in groups:
             low, high = numbers[group[0]], numbers[group[-1]]
             for i in group:
@@ -198,9 +210,11 @@ def importance_lines(found: Importance | None, short) -> list[str]:
     if found.noise is not None:
         lines.append(f"| seeds (within a setting) | {100 * found.noise:.0f}% | |")
     lines.append("")
-    if found.interaction:
+    if found.interaction and found.interaction[2] >= 0.005:
         a, b, share = found.interaction
         lines += [f"Strongest interaction: {a} × {b}, {100 * share:.0f}% of the variance beyond their own effects.", ""]
+    elif found.interaction:
+        lines += ["No two keys interact beyond their own effects (under 1% of the variance).", ""]
     if found.caveat:
         lines += [found.caveat[0].upper() + found.caveat[1:] + ".", ""]
     return lines

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.schema import INT_GE_0, INT_GE_1, Rule, checked, int_at_least
+from lenet_exp.schema import INT_GE_0, INT_GE_1, Rule, checked, int_at_least, one_of
 
 
 @dataclass
@@ -26,6 +26,17 @@ class HalvingSettings(PluginSettings):
     min_epochs: int = checked(INT_GE_1)  # epochs of the first rung
     max_epochs: int | None = checked(int_at_least(1, null="trainer.epochs"))  # epochs of the last rung
     params: Any | None = None  # sweep overrides held in the config, as the basic sweeper's
+
+
+@dataclass
+class RangedSettings(HalvingSettings):
+    """hydra/sweeper=ranged, set by the hparams_search=ranged (and lenet_ranged) presets: settings drawn from ranges,
+    pruned on the rungs of successive halving."""
+
+    n_trials: int = checked(INT_GE_1)  # settings drawn in all (each with every seed of `seed`'s list)
+    batch: int = checked(INT_GE_1)  # settings drawn at once: each wave trains to the first rung before the next
+    sampler: str = checked(one_of("tpe", "random"))  # Optuna's sampler: tpe (its first wave at random), random
+    seed: int = checked(INT_GE_0)  # the sampler's seed: the same seed, the same draws
 
 
 @dataclass
@@ -95,6 +106,11 @@ def ours(cfg: DictConfig, part: str) -> bool:
 def halves(cfg: DictConfig) -> bool:
     """The sweeper is lenet_exp's successive halving."""
     return _is(cfg, "sweeper", HalvingSettings)
+
+
+def samples(cfg: DictConfig) -> bool:
+    """The sweeper draws its settings from ranges (lenet_exp's ranged search), rather than halving a grid."""
+    return _is(cfg, "sweeper", RangedSettings)
 
 
 def basic_sweeper(cfg: DictConfig) -> bool:

@@ -160,10 +160,12 @@ def check_each_override(overrides: list[str], multirun: bool | None = None) -> N
         if not arg.startswith("~") and (value.startswith(",") or value.endswith(",") or ",," in value):
             right = ",".join(v for v in [*value.split(","), *(w.strip(",") for w in loose[:1])] if v)
             raise ConfigError(f"{arg}: a sweep's values are joined by commas without spaces: {name}={right}")
-        if arg.lstrip("+").startswith("hydra/sweeper=halving"):
+        if arg.lstrip("+").startswith(("hydra/sweeper=halving", "hydra/sweeper=ranged")):
+            chosen = split(arg)[1]
             raise ConfigError(
-                "hydra/sweeper=halving: choose it through its preset, hparams_search=halving, which sets its keys "
-                "(hydra.sweeper.eta, min_epochs, max_epochs)"
+                f"hydra/sweeper={chosen}: choose it through its preset, hparams_search={chosen}, which sets its keys "
+                "(hydra.sweeper.eta, min_epochs, max_epochs"
+                + (", n_trials, batch, sampler, seed)" if chosen == "ranged" else ")")
             )
         if is_hydra_override(arg):
             continue

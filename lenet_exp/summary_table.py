@@ -228,9 +228,12 @@ def search_lines(summary) -> list[str]:
     state = "" if s.get("finished") else " (not finished)"
     grid = plural(s["jobs"], "job")
     grid = grid if s["settings"] == s["jobs"] else f"{plural(s['settings'], 'setting')} ({grid})"
+    ranged = isinstance(s.get("space"), dict)  # a ranged search: its settings drawn, not a grid's
+    how = f" over ranges, {s['space'].get('sampler')} drawing" if ranged else ""
+    every = "to train every drawn setting to the last rung" if ranged else "for the full grid"
     return [
-        f"Successive halving{state}: {grid}, {rungs_text(rungs)}, keeping the best 1/{s['eta']} after each. "
-        f"Work: {plural(trained, 'epoch')} trained of {full} for the full grid ({100 * trained / full:.0f}%); "
+        f"Successive halving{how}{state}: {grid}, {rungs_text(rungs)}, keeping the best 1/{s['eta']} after each. "
+        f"Work: {plural(trained, 'epoch')} trained of {full} {every} ({100 * trained / full:.0f}%); "
         f"wall time {minutes} min {seconds} s.",
         "",
     ]

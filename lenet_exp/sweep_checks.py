@@ -4,24 +4,27 @@ this sweep or nothing (a rerun may change only what cannot change a job's figure
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lenet_exp.cluster import check_cluster
-from lenet_exp.config import no_plugin_key
+from lenet_exp.config import compose_config, no_plugin_key, refusal
 from lenet_exp.errors import ConfigError, FolderRefused
 from lenet_exp.files import DamagedRecord
-from lenet_exp.overrides import is_sweep, key_of, listed, parse, split, swept_keys
-from lenet_exp.plugins import basic_sweeper, halves, needs_sbatch, on_cluster, other_rules, ours
+from lenet_exp.overrides import is_hydra_override, is_sweep, key_of, listed, parse, split, swept_keys
+from lenet_exp.plugins import basic_sweeper, halves, needs_sbatch, on_cluster, other_rules, ours, samples
 from lenet_exp.run_folder import RunFolder
-from lenet_exp.schema import check, check_value
+from lenet_exp.schema import check, check_config, check_value
 from lenet_exp.settings import RESUMABLE_CHANGES, first_difference
 from lenet_exp.sweep_record import SWEEP_FILES, earlier_identity, sweep_identity
-from lenet_exp.words import plural
+from lenet_exp.words import one_line, plural
 
 
 def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
@@ -46,6 +49,8 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
             )
     if halves(cfg):
         check_halving(cfg, overrides, multirun, swept)
+    if samples(cfg):
+        check_ranges(cfg, overrides)
     for subdir in (split(a)[1].strip("'\"") for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
         if not subdir or ".." in Path(subdir).parts or subdir.startswith("/"):
             raise ConfigError(
@@ -82,11 +87,11 @@ def check_plugin_settings(cfg: DictConfig) -> None:
 def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: list[str]) -> None:
     """hparams_search=halving (with --multirun, as check_run_mode holds): a grid to halve, a last rung no shorter than
     the first, epochs and folders it sets itself. (Its keys' own rules are checked with the other plugins'.)"""
-    for o in overrides:
+    for o in overrides if not samples(cfg) else []:
         if "=" in o and re.search(r"\b(interval|tag)\(", split(o)[1]):
             raise ConfigError(
                 f"{o}: hparams_search=halving halves a grid (lists, range(...), choice(...)); "
-                "interval(...) is a search space for hparams_search=optuna"
+                "interval(...) is a search space for hparams_search=ranged (or optuna)"
             )
     sweeper = cfg.hydra.sweeper
     key = "trainer.epochs" if sweeper.max_epochs is None else "hydra.sweeper.max_epochs"
@@ -106,6 +111,29 @@ def check_halving(cfg: DictConfig, overrides: list[str], multirun: bool, swept: 
             "hydra.sweep.subdir: halving names its job folders itself, so each setting keeps one folder across rungs"
         )
     check_schedule_spans_the_search(cfg, epochs, [a for a in swept if key_of(a) == "scheduler.epochs"])
+
+
+def check_ranges(cfg: DictConfig, overrides: list[str]) -> None:
+    """hparams_search=ranged: Optuna installed, every range one it can draw from, and each range's ends and each
+    choice a value the command itself would take (as a list's values are checked)."""
+    if importlib.util.find_spec("optuna") is None:
+        raise ConfigError("hparams_search=ranged draws with Optuna, which is not installed: pip install '.[optuna]'")
+    from lenet_exp.ranged import space  # the search's own module, loaded for a ranged search only
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params or {})
+    try:
+        found, fixed = space(params, [o for o in overrides if not is_hydra_override(o) and "=" in o])
+    except (ValueError, HydraException) as e:
+        raise ConfigError(f"{e}" if isinstance(e, ValueError) else f"hydra.sweeper.params: {one_line(e)}") from None
+    base = [o for o in fixed if key_of(o) != "seed"]
+    for r in found:
+        ends = r.choices if r.choices is not None else [f"{r.low:g}", f"{r.high:g}"]
+        for value in ends:
+            try:
+                check_config(compose_config([*base, f"{r.key}={value}"]))
+            except (ConfigError, HydraException, OmegaConfBaseException) as e:
+                why = e if isinstance(e, ConfigError) else refusal(e)
+                raise ConfigError(f"{r.key}: the search would draw {value}, which is refused: {why}") from None
 
 
 def check_schedule_spans_the_search(cfg: DictConfig, last_rung: int, swept: list[str]) -> None:

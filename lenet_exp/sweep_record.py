@@ -24,7 +24,7 @@ from lenet_exp.files import DamagedRecord, flatten, load_json, load_yaml, read_j
 from lenet_exp.metrics import METRICS, is_number
 from lenet_exp.overrides import IGNORED, as_dict, grid, key_of, quoted, split, value_text
 from lenet_exp.overrides import swept_keys as swept_keys_of
-from lenet_exp.plugins import basic_sweeper, fuses, halves
+from lenet_exp.plugins import basic_sweeper, fuses, halves, samples
 from lenet_exp.settings import ADDED_KEYS, settings_of
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig, command
     preset = {"preset": preset_names(choices["hparams_search"])} if choices.get("hparams_search") else {}
     # the command's overrides, Hydra's too, but its folder: what continues the sweep, with hydra.sweep.dir added
     given = [a for a in command or overrides if key_of(a) != "hydra.sweep.dir"]
-    grid = (basic_sweeper(cfg) or halves(cfg)) and not any(key_of(a) == "hydra.sweep.subdir" for a in given)
+    named = not any(key_of(a) == "hydra.sweep.subdir" for a in given)  # folders the sweep names itself
+    grid = (basic_sweeper(cfg) or halves(cfg) and not samples(cfg)) and named
     extra = {"launcher": launcher, **preset, "command": given, "grid": bool(grid)}
     write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), **extra})
 
@@ -244,6 +245,7 @@ class HalvingRecord:
         self.previous_seconds = earlier_seconds(self.path)
         earlier = read_halving(sweep_dir) or {}
         same = [earlier.get(k) for k in ("eta", "jobs", "settings")] == [eta, jobs, settings]
+        self.earlier = earlier if same else {}
         self.state = {
             "eta": eta,
             "rungs": rungs,
@@ -253,6 +255,16 @@ class HalvingRecord:
             "finished": False,
         }
         self.save()
+
+    def drawn(self, space: dict) -> list[dict]:
+        """A ranged search's settings drawn so far (key -> override text, in order), kept in the record from here on:
+        an earlier run's where it searched the same `space`, else none yet."""
+        earlier = self.earlier.get("drawn") if self.earlier.get("space") == space else None
+        ok = isinstance(earlier, list) and all(isinstance(d, dict) for d in earlier)
+        self.state.update(space=space, drawn=list(earlier) if ok else [])
+        if not ok:
+            self.state["rung_choices"] = []  # choices among other settings than these
+        return self.state["drawn"]
 
     def decided(self, epochs: int) -> dict | None:
         """The choice recorded for the rung of `epochs` epochs, if one was made."""

@@ -29,7 +29,19 @@ LAYERS = [
         "importance",
     ],
     ["run_folder", "resume", "sweep_record"],
-    ["member", "loop", "jobs", "training", "summary_table", "summary_plot", "summary", "launch", "halving", "timing"],
+    [
+        "member",
+        "loop",
+        "jobs",
+        "training",
+        "summary_table",
+        "summary_plot",
+        "summary",
+        "launch",
+        "halving",
+        "timing",
+        "ranged",
+    ],
     [
         "preflight",
         "sweep_checks",
@@ -47,7 +59,7 @@ LAYERS = [
 ]
 FLOOR = {f"lenet_exp.{m}": n for n, floor in enumerate(LAYERS) for m in floor}
 # what a plugin of ours may import from lenet_exp: its plugins' settings, the launchers' and the sweeper's surface
-PLUGIN_SURFACE = {"lenet_exp.plugins", "lenet_exp.launch", "lenet_exp.halving"}
+PLUGIN_SURFACE = {"lenet_exp.plugins", "lenet_exp.launch", "lenet_exp.halving", "lenet_exp.ranged"}
 MAX_FUNCTION_LINES = 50
 
 

@@ -1,5 +1,5 @@
-"""The Hydra side of the halving search: the grid from the command line, each rung's jobs handed to the launcher as
-one batch (the search itself is lenet_exp.halving's)."""
+"""The Hydra side of the halving searches: the grid (or the ranges) from the command line, each rung's jobs handed to
+the launcher as one batch (the searches themselves are lenet_exp.halving's and lenet_exp.ranged's)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,18 @@ class HalvingSweeper(Sweeper):
         with halving.numbered({self.launched + i: num for i, num in numbers.items()}):
             self.launcher.launch(batch, initial_job_idx=self.launched)
         self.launched += len(batch)
+
+
+class RangedSweeper(HalvingSweeper):
+    """Successive halving over settings drawn from ranges, wave by wave, by Optuna's sampler."""
+
+    def __init__(self, n_trials: int, batch: int, sampler: str, seed: int, **halving: Any) -> None:
+        super().__init__(**halving)
+        self.drawing = {"n_trials": n_trials, "batch": batch, "sampler": sampler, "seed": seed}
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from lenet_exp import ranged  # here, not at the top: Hydra imports every plugin at each start
+
+        search = ranged.RangedSearch(self.config, self.params, arguments, self.eta, self.min_epochs, self.max_epochs,
+                                     **self.drawing)  # fmt: skip
+        return search.run(self._launch)
