@@ -35,6 +35,7 @@ class Level:
     n: int
     low: float | None = None  # a number's value, or a group's lowest and highest: where the picture draws it
     high: float | None = None
+    base: bool = False  # the base's value, in a one-knob-at-a-time design
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Importance:
     interaction: tuple[str, str, float] | None = None  # (key, key, share beyond their own effects)
     noise: float | None = None  # with seeds swept: the share left within settings
     caveat: str = ""  # why the figures cannot tell, or what they cannot tell apart, in one line
+    swept: list[str] = field(default_factory=list)  # the keys measured
+    base: tuple | None = None  # a one-knob-at-a-time design's base setting (its values of `swept`)
 
 
 def numeric(value) -> float | None:
@@ -81,8 +84,8 @@ def fidelity(rows: list[dict], keys: list[str], search: dict | None) -> tuple[st
     final figure where trainer.epochs is swept; else the fewest epochs a completed job trained."""
     if search:
         return "the first rung, which every job reached", search["rungs"][0]
-    if "trainer.epochs" in keys:
-        return "each job's final figure, trainer.epochs being swept", None
+    if "trainer.epochs" in keys and len({r["overrides"].get("trainer.epochs") for r in rows}) > 1:
+        return "each job's final figure, as trainer.epochs is swept", None
     done = [r["epochs_completed"] or 0 for r in rows if r["status"] in ("completed", "pruned") and r["history"]]
     done = done or [r["epochs_completed"] or 0 for r in rows if r["status"] in COUNTED and r["history"]]
     return "the epochs every job reached", min(done) if done else 0
@@ -168,22 +171,58 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
         found.caveat = "every job ended at the same figure: no key moved it"
     if found.caveat:
         return found
-    mean, labels = statistics.fmean(ys), {}
+    found.swept, found.base = swept, base_of(points, swept)
+    labels = {}
     for key in swept:
-        shown, labels[key] = levels(points, key)
-        found.effects.append(Effect(key, between(points, labels[key], mean) / total, shown))
+        mine = key_points(found, key)
+        shown, labels[key] = levels(mine, key)
+        for level in shown:
+            level.base = found.base is not None and level.value == str(found.base[swept.index(key)])
+        share = between(mine, labels[key], statistics.fmean(y for _, y in mine)) / total
+        found.effects.append(Effect(key, share, shown))
     found.effects.sort(key=lambda e: -e.share)
-    shares = {e.key: e.share for e in found.effects}
-    for a, b in itertools.combinations([e.key for e in found.effects], 2):
-        extra = max(0.0, between(points, list(zip(labels[a], labels[b])), mean) / total - shares[a] - shares[b])
-        if found.interaction is None or extra > found.interaction[2]:
-            found.interaction = (a, b, extra)
+    if found.base is None:
+        found.interaction = strongest_interaction(points, labels, found.effects, total)
     settings = [tuple(r["overrides"].get(k) for k in swept) for r, _ in points]
     if len(set(settings)) < len(settings):  # several jobs a setting: seeds, or the same setting trained again
-        found.noise = 1 - between(points, settings, mean) / total
+        found.noise = 1 - between(points, settings, statistics.fmean(ys)) / total
     else:
         found.caveat = "one seed a setting: each share holds the seeds' own noise too (seed=0,1,2 tells them apart)"
+    if found.base is not None:
+        found.caveat = (
+            "one knob at a time around the base (marked): each knob is read against the base's own jobs, and how "
+            "knobs interact is not measured" + (f"; {found.caveat}" if found.caveat else "")
+        )
     return found
+
+
+def strongest_interaction(points: list, labels: dict, effects: list[Effect], total: float) -> tuple | None:
+    """The pair of keys whose cells explain the most beyond their two main effects, with that share."""
+    best, mean, shares = None, statistics.fmean(y for _, y in points), {e.key: e.share for e in effects}
+    for a, b in itertools.combinations([e.key for e in effects], 2):
+        extra = max(0.0, between(points, list(zip(labels[a], labels[b])), mean) / total - shares[a] - shares[b])
+        if best is None or extra > best[2]:
+            best = (a, b, extra)
+    return best
+
+
+def base_of(points: list, swept: list[str]) -> tuple | None:
+    """The base of a one-knob-at-a-time design (hydra/sweeper=around): the setting every other one differs from in
+    one key only; None where the jobs are no such design (a grid, a search)."""
+    settings = {tuple(r["overrides"].get(k) for k in swept) for r, _ in points}
+    if len(swept) < 2 or len(settings) < 3:
+        return None
+    return next((s for s in settings if all(sum(a != b for a, b in zip(s, o)) <= 1 for o in settings)), None)
+
+
+def key_points(found: Importance, key: str | None) -> list:
+    """The points that tell of `key`: all of them, or in a one-knob-at-a-time design the base's jobs and those that
+    changed `key` alone."""
+    if found.base is None or key not in found.swept:
+        return found.points
+    at = found.swept.index(key)
+    return [(r, y) for r, y in found.points if all(r["overrides"].get(k) == b for i, (k, b) in
+            enumerate(zip(found.swept, found.base)) if i != at)]  # fmt: skip
 
 
 def importance_lines(found: Importance | None, short) -> list[str]:
@@ -193,8 +232,8 @@ def importance_lines(found: Importance | None, short) -> list[str]:
         return []
     split = found.on.removesuffix("_acc")
     apart = ", ".join(f"{n} {status}" for status, n in sorted(found.left_out.items()))
-    at = f"after {found.epochs} epoch{'s' * (found.epochs != 1)}, " if found.epochs else ""
-    head = f"## What mattered ({split} acc {at}{found.how}; {len(found.points)} jobs" + (
+    at = f" after {found.epochs} epoch{'s' * (found.epochs != 1)}, " if found.epochs else ", "
+    head = f"## What mattered ({split} acc{at}{found.how}; {len(found.points)} jobs" + (
         f"; left out: {apart}" if apart else ""
     )
     lines = [head + ")", ""]
@@ -203,7 +242,9 @@ def importance_lines(found: Importance | None, short) -> list[str]:
     lines += ["| key | share of the variance | each value: mean ± spread (jobs) |", "|---|---|---|"]
     for e in found.effects:
         cells = "; ".join(
-            f"{short(v.value)}: {v.mean:.4f}" + (f" ± {v.spread:.4f}" if v.spread is not None else "") + f" ({v.n})"
+            f"{short(v.value)}{' (base)' * v.base}: {v.mean:.4f}"
+            + (f" ± {v.spread:.4f}" if v.spread is not None else "")
+            + f" ({v.n})"
             for v in e.levels
         )
         lines.append(f"| {e.key} | {100 * e.share:.0f}% | {cells.replace('|', '/')} |")

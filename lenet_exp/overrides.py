@@ -87,6 +87,18 @@ def value_text(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def value_of(config: dict, choices: dict, key: str) -> str:
+    """The value a config holds for `key`, as an override writes it: a config group's choice (`activation` ->
+    `relu`), else the composed value (`optimizer.lr` -> `0.9`, `model.conv_channels` -> `[6,16]`); empty where it
+    holds none."""
+    if key in choices:
+        return str(choices[key])
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None or isinstance(value, dict) else value_text(value)
+
+
 def grid(overrides: list[str]) -> list[list[str]]:
     """Every combination of the overrides' values, each a job's overrides, in the order Hydra's basic sweeper gives
     them (a key given twice: its last value); ValueError for a search space (interval, tag), which no grid lists."""

@@ -40,6 +40,13 @@ class RangedSettings(HalvingSettings):
 
 
 @dataclass
+class AroundSettings(PluginSettings):
+    """hydra/sweeper=around, set by the hparams_search=exercises preset: one knob at a time around a base setting."""
+
+    params: Any | None = None  # key -> the values to try it at, one key at a time (the rest at the config's own)
+
+
+@dataclass
 class FusedSettings(PluginSettings):
     """hydra/launcher=fused: jobs that can train together as one fused model do."""
 
@@ -111,6 +118,11 @@ def halves(cfg: DictConfig) -> bool:
 def samples(cfg: DictConfig) -> bool:
     """The sweeper draws its settings from ranges (lenet_exp's ranged search), rather than halving a grid."""
     return _is(cfg, "sweeper", RangedSettings)
+
+
+def one_at_a_time(cfg: DictConfig) -> bool:
+    """The sweeper changes one knob at a time around the config's own setting."""
+    return _is(cfg, "sweeper", AroundSettings)
 
 
 def basic_sweeper(cfg: DictConfig) -> bool:

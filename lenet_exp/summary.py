@@ -26,7 +26,7 @@ from lenet_exp.metrics import (
     not_learning,
     rank_key,
 )
-from lenet_exp.overrides import as_dict, setting_of, split
+from lenet_exp.overrides import as_dict, setting_of, split, value_of
 from lenet_exp.run_folder import RECORD, RunFolder
 from lenet_exp.signals import signals_held, stop
 from lenet_exp.summary_plot import to_png
@@ -153,17 +153,14 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
 
 
 def used(run_dir: Path, key: str) -> str:
-    """The value a run ran with for `key`, as an override writes it: a config group's choice (`activation` ->
-    `relu`), else the composed value (`optimizer.lr` -> `0.9`); empty where its record cannot tell."""
+    """The value a run ran with for `key`, as an override writes it (overrides.value_of); empty where its record
+    cannot tell."""
+    choices, config = {}, {}
     with contextlib.suppress(Exception):
-        choices = load_yaml(run_dir / ".hydra" / "hydra.yaml")["hydra"]["runtime"]["choices"]
-        if key in choices:
-            return str(choices[key])
+        choices = load_yaml(run_dir / ".hydra" / "hydra.yaml")["hydra"]["runtime"]["choices"] or {}
     with contextlib.suppress(Exception):
-        value = select(load_yaml(run_dir / ".hydra" / "config.yaml"), key)
-        if value is not None and not isinstance(value, dict):
-            return str(value).lower() if isinstance(value, bool) else str(value).replace(" ", "")
-    return ""
+        config = load_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    return value_of(config if isinstance(config, dict) else {}, choices if isinstance(choices, dict) else {}, key)
 
 
 def single_runs(folder: Path) -> list[Path]:

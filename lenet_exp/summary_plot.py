@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from dataclasses import dataclass
 
-from lenet_exp.importance import ONE, figures, levels, numeric
+from lenet_exp.importance import ONE, figures, key_points, levels, numeric
 from lenet_exp.overrides import setting_of
 from lenet_exp.summary_table import job_order, short, verdict
 
 LEADING = 5  # settings named and coloured; the rest are grey
+WRAP = 48  # characters a line of a setting's name in the legend
 COLUMNS = 3  # key panels a row
 REST, FAILED, STAR, HOLLOW_STAR = "0.6", "tab:red", "gold", "#c89600"
 CHANCE = {"color": "0.45", "linestyle": ":", "linewidth": 1.2}  # the chance line, where figures come near it
+BASE = {"color": "0.75", "linestyle": "--", "linewidth": 1.2, "zorder": 1}  # one knob at a time: the base's value
 LINES = ["-", "--", "-.", ":"]  # a setting's seeds, in turn
 FONTS = {
     "font.size": 10,
@@ -46,6 +49,7 @@ class View:
     """What every panel shares: the jobs' figures at one fidelity, the leading settings' colours, the starred."""
 
     points: list  # (row, figure) at the fidelity
+    found: object  # the Importance they come from (importance.key_points: the points that tell of a key)
     keys: list[str]  # the swept keys, seed aside
     colours: dict  # setting -> colour, for the leading settings
     names: dict  # setting -> its name in the legend
@@ -77,14 +81,28 @@ def view(summary) -> View:
     near = chance is not None and lowest is not None and lowest <= chance + 0.1  # drawn only where figures come near
     return View(
         found.points,
+        found,
         keys,
         {s: f"C{i}" for i, s in enumerate(lead)},
-        {s: f"{i + 1}. {setting_name(by.get(s, {}), keys)}" for i, s in enumerate(lead)},
+        {s: f"{i + 1}. {name}" for i, (s, name) in enumerate(zip(lead, leader_names(lead, by, keys, found)))},
         starred,
         STARS.get(kind, ("", True)),
         chance if near else None,
         f"{split} {at}" if found.epochs else f"final {split}",
     )
+
+
+def leader_names(lead: list[tuple], by: dict, keys: list[str], found) -> list[str]:
+    """The leading settings' names in the legend, short enough to leave the panels room: by the keys on which they
+    differ (one knob at a time: the knob changed, or `the base`), wrapped."""
+    if found.base is not None:
+        base = dict(zip(found.swept, found.base))
+        changed = [[k for k in found.swept if by.get(s, {}).get(k) != base[k]] for s in lead]
+        names = [", ".join(f"{k}={short(by[s][k])}" for k in c) or "the base" for s, c in zip(lead, changed)]
+    else:
+        differ = [k for k in keys if len({by.get(s, {}).get(k) for s in lead}) > 1] or keys
+        names = [setting_name(by.get(s, {}), differ) for s in lead]
+    return [textwrap.fill(name, WRAP, subsequent_indent="   ") for name in names]
 
 
 def figure(summary):
@@ -96,7 +114,8 @@ def figure(summary):
 
     seen = view(summary)
     effects = {e.key: e.share for e in summary.importance.effects} if summary.importance else {}
-    keys = sorted(seen.keys, key=lambda k: -effects.get(k, -1)) or [None]
+    varied = [k for k in seen.keys if len({r["overrides"].get(k) for r, _ in seen.points}) > 1]
+    keys = sorted(varied, key=lambda k: -effects.get(k, -1)) or [None]
     cols = min(COLUMNS, len(keys))
     rows = math.ceil(len(keys) / cols)
     with plt.rc_context(FONTS):
@@ -162,13 +181,14 @@ def positions(key: str | None, points: list) -> tuple[list, list, dict]:
 def key_panel(ax, key: str | None, seen: View, rows: list[dict], share: float | None) -> None:
     """One key: every job's figure (leading settings in their colours, the rest grey; hollow: pruned; a cross: not
     learning), each value's mean and spread in black, the best starred, failed and diverged jobs along the bottom."""
-    xs, shown, where = positions(key, seen.points)
+    mine = key_points(seen.found, key)
+    xs, shown, where = positions(key, mine)
     groups: dict[tuple, list] = {}
-    for (row, y), x in zip(seen.points, xs):
+    for (row, y), x in zip(mine, xs):
         colour = seen.colours.get(setting_of(row["overrides"], seen.keys), REST)
         look = (colour, "x" if row["not_learning"] else "o", row["status"] == "pruned")
         groups.setdefault(look, []).append((x, y))
-    size = 36 if len(seen.points) <= 40 else 18
+    size = 36 if len(mine) <= 40 else 18
     for (colour, marker, hollow), at in sorted(groups.items(), key=lambda g: g[0][0] != REST):
         face = {"facecolors": "none" if hollow else colour, "edgecolors": colour} if marker == "o" else {"c": colour}
         ax.scatter(*zip(*at), s=size, marker=marker, alpha=0.75, linewidths=1.2, zorder=2 + (colour != REST), **face)
@@ -179,20 +199,24 @@ def key_panel(ax, key: str | None, seen: View, rows: list[dict], share: float | 
             x = (v.low * v.high) ** 0.5 if where["log"] else (v.low + v.high) / 2
         ax.errorbar(x, v.mean, yerr=v.spread, fmt="_", markersize=24, mew=2.5, color="black", elinewidth=1.5,
                     capsize=4, zorder=4)  # fmt: skip
-    stars(ax, key, seen, where)
+    stars(ax, key, seen, where, mine)
+    found = seen.found
+    if found.base is not None and key in found.swept:  # one knob at a time: the base's value, which the rest vary from
+        value = found.base[found.swept.index(key)]
+        ax.axvline(numeric(value) if where["numbers"] else where["place"].get(str(value)), **BASE)
     broken(ax, key, rows, where)
     axis(ax, shown, where)
     if seen.chance is not None:
         ax.axhline(seen.chance, **CHANCE)
-    ax.set(ylabel=seen.label, title=f"{key}: {100 * share:.0f}% of the variance" if share is not None else key or ONE)
+    ax.set(ylabel=seen.label, title=f"{key}\n{100 * share:.0f}% of the variance" if share is not None else key or ONE)
     ax.grid(alpha=0.3)
 
 
-def stars(ax, key: str | None, seen: View, where: dict) -> None:
+def stars(ax, key: str | None, seen: View, where: dict, points: list) -> None:
     """The settings summary.md names best, starred at their value and their mean figure, alike in every panel."""
     label, filled = seen.star
     for setting in seen.starred:
-        mine = [(row, y, of) for (row, y), of in zip(seen.points, where["of"]) if setting_of(row["overrides"],
+        mine = [(row, y, of) for (row, y), of in zip(points, where["of"]) if setting_of(row["overrides"],
                 seen.keys) == setting]  # fmt: skip
         if not mine:
             continue
@@ -306,6 +330,7 @@ def legend(ax, rows: list[dict], seen: View) -> None:
         (bool(seen.starred), Line2D([], [], marker="*", markersize=15, linestyle="", mfc=STAR if seen.star[1] else
          "none", mec="black" if seen.star[1] else HOLLOW_STAR), seen.star[0]),
         (seen.chance is not None, Line2D([], [], **CHANCE), "chance"),
+        (seen.found.base is not None, Line2D([], [], **BASE), "the base (each other value changes that knob alone)"),
     ]  # fmt: skip
     for shown, handle, label in marks:
         if shown:

@@ -19,7 +19,16 @@ from lenet_exp.config import compose_config, no_plugin_key, refusal
 from lenet_exp.errors import ConfigError, FolderRefused
 from lenet_exp.files import DamagedRecord
 from lenet_exp.overrides import is_hydra_override, is_sweep, key_of, listed, parse, split, swept_keys
-from lenet_exp.plugins import basic_sweeper, halves, needs_sbatch, on_cluster, other_rules, ours, samples
+from lenet_exp.plugins import (
+    basic_sweeper,
+    halves,
+    needs_sbatch,
+    on_cluster,
+    one_at_a_time,
+    other_rules,
+    ours,
+    samples,
+)
 from lenet_exp.run_folder import RunFolder
 from lenet_exp.schema import check, check_config, check_value
 from lenet_exp.settings import RESUMABLE_CHANGES, first_difference
@@ -51,6 +60,8 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
         check_halving(cfg, overrides, multirun, swept)
     if samples(cfg):
         check_ranges(cfg, overrides)
+    if one_at_a_time(cfg):
+        check_knobs(cfg, overrides)
     for subdir in (split(a)[1].strip("'\"") for a in overrides if a.lstrip("+").startswith("hydra.sweep.subdir=")):
         if not subdir or ".." in Path(subdir).parts or subdir.startswith("/"):
             raise ConfigError(
@@ -120,7 +131,7 @@ def check_ranges(cfg: DictConfig, overrides: list[str]) -> None:
         raise ConfigError("hparams_search=ranged draws with Optuna, which is not installed: pip install '.[optuna]'")
     from lenet_exp.ranged import space  # the search's own module, loaded for a ranged search only
 
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params or {})
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {}
     try:
         found, fixed = space(params, [o for o in overrides if not is_hydra_override(o) and "=" in o])
     except (ValueError, HydraException) as e:
@@ -128,12 +139,36 @@ def check_ranges(cfg: DictConfig, overrides: list[str]) -> None:
     base = [o for o in fixed if key_of(o) != "seed"]
     for r in found:
         ends = r.choices if r.choices is not None else [f"{r.low:g}", f"{r.high:g}"]
-        for value in ends:
-            try:
-                check_config(compose_config([*base, f"{r.key}={value}"]))
-            except (ConfigError, HydraException, OmegaConfBaseException) as e:
-                why = e if isinstance(e, ConfigError) else refusal(e)
-                raise ConfigError(f"{r.key}: the search would draw {value}, which is refused: {why}") from None
+        check_each(base, [(r.key, value) for value in ends], "the search would draw")
+
+
+def check_knobs(cfg: DictConfig, overrides: list[str]) -> None:
+    """hydra/sweeper=around (hparams_search=exercises): lists to try, each value one the command itself would take
+    with the rest at the base (a model it can build too)."""
+    from lenet_exp.around import knobs  # the sweeper's own module, loaded for its sweeps only
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.params else {}
+    try:
+        values, fixed, _ = knobs(params, [o for o in overrides if not is_hydra_override(o) and "=" in o])
+    except (ValueError, HydraException) as e:
+        raise ConfigError(f"{e}" if isinstance(e, ValueError) else f"hydra.sweeper.params: {one_line(e)}") from None
+    base = [o for o in fixed if key_of(o) != "seed"]
+    check_each(base, [(key, value) for key, listed_values in values.items() for value in listed_values], "it would try")
+
+
+def check_each(base: list[str], pairs: list[tuple[str, str]], doing: str) -> None:
+    """Each (key, value) with the rest at `base`: a config the command would take, and a model it can build."""
+    for key, value in pairs:
+        try:
+            composed = compose_config([*base, f"{key}={value}"])
+            check_config(composed)
+            if key.startswith(("model", "activation")):
+                from lenet_exp.build import check_buildable  # torch loads only for a knob of the model itself
+
+                check_buildable(composed)
+        except (ConfigError, HydraException, OmegaConfBaseException) as e:
+            why = e if isinstance(e, ConfigError) else refusal(e)
+            raise ConfigError(f"{key}: {doing} {value}, which is refused: {why}") from None
 
 
 def check_schedule_spans_the_search(cfg: DictConfig, last_rung: int, swept: list[str]) -> None:

@@ -108,7 +108,7 @@ def test_a_swept_epoch_count_compares_final_figures(tmp_path):
         history = [0.6 + 0.1 * e + 0.01 * n for e in range(epochs)]
         make_job(tmp_path, f"{n}_trainer.epochs={epochs}", [f"trainer.epochs={epochs}"], metrics(history))
     found = collect(tmp_path).importance
-    assert found.epochs is None and found.how == "each job's final figure, trainer.epochs being swept"
+    assert found.epochs is None and found.how == "each job's final figure, as trainer.epochs is swept"
     assert [(v.value, v.mean) for v in found.effects[0].levels] == [
         ("1", pytest.approx(0.605)), ("3", pytest.approx(0.825))]  # fmt: skip
     assert found.effects[0].share > 0.99

@@ -27,6 +27,7 @@ LAYERS = [
         "build",
         "fused",
         "importance",
+        "around",
     ],
     ["run_folder", "resume", "sweep_record"],
     [
@@ -59,7 +60,7 @@ LAYERS = [
 ]
 FLOOR = {f"lenet_exp.{m}": n for n, floor in enumerate(LAYERS) for m in floor}
 # what a plugin of ours may import from lenet_exp: its plugins' settings, the launchers' and the sweeper's surface
-PLUGIN_SURFACE = {"lenet_exp.plugins", "lenet_exp.launch", "lenet_exp.halving", "lenet_exp.ranged"}
+PLUGIN_SURFACE = {"lenet_exp.plugins", "lenet_exp.launch", "lenet_exp.halving", "lenet_exp.ranged", "lenet_exp.around"}
 MAX_FUNCTION_LINES = 50
 
 

@@ -157,7 +157,7 @@ def legend_texts(fig) -> list[str]:
 def test_a_categorical_seed_sweep_draws_each_seed_and_each_value_s_mean_on_a_fitted_axis(tmp_path):
     summary = seed_sweep(tmp_path, {"relu": [[0.85], [0.856]], "tanh": [[0.87], [0.872]]}, keys=("activation", "seed"))
     (ax,) = key_axes(figure(summary))
-    assert ax.get_title() == "activation: 94% of the variance"  # seeds: the rest
+    assert ax.get_title() == "activation\n94% of the variance"  # seeds: the rest
     assert [t.get_text() for t in ax.get_xticklabels()] == ["relu", "tanh"]
     low, high = ax.get_ylim()
     assert 0.8 < low < 0.85 and 0.872 < high < 0.9  # not from zero: 0.853 and 0.871 look apart

@@ -1,0 +1,1 @@
+"""One knob at a time around a base setting (`python -m lenet_exp --multirun hparams_search=exercises`)."""
