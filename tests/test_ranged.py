@@ -147,12 +147,14 @@ def test_a_rerun_draws_nothing_again_and_trains_nothing_done(tmp_path):
 
 @pytest.mark.slow
 def test_the_ranged_search_through_the_command(tmp_path, fashion_mnist):
-    """Three settings drawn in two waves, two seeds each, rungs at 1 and 3 epochs: the best setting goes on, the rest
-    are pruned; the summary names the search and what mattered; a rerun trains nothing."""
-    args = ["--multirun", "hparams_search=ranged", *SMALL, "data.val_size=256", "trainer.epochs=3", "seed=0,1",
-            "hydra.sweeper.n_trials=3", "hydra.sweeper.batch=2", "hydra.sweep.dir=sweep"]  # fmt: skip
+    """Three settings drawn in two waves, two seeds each, rungs at 1 and 3 epochs, on the fused launcher: the best
+    setting goes on, the rest are pruned; the summary names the search and what mattered; a rerun trains nothing."""
+    args = ["--multirun", "hparams_search=ranged", "hydra/launcher=fused", *SMALL, "data.val_size=256",
+            "trainer.epochs=3", "seed=0,1", "data.batch_size=256", "hydra.sweeper.n_trials=3", "hydra.sweeper.batch=2",
+            "hydra.sweep.dir=sweep"]  # fmt: skip
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "Fused launcher: 4 jobs in 1 group of 4" in proc.stdout  # the first wave's two settings, two seeds each
     sweep = tmp_path / "sweep"
     record = json.loads((sweep / "halving.json").read_text())
     assert len(record["drawn"]) == 3 and record["finished"] and record["rungs"] == [1, 3]
