@@ -195,6 +195,9 @@ def main() -> None:
         raise SystemExit(2) from None
     except (KeyboardInterrupt, Interrupted) as e:
         stop(getattr(e, "signum", signal.SIGINT), stopped_note(made_here))
+    finally:  # the command's work is over, recorded and said: a stop while the interpreter shuts down has none to stop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def stopped_note(made_here: list[tuple[Path, bool]]) -> str:

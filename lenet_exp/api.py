@@ -26,7 +26,7 @@ from lenet_exp.config import compose_config
 from lenet_exp.errors import ConfigError
 from lenet_exp.preflight import check_overrides
 from lenet_exp.run_folder import BEST, FINAL, RECORD
-from lenet_exp.schema import Settings, check_config
+from lenet_exp.schema import Settings, check_config, check_keys
 from lenet_exp.words import one_line
 
 CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # the command's own (conf/hydra/job_logging)
@@ -52,7 +52,9 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     command's (`python -m lenet_exp --multirun`)."""
     if isinstance(overrides, str):  # not read letter by letter
         raise TypeError(f"compose({overrides!r}): give a list of overrides, compose([{overrides!r}])")
-    overrides = list(overrides)
+    overrides = list(overrides or [])
+    if not all(isinstance(o, str) for o in overrides):
+        raise TypeError(f"compose({overrides!r}): overrides are texts, such as 'optimizer.lr=0.1'")
     check_overrides(overrides, multirun=False)
     return compose_config(overrides)
 
@@ -64,10 +66,15 @@ def typed(cfg: DictConfig | dict | str | Path) -> DictConfig:
         path = Path(cfg) / RECORD / "config.yaml" if Path(cfg).is_dir() else Path(cfg)
         if not path.is_file():
             raise ConfigError(f"{cfg}: not a config file or a run folder (no {RECORD}/config.yaml in it)")
-        cfg = OmegaConf.load(path)
-    elif isinstance(cfg, dict):
-        cfg = OmegaConf.create(cfg)
+        try:
+            cfg = OmegaConf.load(path)
+        except Exception as e:  # not YAML, not text
+            raise ConfigError(f"{path}: not a config file ({one_line(e, 120)})") from None
     try:
+        cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+        if not isinstance(cfg, DictConfig):
+            raise ConfigError(f"config: a mapping of keys, not {type(cfg).__name__}")
+        check_keys(cfg)  # a key no run reads is refused, as the command refuses it
         check_config(cfg)
     except OmegaConfBaseException as e:  # a dict written by hand that lacks keys, say
         what = f"{e.full_key}: missing" if getattr(e, "full_key", None) else one_line(e).split(" full_key:")[0]
@@ -113,7 +120,8 @@ def train(cfg: DictConfig | dict | str | Path, run_dir: str | Path, quiet: bool 
 
 def load(run_dir: str | Path, which: str = "best"):
     """The LeNet a run trained, ready for `model(images)`: its `best` epoch's weights (on the choosing split) or its
-    `final` ones, in eval mode, on the CPU. FileNotFoundError, naming the file, where the run has none."""
+    `final` ones, in eval mode, on the CPU. FileNotFoundError, naming the file, where the run has none; ConfigError
+    where they are damaged."""
     import torch
 
     from lenet_exp.build import build_model
@@ -129,5 +137,9 @@ def load(run_dir: str | Path, which: str = "best"):
         raise FileNotFoundError(f"{weights}: no such checkpoint; {why}")
     cfg = typed(run_dir)
     model = build_model(cfg, Settings.from_cfg(cfg), torch.device("cpu"))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as e:  # truncated, empty, not weights, another model's: whatever torch makes of it
+        reason = one_line((str(e).strip() or type(e).__name__).splitlines()[0], 120)
+        raise ConfigError(f"{weights}: damaged, or not this run's weights ({reason}); train the run again") from None
     return model.eval()

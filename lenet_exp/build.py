@@ -87,14 +87,27 @@ def check_trainable(cfg: DictConfig, model: nn.Module, spec: DatasetSpec, name: 
             "logits (model.num_classes)"
         )
     check_optimizer_types(cfg)
-    try:
-        optimizer = instantiate(cfg.optimizer)(trial.parameters())
-        for _ in range(2):  # some settings are first used in the second step (SGD's dampening)
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(trial(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
-            optimizer.step()
-    except Exception as e:
-        raise ConfigError(f"optimizer cannot take a step with these settings: {one_line(e, 300)}") from None
+    for rate, where in rates_to_try(cfg):
+        step = copy.deepcopy(model)
+        try:
+            optimizer = instantiate(cfg.optimizer, **({"lr": rate} if rate is not None else {}))(step.parameters())
+            for _ in range(2):  # some settings are first used in the second step (SGD's dampening)
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(step(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
+                optimizer.step()
+        except Exception as e:
+            raise ConfigError(f"optimizer cannot take a step with these settings{where}: {one_line(e, 300)}") from None
+
+
+def rates_to_try(cfg: DictConfig) -> list[tuple[float | None, str]]:
+    """The learning rates a trial step tries, with where the schedule reaches them: the optimizer's own, and
+    onecycle's start and end (its base rate divided by its factors)."""
+    rates: list[tuple[float | None, str]] = [(None, "")]
+    schedule, lr = cfg.get("scheduler"), OmegaConf.select(cfg, "optimizer.lr", default=None)
+    if schedule is not None and schedule.get("name") == "onecycle" and isinstance(lr, (int, float)):
+        start = lr / schedule.div_factor
+        rates += [(start, f" (onecycle's start rate, {start:g})"), (start / schedule.final_div_factor, " (its end)")]
+    return rates
 
 
 def check_optimizer_types(cfg: DictConfig) -> None:

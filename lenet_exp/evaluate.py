@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from lenet_exp.api import load, typed
-from lenet_exp.data import DATASETS, Split, to_input
+from lenet_exp.data import DATASETS, DataError, Split, to_input
 from lenet_exp.errors import ConfigError
 from lenet_exp.files import DamagedRecord, write_json
 from lenet_exp.metrics import read_metrics
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print("\n".join(evaluate(args.run, args.which)))
-    except ConfigError as e:
+    except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -37,7 +37,7 @@ from lenet_exp.signals import Interrupted, handlers, interrupted_line, stop
 from lenet_exp.summary import refresh_summary
 from lenet_exp.summary_table import rungs_text
 from lenet_exp.sweep_record import HalvingRecord, continue_command, dirname_for, swept_keys
-from lenet_exp.words import plural
+from lenet_exp.words import one_line, plural
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -379,15 +379,30 @@ class Search:
         train = lambda behind, epochs: self._train(behind, epochs, launch)  # noqa: E731
         try:
             with handlers(dict.fromkeys(STOP_SIGNALS, interrupt)) as self.outside:
-                return search(self.prepare(record, train), self.rungs, self.eta, train, record)
+                found = search(self.prepare(record, train), self.rungs, self.eta, train, record)
         except RungIncomplete as e:
             print(f"Error: {e}", file=sys.stderr)
+            self.close(record)
             raise SystemExit(e.status) from None
         except Interrupted as e:
-            refresh_summary(self.sweep_dir)  # the statuses the search wrote so far (pruned) show in the summary
+            self.close(record)
             stop(e.signum, self.stopped)
-        finally:
+        except SystemExit:  # stopped inside a rung's launch, as its jobs' own lines said
+            self.close(record)
+            raise
+        self.close(record, stopped=False)
+        return found
+
+    def close(self, record: HalvingRecord, stopped: bool = True) -> None:
+        """The search's record saved (a full disk said in one line: exit 1) and, where it stopped short, its summary
+        brought up to date: the statuses it wrote since a job last refreshed it (pruned), how to continue."""
+        try:
             record.save()
+        except OSError as e:
+            print(f"Error: {one_line(e)}; the search's record is not saved (its jobs' own are)", file=sys.stderr)
+            raise SystemExit(1) from None
+        if stopped:
+            refresh_summary(self.sweep_dir)
 
     def _train(self, jobs: list[Point], epochs: int, launch) -> None:
         """One rung for the launcher: each job to `epochs` epochs in its own folder, from its checkpoint. The launcher

@@ -135,8 +135,9 @@ def hparams_of(cfg: DictConfig, overrides: list[str], choices: dict, swept: list
     keys = ["optimizer.lr", "data.batch_size", "trainer.epochs", "seed"]
     keys += [key_of(o) for o in overrides if "=" in o and not is_hydra_override(o)]
     settings = {g: choices[g] for g in ("model", "activation", "optimizer", "data", "device") if g in choices}
+    # (a group's config is its choice's name: `scheduler=cosine` shows cosine, not its keys)
     for key in (k for k in keys if k not in ignored):
-        value = OmegaConf.select(cfg, key, default=None)
+        value = choices.get(key) or OmegaConf.select(cfg, key, default=None)  # a group (scheduler): its choice
         if key not in settings and value is not None:
             settings[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     shown = [k for k in swept if k in settings]

@@ -238,12 +238,15 @@ def ended_without_result(cfg: DictConfig, reason: str) -> JobReturn:
     return job_return(cfg, NO_ACCURACY)
 
 
-def stop_before_training(sweep_dir: Path) -> None:
+def stop_before_training(sweep_dir: Path, came: list[int] | None = None) -> None:
     """On a Slurm node, as its job starts: a SIGTERM before the task takes the signals over (submitit's own handler
-    would ignore it, and the job train on) requeues the job if it was pre-empted, and stops it in one line."""
+    would ignore it, and the job train on) requeues the job if it was pre-empted, and stops it in one line; so does one
+    that `came` while the job loaded."""
 
     def stopped(signum: int, frame) -> None:
         requeued = requeue(sweep_dir, signum)
         stop(signum, "before training started; nothing was written" + "; requeued on Slurm" * requeued)
 
     signal.signal(signal.SIGTERM, stopped)
+    if came:
+        stopped(came[0], None)

@@ -47,8 +47,8 @@ def plan(folder: RunFolder, settings: dict, epochs: int) -> Plan:
     done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
     status = metrics.get("status")
     if status in FINAL_STATUSES and (status == "diverged" or done_epochs == epochs):
-        return Plan(done=metrics, note=finished_line(run_dir, metrics, done_epochs))
-    check_continuable(folder, metrics, state, epochs)
+        return Plan(done=metrics, note=finished_line(run_dir, metrics, done_epochs, schedule_end(saved or {})))
+    check_continuable(folder, metrics, state, epochs, schedule_end(saved or {}))
     if done_epochs == epochs and not progress.get("step"):  # killed after its last epoch, before its final files
         return Plan(state=state, note=f"finishing in {run_dir}: its {plural(epochs, 'epoch')} were trained already")
     step = f", step {progress['step']}" if progress.get("step") else ""
@@ -69,17 +69,34 @@ def check_schedule_kept(run_dir: Path, saved: dict, epochs: int) -> None:
         )
 
 
-def check_continuable(folder: RunFolder, metrics: dict, state: dict | None, epochs: int) -> None:
-    """Refuse a run that cannot continue to `epochs`: trained past them already, or with no last.pt to go on from."""
+def schedule_end(saved: dict) -> int | None:
+    """The epoch a saved run's learning-rate schedule ends at (scheduler.epochs, else its trainer.epochs): it cannot
+    train past it. None on a constant rate."""
+    if saved.get("scheduler.name", "none") == "none":
+        return None
+    return saved.get("scheduler.epochs") or saved.get("trainer.epochs")
+
+
+def longer(done: int, end: int | None, words: str = "train it longer") -> str:
+    """How to train a run that stands at `done` epochs further: to where its schedule ends (`end`), if it can go."""
+    if end is not None and done >= end:
+        return "its learning-rate schedule ends there, so it cannot train longer: train a new run for more epochs"
+    reach = f"trainer.epochs={done + 1}" + (f" to {end}" if end is not None else " or more")
+    return f"give {reach} to {words}"
+
+
+def check_continuable(folder: RunFolder, metrics: dict, state: dict | None, epochs: int, end: int | None) -> None:
+    """Refuse a run that cannot continue to `epochs`: trained past them already, or with no last.pt to go on from
+    (`end`: where its schedule ends)."""
     run_dir, status, progress = folder.path, metrics.get("status"), (state or {}).get("progress") or {}
     done_epochs = progress.get("epoch", metrics.get("epochs_completed") or 0)
     into = done_epochs + (1 if progress.get("step") else 0)  # an epoch begun counts: its steps are in the curves
     if into > epochs:
         trained = f"trained into epoch {into}" if progress.get("step") else f"trained {plural(done_epochs, 'epoch')}"
-        more = done_epochs + 1 if status in FINAL_STATUSES else into
+        how = longer(done_epochs if status in FINAL_STATUSES else into - 1, end, "continue it")
         raise FolderRefused(
             f"{run_dir} has {trained} already (status {status}); trainer.epochs={epochs} asks for fewer. "
-            f"Give trainer.epochs={more} or more to continue it, or choose a new output folder"
+            f"{how[0].upper()}{how[1:]}, or choose a new output folder"
         )
     if state is None:
         what = (
@@ -92,15 +109,16 @@ def check_continuable(folder: RunFolder, metrics: dict, state: dict | None, epoc
         )
 
 
-def finished_line(run_dir: Path, metrics: dict, epochs: int) -> str:
-    """One line for a finished run asked for again: what it is, and how to continue it, if it can be."""
+def finished_line(run_dir: Path, metrics: dict, epochs: int, end: int | None = None) -> str:
+    """One line for a finished run asked for again: what it is, and how to continue it, if it can be (`end`: where
+    its learning-rate schedule ends)."""
     acc = "-" if metrics.get("test_acc") is None else f"{metrics['test_acc']:.4f}"
-    status, more = metrics.get("status"), f"trainer.epochs={epochs + 1} or more"
+    status = metrics.get("status")
     what = f"{status} after {plural(epochs, 'epoch')} (test acc {acc})"
     if status == "diverged":
         what, how = f"diverged ({metrics.get('error')})", "it cannot continue; rerun with other settings (a lower lr)"
     elif status == "pruned":
-        what, how = f"pruned by its search {metrics.get('note') or what}", f"give {more} to continue it"
+        what, how = f"pruned by its search {metrics.get('note') or what}", longer(epochs, end, "continue it")
     else:
-        how = f"give {more} to train it longer"
+        how = longer(epochs, end)
     return f"{run_dir} already holds this run, {what}: not retraining; {how}"

@@ -194,6 +194,11 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
 def check_keys(cfg: DictConfig) -> None:
     """Refuse a key the schema does not declare: Hydra adds a `+key=value` even to a typed section. (activation and
     optimizer pass a new key on to their class's constructor, which judges it.)"""
+    if not is_dataclass(OmegaConf.get_type(cfg)):  # read back from a file, or a dict: the schema's sections only
+        declared = [f.name for f in fields(Settings)]
+        for key in [str(k) for k in cfg if k not in declared and k != "hydra"]:
+            shown = key if len(key) <= 60 else f"{key[:57]}..."  # a file that is no config holds anything
+            raise ConfigError(f"{shown}: unknown key; allowed keys: {', '.join(declared)}." + hint(shown, declared))
     sections = {"": cfg, **{f"{k}.": cfg._get_node(k) for k in cfg if k not in ("activation", "optimizer", "hydra")}}
     for prefix, node in sections.items():
         kind = OmegaConf.get_type(node)

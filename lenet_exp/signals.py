@@ -9,9 +9,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 
 from lenet_exp.cluster import stop_signals
+
+ECHO_S = 1.0  # the same signal again this soon after the first is the same stop: not a second, hurried one
 
 
 def interrupted_line(signum: int, note: str) -> str:
@@ -82,6 +85,7 @@ class StopSignals:
 
     def __init__(self, parent_pid: int | None = None) -> None:
         self.signum: int | None = None
+        self._first = 0.0  # when the first signal came
         self.training = False  # the loop checks the flag: defer the stop to it
         self._writing = 0
         self._previous: dict = {}
@@ -98,8 +102,10 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         # never cut a write short; while training, the loop checks the flag
         if self._writing or (self.training and self.signum is None):
-            self.signum = self.signum or signum
+            self.signum, self._first = self.signum or signum, self._first or time.monotonic()
             return
+        if signum == self.signum and time.monotonic() - self._first < ECHO_S:
+            return  # the same stop twice (a terminal's Ctrl-C, and the sweep passing it on): one stop, with its save
         raise Interrupted(signum, saved=False)  # before training, or a second signal: stop now
 
     @contextmanager

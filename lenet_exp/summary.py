@@ -117,6 +117,8 @@ class Summary:
     runs: bool = False  # single runs compared (outputs/), not a sweep
     importance: Importance | None = None  # what mattered: each swept key's share of the variance
     resumes: list[tuple[str, str]] | None = None  # single runs not finished: (run, the command that continues it)
+    missing: int = 0  # jobs the sweep asked for that have no folder, where their names cannot be told (Optuna's)
+    running: list | None = None  # jobs training now
 
 
 def collect(sweep_dir: Path, runs: bool = False) -> Summary:
@@ -127,6 +129,7 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
     keys = _columns(sweep_dir, rows, hydra.get("sweeper", {}).get("params"))
     if runs:  # a run that left a key at its default holds no override for it: the value it ran with, from its record
         for r in rows:
+            r["own"] = r["overrides"]  # what its command gave: what trains it again
             r["overrides"] = {**{k: used(sweep_dir / r["run_dir"], k) for k in keys}, **r["overrides"]}
     search = read_halving(sweep_dir)
     if search:
@@ -144,10 +147,15 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
     on = choosing_split(rows)
     summary = Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on, runs=runs)
     summary.importance = measure(rows, keys, on, search)
+    asked = record.get("jobs")
+    summary.missing = asked - len(rows) if isinstance(asked, int) and not (search or runs) else 0
+    summary.running = [r["job"] for r in sorted(rows, key=job_order) if r["status"] == "running"]
     if runs:  # separate runs: each continues on its own
         summary.resumes = [(r["run_dir"], continue_command(sweep_dir / r["run_dir"], sweep=False)) for r in
                            sorted(rows, key=job_order) if r["status"] in UNFINISHED]  # fmt: skip
-    elif any(r["status"] in UNFINISHED for r in rows) or (search and not search.get("finished")):
+    elif summary.running:
+        pass  # the sweep goes on: no command to continue it yet
+    elif any(r["status"] in UNFINISHED for r in rows) or summary.missing > 0 or (search and not search.get("finished")):
         summary.continue_with = continue_command(sweep_dir, sweep=True)
     return summary
 

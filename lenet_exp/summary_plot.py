@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+import warnings
 from dataclasses import dataclass
 
 from lenet_exp.importance import ONE, figures, key_points, levels, numeric
@@ -148,7 +149,9 @@ def headline(summary, seen: View) -> str:
 def to_png(summary) -> bytes:
     import matplotlib.pyplot as plt
 
-    fig = figure(summary)
+    with warnings.catch_warnings():  # a layout that cannot give every panel room still draws them: no word on stderr
+        warnings.simplefilter("ignore", UserWarning)
+        fig = figure(summary)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
     plt.close(fig)

@@ -117,6 +117,18 @@ def _rerun_args(row: dict, *more: str) -> str:
     return " ".join(map(shlex.quote, args))  # `'model.conv_channels=[6,16]'`: no shell reads it as a pattern
 
 
+def rerun_command(summary, row: dict) -> str:
+    """The command that trains a job again: its overrides; of a single run compared with others, its own command's
+    (the values it ran with differ from the defaults in more than the columns show), or, for a run trained from
+    Python, the API call on its saved config."""
+    if not summary.runs:
+        return f"python -m lenet_exp {_rerun_args(row)}"
+    if row.get("own"):
+        return f"python -m lenet_exp {_rerun_args({**row, 'overrides': row['own']})}"
+    config = shlex.quote(str(summary.sweep_dir / row["run_dir"] / ".hydra" / "config.yaml"))
+    return f"python -c 'import sys, lenet_exp; lenet_exp.train(sys.argv[1], sys.argv[2])' {config} outputs/again"
+
+
 def standing(items: list[dict], key: str, spread: float) -> tuple[str, list[dict]]:
     """How the best of `items` (learned jobs or settings, best first, by `key`) stands: ("tie", the tied),
     ("close", [best, next]) when its lead is within `spread`, ("clear", [best]), or ("none", []) when none learned."""
@@ -186,12 +198,12 @@ def best_lines(summary) -> list[str]:
         return [
             f"{head} Rerun job {best['job']} with:",
             "",
-            f"    python -m lenet_exp {_rerun_args(best)}",
+            f"    {rerun_command(summary, best)}",
             "",
             *caveat,
         ]
     head = f"Best{where}: job {best['job']}, {split} acc {best['acc']:.4f}{test}"
-    lines = [f"{head}. {_rerun_head(summary.fused)}", "", f"    python -m lenet_exp {_rerun_args(best)}", "", *caveat]
+    lines = [f"{head}. {_rerun_head(summary.fused)}", "", f"    {rerun_command(summary, best)}", "", *caveat]
     if kind == "close":
         runner = leaders[1]
         given = " ".join(shlex.quote(o) for o in summary.command or [] if not o.startswith("seed="))
@@ -284,11 +296,16 @@ def continue_lines(summary) -> list[str]:
     continues the sweep (its own command and folder: finished jobs are kept, the others go on)."""
     if summary.resumes:
         return ["Not finished; continue each with:", "", *(f"    {how}" for _, how in summary.resumes), ""]
+    if summary.running and not summary.runs:
+        jobs = ", ".join(map(str, summary.running))
+        return [f"Training now: job{'s' * (len(summary.running) > 1)} {jobs}; the summary is redone as each ends.", ""]
     if not summary.continue_with:
         return []
     never = sorted((r for r in summary.rows if r["status"] == "not started"), key=job_order)
     jobs = ", ".join(f"job {r['job']}" for r in never)
     named = f"Not started: {jobs}. " if never else ""
+    if summary.missing > 0:
+        named += f"Not started: {summary.missing} of the {len(summary.rows) + summary.missing} jobs it asks for. "
     return [f"{named}The sweep is not finished; continue it with:", "", f"    {summary.continue_with}", ""]
 
 

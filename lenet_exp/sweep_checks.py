@@ -68,6 +68,11 @@ def check_run_mode(cfg: DictConfig, overrides: list[str], multirun: bool) -> Non
                 f"hydra.sweep.subdir={subdir}: job folders must stay inside the sweep folder (no '..', no absolute "
                 "path, not empty)"
             )
+        if "/" in subdir.strip("/"):
+            raise ConfigError(
+                f"hydra.sweep.subdir={subdir}: a job's folder is one name inside the sweep folder, which the summary "
+                "reads its jobs from (no '/'): name it with ${{hydra.job.num}} and no folder of folders"
+            )
         if not any(part in subdir for part in ("hydra.job.num", "hydra.job.id", "lenet_exp.job_dirname")):
             raise ConfigError(
                 f"hydra.sweep.subdir={subdir}: every job needs a folder of its own: keep ${{hydra.job.num}} in it"

@@ -160,8 +160,24 @@ def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig, command
     given = [a for a in command or overrides if key_of(a) != "hydra.sweep.dir"]
     named = not any(key_of(a) == "hydra.sweep.subdir" for a in given)  # folders the sweep names itself
     grid = (basic_sweeper(cfg) or halves(cfg) and not samples(cfg)) and named
-    extra = {"launcher": launcher, **preset, "command": given, "grid": bool(grid)}
+    count = {"jobs": n} if (n := jobs_asked(cfg, overrides)) else {}
+    extra = {"launcher": launcher, **preset, "command": given, "grid": bool(grid), **count}
     write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), **extra})
+
+
+def jobs_asked(cfg: DictConfig, overrides: list[str]) -> int | None:
+    """How many jobs the sweep asks for, where the summary cannot list them by their folders' names: a plain grid's
+    size, a search's trials (Optuna's n_trials); None where it cannot tell, or the search keeps its own count."""
+    if halves(cfg):
+        return None  # halving.json counts them
+    trials = OmegaConf.select(cfg, "hydra.sweeper.n_trials", default=None)
+    if isinstance(trials, int):
+        return trials
+    if basic_sweeper(cfg):
+        params = [f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}).items()]
+        with contextlib.suppress(Exception):  # the checks before the sweep refused what Hydra cannot read
+            return len(grid([*params, *(o for o in overrides if "=" in o and not o.startswith("hydra"))]))
+    return None
 
 
 def earlier_identity(sweep_dir: Path) -> dict | None:

@@ -105,7 +105,7 @@ def refused(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     def passed():
         raise Passed
 
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGPIPE)}  # its import sets SIGINT's
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE)}  # it sets them
     import lenet_exp.__main__ as command
 
     out, err, code = io.StringIO(), io.StringIO(), 0

@@ -3,12 +3,14 @@ runs compared (python -m lenet_exp.summarize outputs/)."""
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 from helpers import REPO, SMALL, run_cli
+from omegaconf import OmegaConf
 
 import lenet_exp
 from lenet_exp.errors import ConfigError
@@ -41,6 +43,15 @@ def test_what_is_no_config_or_no_run_is_said_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written
     with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'none'}: no such folder$"):
         lenet_exp.load(tmp_path / "none")
+    with pytest.raises(TypeError, match=r"^compose\(\[1\]\): overrides are texts"):
+        lenet_exp.compose([1])
+    saved = dict(OmegaConf.to_container(lenet_exp.compose(["trainer.epochs=1"])), bogus=5)
+    with pytest.raises(ConfigError, match="^bogus: unknown key; allowed keys: model, activation, optimizer"):
+        lenet_exp.train(saved, tmp_path / "bogus")  # a key no run reads: refused, not dropped
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="^config: a mapping of keys, not ListConfig"):
+        lenet_exp.train(tmp_path / "list.yaml", tmp_path / "list")
+    assert not (tmp_path / "bogus").exists() and not (tmp_path / "list").exists()
 
 
 def test_train_returns_the_model_its_figures_and_history_in_a_run_folder(trained):
@@ -118,6 +129,10 @@ def test_evaluate_refuses_what_is_no_finished_run_in_one_line(trained, tmp_path)
     (unfinished / ".hydra" / "config.yaml").write_text((trained.run_dir / ".hydra" / "config.yaml").read_text())
     (unfinished / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 1}))
     cases[str(unfinished)] = "no checkpoints/final.pt: it has not completed (status interrupted); continue it with: "
+    damaged = shutil.copytree(trained.run_dir, tmp_path / "damaged")
+    final = damaged / "checkpoints" / "final.pt"
+    final.write_bytes(final.read_bytes()[:1000])  # a copy cut short
+    cases[str(damaged)] = f"Error: {final}: damaged, or not this run's weights ("
     for args, said in cases.items():
         proc = run_cli(*args.split(), module="lenet_exp.evaluate", cwd=tmp_path)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and said in proc.stderr, proc.stderr

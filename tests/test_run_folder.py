@@ -414,8 +414,8 @@ BAD_VALUES = {
         "hparams_search=halving halves a grid (lists, range(...), choice(...))"
     ),
     "hparams_search=null": (
-        "hparams_search=null: a group takes one of its options (halving, lenet_best, optuna); leave hparams_search out "
-        "for its default"
+        "hparams_search=null: a group takes one of its options (exercises, halving, lenet_best, lenet_ranged, optuna, "
+        "ranged); leave hparams_search out for its default"
     ),
     "--multirun hydra/sweeper=halving optimizer.lr=0.1,0.3": (
         "hydra/sweeper=halving: choose it through its preset, hparams_search=halving"
@@ -425,6 +425,12 @@ BAD_VALUES = {
     ),
     "--multirun seed=1,2 hydra.sweep.subdir=same": "hydra.sweep.subdir=same: every job needs a folder of its own",
     "--multirun seed=range(0,0)": "seed=range(0,0): this sweep has no values",
+    "--multirun seed=1,2 hydra.sweep.subdir=j/${hydra.job.num}": (
+        "hydra.sweep.subdir=j/${hydra.job.num}: a job's folder is one name inside the sweep folder"
+    ),
+    "scheduler=onecycle optimizer=adam optimizer.lr=1e30 scheduler.div_factor=1e-8": (
+        "optimizer cannot take a step with these settings (onecycle's start rate, 1e+38)"
+    ),
     "--cfg job --multirun seed=1,2": "--cfg prints one composed config: drop --multirun",
     "scheduler=onecycle scheduler.div_factor=1e-300": (
         "scheduler.div_factor=1e-300: onecycle starts at a learning rate of 9e+299 (optimizer.lr=0.9), outside what a "

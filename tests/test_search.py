@@ -414,6 +414,8 @@ def test_a_killed_halving_search_reruns_to_the_same_choices(halving_search, tmp_
     assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), out
     assert out.strip().splitlines()[-1].startswith("Interrupted by SIGTERM: ")
     assert json.loads((sweep / "halving.json").read_text())["finished"] is False
+    md = (sweep / "summary.md").read_text()  # brought up to date as the search stopped: what it pruned, how to go on
+    assert "4 pruned" in md and "The sweep is not finished; continue it with:" in md and "| 1 of 2 |" in md
     rerun = run_cli(*SEARCH, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert "Launching 6 jobs" not in rerun.stdout  # the finished rung is not redone

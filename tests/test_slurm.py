@@ -236,3 +236,21 @@ def test_a_sigterm_as_a_slurm_job_starts_stops_it_in_one_line(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and err == "Interrupted by SIGTERM: before training started; nothing was written\n"
+
+
+def test_a_sigterm_while_a_slurm_job_loads_stops_it_once_it_can(tmp_path):
+    """A SIGTERM after submitit has set its own handler (which would ignore it) but before the job takes the signals
+    over: the launcher's package, loaded as the job unpickles it, keeps the signal, and the job stops as it starts."""
+    code = (
+        "import os, signal, sys, types\nfrom pathlib import Path\n"
+        "sys.modules['__main__'].__spec__ = types.SimpleNamespace(name='submitit.core._submit')  # as on a node\n"
+        "signal.signal(signal.SIGTERM, lambda *a: print('ignored', flush=True))  # submitit's bypass\n"
+        "from hydra_plugins.lenet_exp_slurm import EARLY\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "from lenet_exp.launch import stop_before_training\n"
+        "stop_before_training(Path(sys.argv[1]), EARLY)\nprint('trained on', flush=True)\n"
+    )
+    proc = popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and out == "", out
+    assert err == "Interrupted by SIGTERM: before training started; nothing was written\n"

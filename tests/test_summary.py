@@ -286,3 +286,57 @@ def test_not_learning_is_one_rule_over_the_whole_history(tmp_path):
     done = {**metrics(curves["collapsed"]), "best_epoch": 2, "chosen_on": "test_acc"}
     line = closing_line(done, tmp_path, 1.0)
     assert "at chance (0.100): collapsed to chance after learning (test acc 0.600 at epoch 2)" in line
+
+
+def test_a_sweep_still_training_says_so_and_gives_no_command_to_continue_yet(tmp_path):
+    from lenet_exp.folders import locked
+
+    make_job(tmp_path, "0_optimizer.lr=0.1", ["optimizer.lr=0.1"], metrics([0.6]))
+    running = make_job(tmp_path, "1_optimizer.lr=0.3", ["optimizer.lr=0.3"], {**metrics([0.5]), "status": "running"})
+    with locked(running):  # its process holds it: it trains now
+        md = to_markdown(collect(tmp_path))
+    assert "Training now: job 1; the summary is redone as each ends." in md and "continue it with" not in md
+    md = to_markdown(collect(tmp_path))  # no process holds it: it was stopped, and the sweep can be continued
+    assert "1 interrupted" in md and "The sweep is not finished; continue it with:" in md
+
+
+def test_jobs_a_search_asked_for_and_never_started_are_counted(tmp_path):
+    """An Optuna search (or a grid in folders of the user's naming) stopped after one of its 3 trials: the summary
+    cannot name the others, but counts them and gives the command that continues."""
+    (tmp_path / "sweep.json").write_text(json.dumps({"swept": ["optimizer.lr"], "overrides": [], "jobs": 3}))
+    make_job(tmp_path, "0", ["optimizer.lr=0.1"], metrics([0.6]))
+    md = to_markdown(collect(tmp_path))
+    assert "Not started: 2 of the 3 jobs it asks for. The sweep is not finished; continue it with:" in md
+
+
+@pytest.mark.parametrize(
+    "overrides, asked",
+    [
+        (["hparams_search=optuna", "hydra.sweeper.n_trials=3"], 3),
+        (["optimizer.lr=0.1,0.3", "seed=0,1,2", "hydra.sweep.subdir=run_${hydra.job.num}"], 6),
+        (["hparams_search=halving", "optimizer.lr=0.1,0.3"], None),  # halving.json counts its own
+    ],
+)
+def test_a_sweep_records_how_many_jobs_it_asks_for(overrides, asked):
+    from lenet_exp.config import compose_config
+    from lenet_exp.preflight import first_values
+    from lenet_exp.sweep_record import jobs_asked
+
+    single, _ = first_values(overrides, True, None)
+    assert jobs_asked(compose_config(single, with_hydra=True), overrides) == asked
+
+
+def test_single_runs_compared_are_rerun_by_their_own_command_or_from_their_saved_config(tmp_path):
+    """A run's columns show only what differs between the runs: its own command trains it again; a run trained from
+    Python has none, and is trained again from its saved config."""
+    from lenet_exp.summary_table import rerun_command
+
+    made = make_job(tmp_path / "day", "a", ["optimizer.lr=0.1", "data.limit_train=512"], metrics([0.5, 0.6]))
+    api = make_job(tmp_path / "day", "b", [], metrics([0.5, 0.9]))
+    summary = collect(tmp_path, runs=True)
+    rows = {r["job"]: r for r in summary.rows}
+    assert rerun_command(summary, rows["day/a"]) == "python -m lenet_exp optimizer.lr=0.1 data.limit_train=512"
+    config = api / ".hydra" / "config.yaml"
+    api_call = f"python -c 'import sys, lenet_exp; lenet_exp.train(sys.argv[1], sys.argv[2])' {config} outputs/again"
+    assert f"Best: job day/b, test acc 0.9000. Rerun it with:\n\n    {api_call}\n" in to_markdown(summary)
+    assert made.exists()

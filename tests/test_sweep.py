@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -308,7 +309,10 @@ def test_an_optuna_search_goes_on_past_diverged_trials(tmp_path, fashion_mnist):
     assert yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())["best_value"] == best
 
 
-def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_mnist):
+@pytest.mark.parametrize("sig, group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_mnist, sig, group):
+    """SIGTERM to the sweep process alone, or a terminal's Ctrl-C to it and its workers at once: every worker saves
+    its checkpoint and records itself interrupted (none torn down mid-save), the summary says so, the rerun goes on."""
     args = [
         "-m",
         *KILL_SWEEP,
@@ -324,8 +328,12 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
     while not any(epochs_completed(job) >= 1 for job in sweep.glob("*_optimizer.lr=*")):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)  # only the sweep process: its workers must notice and stop
+    if group:
+        os.killpg(proc.pid, sig)  # the sweep (its own session's leader) and its workers, as a terminal's Ctrl-C
+    else:
+        proc.send_signal(sig)  # only the sweep process: its workers must notice and stop
     proc.wait(60)
+    assert proc.returncode == 128 + sig
     time.sleep(3)  # a worker notices within a second, then checkpoints and exits
     files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file()}
     time.sleep(2)
@@ -333,6 +341,8 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
     assert {json.loads((job / "metrics.json").read_text())["status"] for job in sweep.glob("*_optimizer.lr=*")} == {
         "interrupted"
     }
+    assert all((job / "checkpoints" / "last.pt").is_file() for job in sweep.glob("*_optimizer.lr=*"))
+    assert "2 jobs: 2 interrupted" in (sweep / "summary.md").read_text()
     rerun = run_cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]
@@ -360,3 +370,14 @@ def test_a_stopped_sweep_says_the_command_that_continues_it_and_names_the_jobs_n
     assert again.returncode == 0, again.stderr
     assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]
     assert list(tmp_path.glob("multirun/*/*")) == [sweep] and "not finished" not in (sweep / "summary.md").read_text()
+
+
+def test_a_group_s_hparam_is_its_choice_not_its_keys():
+    """`scheduler=cosine` swept shows in TensorBoard's HParams as cosine, as the command wrote it."""
+    from lenet_exp.config import compose_config
+    from lenet_exp.jobs import hparams_of
+
+    cfg = compose_config(["scheduler=cosine", "optimizer.lr=0.1"], with_hydra=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    hp = hparams_of(cfg, ["scheduler=cosine", "optimizer.lr=0.1"], choices, ["scheduler", "optimizer.lr"])
+    assert hp == {"scheduler": "cosine", "optimizer.lr": 0.1}

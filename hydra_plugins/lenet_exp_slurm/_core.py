@@ -83,9 +83,11 @@ def run_group(launcher, overrides: list[list[str]], nums: list[int], singleton_s
     import submitit
     from hydra.core.singleton import Singleton
 
+    from hydra_plugins.lenet_exp_slurm import EARLY
     from lenet_exp import launch as shared
 
-    shared.stop_before_training(Path(str(launcher.config.hydra.sweep.dir)))  # in place of submitit's, which ignores it
+    # in place of submitit's handler, which ignores it; a SIGTERM that came as the job loaded stops it now
+    shared.stop_before_training(Path(str(launcher.config.hydra.sweep.dir)), EARLY)
     Singleton.set_state(singleton_state)
     shared.start_batch(launcher)
     job_id = submitit.JobEnvironment().job_id
