@@ -249,3 +249,8 @@ def read_csv(path: Path) -> list[dict]:
 
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    """A sweep's job folders, its own files (such as summary_importance.csv) left out."""
+    return sorted(p for p in sweep.glob("*_*") if p.is_dir())

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import HANG, epochs_completed, read_csv, run_cli, scalars, start_cli
+from helpers import HANG, epochs_completed, job_dirs, read_csv, run_cli, scalars, start_cli
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 from lenet_exp import run_folder
@@ -225,15 +225,15 @@ def test_a_killed_fused_group_checkpoints_every_job_and_resumes(fused_sweep, tmp
     unbroken, _ = fused_sweep
     proc = start_cli(*FUSED, "hydra.sweep.dir=sweep", cwd=tmp_path)
     deadline = time.time() + HANG
-    while not any(epochs_completed(job) >= 1 for job in (tmp_path / "sweep").glob("*_*")):
+    while not any(epochs_completed(job) >= 1 for job in job_dirs(tmp_path / "sweep")):
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 128 + signal.SIGTERM
-    statuses = {json.loads((job / "metrics.json").read_text())["status"] for job in (tmp_path / "sweep").glob("*_*")}
+    statuses = {json.loads((job / "metrics.json").read_text())["status"] for job in job_dirs(tmp_path / "sweep")}
     assert statuses == {"interrupted"} and all(
-        (job / "checkpoints" / "last.pt").exists() for job in (tmp_path / "sweep").glob("*_*")
+        (job / "checkpoints" / "last.pt").exists() for job in job_dirs(tmp_path / "sweep")
     )
     rerun = run_cli(*FUSED, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr

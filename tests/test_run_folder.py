@@ -15,6 +15,7 @@ from helpers import (
     HANG,
     REPO,
     epochs_completed,
+    job_dirs,
     make_job,
     mount_tmpfs,
     popen,
@@ -30,7 +31,7 @@ from helpers import (
     unmount,
 )
 
-from lenet_exp import run_folder
+from lenet_exp import run_folder, signals
 from lenet_exp.errors import FolderRefused
 from lenet_exp.folders import claim_new_folder, locked
 from lenet_exp.run_folder import RunFolder
@@ -504,7 +505,8 @@ def test_log_points_beyond_the_steps_of_an_epoch_cost_nothing():
     assert log_steps(3, 10**10) == {1, 2, 3}  # at once, not a loop over ten billion points
 
 
-def test_a_signal_while_files_are_written_before_training_waits_for_them():
+def test_a_signal_while_files_are_written_before_training_waits_for_them(monkeypatch):
+    monkeypatch.setattr(signals, "ECHO_S", 0.0)  # the second signal here is the user's own, not an echo
     with StopSignals() as stop:
         with stop.writing():  # the .hydra/ record, before training
             os.kill(os.getpid(), signal.SIGTERM)
@@ -516,7 +518,8 @@ def test_a_signal_while_files_are_written_before_training_waits_for_them():
         stop.signum = None  # handled here: none is left pending for the block's end
 
 
-def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
+def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise(monkeypatch):
+    monkeypatch.setattr(signals, "ECHO_S", 0.0)
     with StopSignals() as stop:
         stop.training = True
         with stop.writing():
@@ -529,6 +532,20 @@ def test_a_second_signal_waits_for_the_write_and_stops_at_once_otherwise():
             time.sleep(0.01)
         stop.signum = None  # handled here: none is left pending for the block's end
         assert not hard.value.saved
+
+
+def test_the_same_signal_again_at_once_is_an_echo_of_the_first_not_a_hurried_second():
+    """A terminal's Ctrl-C reaches a worker both from the terminal and from its sweep passing it on: one stop, saved."""
+    with StopSignals() as stop:
+        stop.training = True
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the echo, well inside ECHO_S
+        time.sleep(0.01)
+        assert stop.signum == signal.SIGINT  # flagged for the loop's save, not raised
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)  # another signal is a second stop: at once
+            time.sleep(0.01)
+        stop.signum = None
 
 
 SLOW_LOAD = (
@@ -927,7 +944,7 @@ def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_
     args += ["optimizer.lr=0.1,0.2,0.3", "hydra.sweep.dir=sweep"]
     proc = start_cli(*args, cwd=tmp_path)
     deadline = time.monotonic() + HANG
-    while not any(epochs_completed(p) for p in (tmp_path / "sweep").glob("*_*")):
+    while not any(epochs_completed(p) for p in job_dirs(tmp_path / "sweep")):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
     os.kill(workers_of(proc.pid)[0], sig)

@@ -19,6 +19,7 @@ import pytest
 from helpers import (
     HANG,
     epochs_completed,
+    job_dirs,
     popen,
     read_csv,
     run_cli,
@@ -479,7 +480,7 @@ def test_an_interrupted_search_never_exits_0_and_its_rerun_finishes_it(halving_s
         f"hydra.sweep.dir={tmp_path / 'search'}",
     ]
     assert json.loads((tmp_path / "search" / "halving.json").read_text())["finished"] is False
-    for job in (tmp_path / "search").glob("*_*"):  # each job's HParams session whole, and saying what its record says
+    for job in job_dirs(tmp_path / "search"):  # each job's HParams session whole, and saying what its record says
         status = json.loads((job / "metrics.json").read_text())["status"]
         assert session_status(job) == SESSION_OF[status], job
     rerun = run_cli(*command[3:], cwd=tmp_path)  # the command it gave
@@ -687,7 +688,7 @@ def test_a_search_job_recorded_before_a_key_existed_reruns_and_resumes_at_its_ol
 
     sweep = tmp_path / "search"
     shutil.copytree(halving_search[0], sweep)
-    for job in sweep.glob("*_*"):
+    for job in job_dirs(sweep):
         saved = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         del saved["data"]["val_size"]
         (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
@@ -696,7 +697,7 @@ def test_a_search_job_recorded_before_a_key_existed_reruns_and_resumes_at_its_ol
         torch.save(state, job / "checkpoints" / "last.pt")
     md = to_markdown(collect(sweep))
     assert "data.val_size=0" in md and "null" not in md
-    job = next(j for j in sweep.glob("*_*") if json.loads((j / "metrics.json").read_text())["status"] == "completed")
+    job = next(j for j in job_dirs(sweep) if json.loads((j / "metrics.json").read_text())["status"] == "completed")
     proc = run_cli(f"resume={job}", cwd=tmp_path)
     assert proc.returncode == 0 and "already holds this run" in proc.stdout, proc.stderr
 

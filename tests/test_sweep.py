@@ -343,6 +343,8 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
     }
     assert all((job / "checkpoints" / "last.pt").is_file() for job in sweep.glob("*_optimizer.lr=*"))
     assert "2 jobs: 2 interrupted" in (sweep / "summary.md").read_text()
+    if group:
+        return  # the rerun of a stopped parallel sweep is the same as after SIGTERM, checked once
     rerun = run_cli(*args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert [r["status"] for r in read_summary(sweep)] == ["completed", "completed"]
