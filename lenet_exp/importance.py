@@ -125,14 +125,9 @@ def levels(points: list[tuple[dict, float]], key: str | None) -> tuple[list[Leve
     values = [r["overrides"].get(key) if key else ONE for r, _ in points]
     numbers = [numeric(v) for v in values]
     if all(x is not None for x in numbers) and drawn(points, key, numbers):
-        ranked = sorted(range(len(points)), key=lambda i: numbers[i])
-        of, bins = [""] * len(points), min(BINS, len(set(numbers)) // 2)
-        groups = [ranked[i * len(ranked) // bins : (i + 1) * len(ranked) // bins] for i in range(bins)]
-        for group in groups:
-            low, high = numbers[group[0]], numbers[group[-1]]
-            for i in group:
-                of[i] = f"{low:.3g}-{high:.3g}"
-        spans = {of[g[0]]: (numbers[g[0]], numbers[g[-1]]) for g in groups}
+        spans = rank_bins(sorted(set(numbers)))
+        label = {x: text for text, (low, high) in spans.items() for x in numbers if low <= x <= high}
+        of = [label[x] for x in numbers]
     else:
         of = [str(v) for v in values]
         spans = {str(v): (x, x) for v, x in zip(values, numbers)}
@@ -144,6 +139,18 @@ def levels(points: list[tuple[dict, float]], key: str | None) -> tuple[list[Leve
         spread = statistics.stdev(ys) if len(ys) > 1 else None
         found.append(Level(value, statistics.fmean(ys), spread, len(ys), *spans[value]))
     return found, of
+
+
+def rank_bins(distinct: list[float]) -> dict[str, tuple[float, float]]:
+    """Drawn values (sorted, each once) in up to BINS groups by rank, each value in one group with all its jobs (a
+    setting's seeds stay together), named `low-high` with as many digits as keep the names apart."""
+    bins = min(BINS, len(distinct) // 2)
+    groups = [distinct[i * len(distinct) // bins : (i + 1) * len(distinct) // bins] for i in range(bins)]
+    for digits in range(3, 18):
+        spans = {f"{g[0]:.{digits}g}-{g[-1]:.{digits}g}": (g[0], g[-1]) for g in groups}
+        if len(spans) == len(groups):
+            return spans
+    return {f"{g[0]!r}-{g[-1]!r}": (g[0], g[-1]) for g in groups}
 
 
 def between(points: list[tuple[dict, float]], of: list, mean: float) -> float:
@@ -193,7 +200,20 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
             "one knob at a time around the base (marked): each knob is read against the base's own jobs, and how "
             "knobs interact is not measured" + (f"; {found.caveat}" if found.caveat else "")
         )
+    elif tied := together(labels):
+        said = "; ".join(f"in every job, {a} and {b} went together: their shares cannot be told apart" for a, b in tied)
+        found.caveat = f"{said}; {found.caveat}" if found.caveat else said
     return found
+
+
+def together(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Pairs of keys whose values always came together (each value of one only ever with one value of the other, as a
+    sampler may draw them): no sweep of these jobs can tell their effects apart."""
+    return [
+        (a, b)
+        for a, b in itertools.combinations(labels, 2)
+        if len(set(zip(labels[a], labels[b]))) == len(set(labels[a])) == len(set(labels[b]))
+    ]
 
 
 def strongest_interaction(points: list, labels: dict, effects: list[Effect], total: float) -> tuple | None:

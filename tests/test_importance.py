@@ -129,6 +129,41 @@ def test_a_ranged_number_is_grouped_by_rank(tmp_path):
     assert effect.levels[0].value == f"{effect.levels[0].low:.3g}-{effect.levels[0].high:.3g}"
 
 
+def test_a_drawn_settings_seeds_stay_in_one_group():
+    """9 drawn settings of 3 seeds each (lenet_ranged's shape): groups by the settings' rank, so no setting's seeds
+    are split between two groups and no two groups share an end."""
+    rnd = random.Random(5)
+    rows = []
+    for setting in range(9):
+        lr = f"{10 ** rnd.uniform(-3, -1.5):.4g}"
+        for seed in range(3):
+            rows.append({"job": 3 * setting + seed, "status": "completed", "on": "val_acc", "acc": None,
+                         "epochs_completed": 1, "overrides": {"optimizer.lr": lr, "seed": str(seed)},
+                         "history": [0.5], "histories": {"val_acc": [0.8 + 0.01 * seed + float(lr)]}})  # fmt: skip
+    (effect,) = measure(rows, ["optimizer.lr", "seed"], "val_acc").effects
+    assert len(effect.levels) == BINS and sum(v.n for v in effect.levels) == 27
+    assert all(v.n % 3 == 0 for v in effect.levels)  # whole settings only
+    assert all(a.high < b.low for a, b in zip(effect.levels, effect.levels[1:]))
+    assert len({v.value for v in effect.levels}) == BINS
+
+
+def test_keys_that_always_went_together_are_said_to_be_inseparable():
+    """A sampler that drew relu only with [16,32] (and tanh only with [6,16]): each key's share is the other's too."""
+    rows = []
+    for n, (act, conv, lr) in enumerate([("relu", "[16,32]", "0.1"), ("relu", "[16,32]", "0.3"),
+                                          ("tanh", "[6,16]", "0.1"), ("tanh", "[6,16]", "0.3")] * 2):  # fmt: skip
+        rows.append({"job": n, "status": "completed", "on": "val_acc", "acc": None, "epochs_completed": 1,
+                     "overrides": {"activation": act, "model.conv_channels": conv, "optimizer.lr": lr},
+                     "history": [0.5], "histories": {"val_acc": [0.8 + 0.05 * (act == "tanh") + n / 1e3]}})  # fmt: skip
+    found = measure(rows, ["activation", "model.conv_channels", "optimizer.lr"], "val_acc")
+    shares = {e.key: e.share for e in found.effects}
+    assert shares["activation"] == pytest.approx(shares["model.conv_channels"])
+    assert "in every job, activation and model.conv_channels went together: their shares cannot be told apart" in (
+        found.caveat
+    )
+    assert "optimizer.lr and" not in found.caveat
+
+
 @pytest.mark.parametrize(
     "runs, line",
     [
