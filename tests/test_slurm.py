@@ -123,10 +123,16 @@ def test_ctrl_c_cancels_every_job_after_its_checkpoint_and_the_rerun_continues(s
     assert {r["status"] for r in read_csv(tmp_path / "s" / "summary.csv")} == {"completed"}
 
 
-def test_a_halving_search_submits_a_job_array_per_rung(slurm, tmp_path):
-    proc = run_cli(
-        *SLURM, "hparams_search=halving", "optimizer.lr=0.1,0.9", "trainer.epochs=3", "hydra.sweep.dir=s", cwd=tmp_path
-    )
+@pytest.mark.parametrize(
+    "search",
+    [
+        ["hparams_search=halving", "optimizer.lr=0.1,0.9"],
+        ["hparams_search=ranged", "hydra.sweeper.n_trials=2", "hydra.sweeper.batch=2", "data.val_size=64"],
+    ],
+    ids=["grid", "ranges"],
+)
+def test_a_halving_search_submits_a_job_array_per_rung(slurm, tmp_path, search):
+    proc = run_cli(*SLURM, *search, "trainer.epochs=3", "hydra.sweep.dir=s", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     record = json.loads((tmp_path / "s" / "halving.json").read_text())
     assert record["finished"] and record["rungs"] == [1, 3]
