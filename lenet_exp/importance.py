@@ -22,6 +22,7 @@ from lenet_exp.metrics import figure_at
 COUNTED = ("completed", "pruned", "unfinished", "interrupted")  # statuses whose figures count, once at the fidelity
 MAX_LEVELS = 8  # a number with more distinct values than this (a range a sampler drew from) is grouped by rank
 BINS = 4  # into this many groups
+OVERLAP = 0.5  # two keys' shares this much one and the same (of the smaller) are said to be inseparable
 ONE = "the one setting"  # the level of a sweep with no key but seed
 
 
@@ -45,6 +46,7 @@ class Effect:
     key: str
     share: float
     levels: list[Level]
+    change: tuple[str, float] | None = None  # one knob at a time: the value furthest from the base, and by how much
 
 
 @dataclass
@@ -186,8 +188,8 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
         for level in shown:
             level.base = found.base is not None and level.value == str(found.base[swept.index(key)])
         share = between(mine, labels[key], statistics.fmean(y for _, y in mine)) / total
-        found.effects.append(Effect(key, share, shown))
-    found.effects.sort(key=lambda e: -e.share)
+        found.effects.append(Effect(key, share, shown, change_from_base(shown)))
+    found.effects.sort(key=lambda e: -abs(e.change[1]) if e.change else -e.share)  # one knob at a time: by the change
     if found.base is None:
         found.interaction = strongest_interaction(points, labels, found.effects, total)
     settings = [tuple(r["overrides"].get(k) for k in swept) for r, _ in points]
@@ -200,26 +202,50 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
             "one knob at a time around the base (marked): each knob is read against the base's own jobs, and how "
             "knobs interact is not measured" + (f"; {found.caveat}" if found.caveat else "")
         )
-    elif tied := together(labels):
-        said = "; ".join(f"in every job, {a} and {b} went together: their shares cannot be told apart" for a, b in tied)
-        found.caveat = f"{said}; {found.caveat}" if found.caveat else said
+    else:
+        said = overlap_lines(points, labels, found.effects, total) + [found.caveat]
+        found.caveat = "; ".join(line for line in said if line)
     return found
 
 
-def together(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """Pairs of keys whose values always came together (each value of one only ever with one value of the other, as a
-    sampler may draw them): no sweep of these jobs can tell their effects apart."""
-    return [
-        (a, b)
-        for a, b in itertools.combinations(labels, 2)
-        if len(set(zip(labels[a], labels[b]))) == len(set(labels[a])) == len(set(labels[b]))
-    ]
+def change_from_base(shown: list[Level]) -> tuple[str, float] | None:
+    """The value whose mean lies furthest from the base's, and how far (signed); None where no level is the base. What
+    a one-knob-at-a-time design measures best: a share of the whole sweep's variance is swamped by its largest knob."""
+    base = next((v for v in shown if v.base), None)
+    others = [v for v in shown if not v.base]
+    if base is None or not others:
+        return None
+    furthest = max(others, key=lambda v: abs(v.mean - base.mean))
+    return furthest.value, furthest.mean - base.mean
+
+
+def crossed(labels: dict[str, list[str]], a: str, b: str) -> bool:
+    """Whether every value of `a` met every value of `b` in some job, as in a grid."""
+    return len(set(zip(labels[a], labels[b]))) == len(set(labels[a])) * len(set(labels[b]))
+
+
+def overlap_lines(points: list, labels: dict, effects: list[Effect], total: float) -> list[str]:
+    """What the shares cannot tell where the keys were not crossed as in a grid (a sampler's draws): the pairs whose
+    shares are mostly one and the same (OVERLAP of the smaller one), and that the shares then add up past 100%."""
+    pairs, shares, mean = [], {e.key: e.share for e in effects}, statistics.fmean(y for _, y in points)
+    for a, b in itertools.combinations([e.key for e in effects], 2):
+        both = between(points, list(zip(labels[a], labels[b])), mean) / total
+        if min(shares[a], shares[b]) >= 0.02 and shares[a] + shares[b] - both >= OVERLAP * min(shares[a], shares[b]):
+            pairs.append(f"{a} and {b}")
+    lines = [f"in these jobs, keys went together, so their shares are mostly one and cannot be told apart: "
+             f"{'; '.join(pairs)}"] if pairs else []  # fmt: skip
+    if sum(shares.values()) > 1.05:
+        lines.append(f"the keys were not crossed as in a grid, so the shares overlap (they add up to "
+                     f"{100 * sum(shares.values()):.0f}%): each is what its key alone explains")  # fmt: skip
+    return lines
 
 
 def strongest_interaction(points: list, labels: dict, effects: list[Effect], total: float) -> tuple | None:
     """The pair of keys whose cells explain the most beyond their two main effects, with that share."""
     best, mean, shares = None, statistics.fmean(y for _, y in points), {e.key: e.share for e in effects}
     for a, b in itertools.combinations([e.key for e in effects], 2):
+        if not crossed(labels, a, b):  # without every pair of values, what a pair adds is no interaction
+            continue
         extra = max(0.0, between(points, list(zip(labels[a], labels[b])), mean) / total - shares[a] - shares[b])
         if best is None or extra > best[2]:
             best = (a, b, extra)
@@ -259,7 +285,9 @@ def importance_lines(found: Importance | None, short) -> list[str]:
     lines = [head + ")", ""]
     if not found.effects:
         return [*lines, found.caveat[0].upper() + found.caveat[1:] + ".", ""]
-    lines += ["| key | share of the variance | each value: mean ± spread (jobs) |", "|---|---|---|"]
+    knobs = found.base is not None  # one knob at a time: the change from the base first
+    lines += ["| key |" + " largest change from the base |" * knobs + " share of the variance | each value: mean ± "
+              "spread (jobs) |", "|---|---|---|" + "---|" * knobs]  # fmt: skip
     for e in found.effects:
         cells = "; ".join(
             f"{short(v.value)}{' (base)' * v.base}: {v.mean:.4f}"
@@ -267,9 +295,10 @@ def importance_lines(found: Importance | None, short) -> list[str]:
             + f" ({v.n})"
             for v in e.levels
         )
-        lines.append(f"| {e.key} | {100 * e.share:.0f}% | {cells.replace('|', '/')} |")
+        change = (f" {short(e.change[0])}: {e.change[1]:+.4f} |" if e.change else " |") if knobs else ""
+        lines.append(f"| {e.key} |{change} {100 * e.share:.0f}% | {cells.replace('|', '/')} |")
     if found.noise is not None:
-        lines.append(f"| seeds (within a setting) | {100 * found.noise:.0f}% | |")
+        lines.append(f"| seeds (within a setting) |{' |' * knobs} {100 * found.noise:.0f}% | |")
     lines.append("")
     if found.interaction and found.interaction[2] >= 0.005:
         a, b, share = found.interaction

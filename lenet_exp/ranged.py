@@ -109,6 +109,7 @@ def space(params: dict, arguments: list[str]) -> tuple[list[Range], list[str]]:
 def draw(ranges: list[Range], told: list[tuple[dict, float | None]], count: int, sampler: str, seed: int) -> list:
     """`count` settings (key -> override text) drawn given the settings `told` so far and their figures (None: no
     figure, a failed or diverged setting); the same draw for the same history."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Optuna's database layer announces its plugins on import
     import optuna
     from optuna.trial import TrialState, create_trial
 
@@ -117,8 +118,11 @@ def draw(ranges: list[Range], told: list[tuple[dict, float | None]], count: int,
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         picked = optuna.samplers.RandomSampler(seed=seed) if sampler == "random" else None
         # a wave is drawn before any of it is told: the liar counts its settings drawn so far as poor ones, so that
-        # the wave spreads out rather than piling up where the sampler likes best
-        picked = picked or optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(count, 1), constant_liar=True)
+        # the wave spreads out rather than piling up where the sampler likes best; the keys are modelled jointly
+        # (multivariate), which with a few told settings draws near the best of them where one key at a time did not
+        picked = picked or optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=max(count, 1), constant_liar=True, multivariate=True, group=True
+        )
         study = optuna.create_study(direction="maximize", sampler=picked)
         spaces = {r.key: r.distribution() for r in ranges}
         for setting, figure in told:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from lenet_exp.importance import ONE, figures, key_points, levels, numeric
 from lenet_exp.overrides import setting_of
 from lenet_exp.summary_table import job_order, short, verdict
+from lenet_exp.words import plural
 
 LEADING = 5  # settings named and coloured; the rest are grey
 WRAP = 48  # characters a line of a setting's name in the legend
@@ -27,6 +28,7 @@ REST, FAILED, STAR, HOLLOW_STAR = "0.6", "tab:red", "gold", "#c89600"
 CHANCE = {"color": "0.45", "linestyle": ":", "linewidth": 1.2}  # the chance line, where figures come near it
 BASE = {"color": "0.75", "linestyle": "--", "linewidth": 1.2, "zorder": 1}  # one knob at a time: the base's value
 LINES = ["-", "--", "-.", ":"]  # a setting's seeds, in turn
+FEW = 3  # the other jobs' curves as thin grey lines up to this many, a band beyond
 FONTS = {
     "font.size": 10,
     "axes.titlesize": 11,
@@ -114,9 +116,10 @@ def figure(summary):
     import matplotlib.pyplot as plt
 
     seen = view(summary)
-    effects = {e.key: e.share for e in summary.importance.effects} if summary.importance else {}
+    effects = {e.key: e for e in summary.importance.effects} if summary.importance else {}
+    order = list(effects)  # importance's order: largest share first (one knob at a time: largest change)
     varied = [k for k in seen.keys if len({r["overrides"].get(k) for r, _ in seen.points}) > 1]
-    keys = sorted(varied, key=lambda k: -effects.get(k, -1)) or [None]
+    keys = sorted(varied, key=lambda k: order.index(k) if k in order else len(order)) or [None]
     cols = min(COLUMNS, len(keys))
     rows = math.ceil(len(keys) / cols)
     with plt.rc_context(FONTS):
@@ -181,7 +184,7 @@ def positions(key: str | None, points: list) -> tuple[list, list, dict]:
     return xs, shown, {"place": place, "log": log, "numbers": numbers, "of": of, "width": width}
 
 
-def key_panel(ax, key: str | None, seen: View, rows: list[dict], share: float | None) -> None:
+def key_panel(ax, key: str | None, seen: View, rows: list[dict], effect) -> None:
     """One key: every job's figure (leading settings in their colours, the rest grey; hollow: pruned; a cross: not
     learning), each value's mean and spread in black, the best starred, failed and diverged jobs along the bottom."""
     mine = key_points(seen.found, key)
@@ -197,8 +200,7 @@ def key_panel(ax, key: str | None, seen: View, rows: list[dict], share: float | 
         ax.scatter(*zip(*at), s=size, marker=marker, alpha=0.75, linewidths=1.2, zorder=2 + (colour != REST), **face)
     for v in shown:
         x = where["place"][v.value]
-        if v.low != v.high:  # a group of a ranged number: its mean across its span
-            ax.hlines(v.mean, v.low, v.high, color="black", linewidth=2.5, zorder=4)
+        if v.low != v.high:  # a group of a ranged number: its mean in the middle of its span
             x = (v.low * v.high) ** 0.5 if where["log"] else (v.low + v.high) / 2
         ax.errorbar(x, v.mean, yerr=v.spread, fmt="_", markersize=24, mew=2.5, color="black", elinewidth=1.5,
                     capsize=4, zorder=4)  # fmt: skip
@@ -209,10 +211,21 @@ def key_panel(ax, key: str | None, seen: View, rows: list[dict], share: float | 
         ax.axvline(numeric(value) if where["numbers"] else where["place"].get(str(value)), **BASE)
     broken(ax, key, rows, where)
     axis(ax, shown, where)
-    if seen.chance is not None:
+    low, high = ax.get_ylim()
+    if seen.chance is not None and low <= seen.chance <= high:  # only where this panel's figures come near it
         ax.axhline(seen.chance, **CHANCE)
-    ax.set(ylabel=seen.label, title=f"{key}\n{100 * share:.0f}% of the variance" if share is not None else key or ONE)
+    ax.set(ylabel=seen.label, title=panel_title(key, effect))
     ax.grid(alpha=0.3)
+
+
+def panel_title(key: str | None, effect) -> str:
+    """The key, its share of the variance, and in a one-knob-at-a-time design its largest change from the base."""
+    if effect is None:
+        return key or ONE
+    share = f"{100 * effect.share:.0f}% of the variance"
+    if effect.change:
+        return f"{key}: {share}\n{short(effect.change[0])}: {effect.change[1]:+.4f} from the base"
+    return f"{key}\n{share}"
 
 
 def stars(ax, key: str | None, seen: View, where: dict, points: list) -> None:
@@ -298,7 +311,8 @@ def curve_panel(ax, rows: list[dict], seen: View) -> None:
         ax.axhline(seen.chance, **CHANCE)
     split = seen.label.removeprefix("final ").split(" after ")[0]
     named = f"the {len(seen.colours)} leading settings by name" if len(seen.colours) > 1 else "the leading setting"
-    title = f"{split} per epoch: {named}" + (f", the other {len(rest)} jobs as a band" if rest else "")
+    others = f", the other {plural(len(rest), 'job')}" + (" as a band" if len(rest) > FEW else " in grey")
+    title = f"{split} per epoch: {named}" + (others if rest else "")
     ax.set(xlabel="epoch", ylabel=split, title=title)
     ax.grid(alpha=0.3)
     legend(ax, rows, seen)
@@ -308,6 +322,11 @@ def band(ax, curves: list[list]) -> None:
     """Curves drawn as one grey band, their lowest to their highest at each epoch, with their median."""
     import statistics
 
+    if len(curves) <= FEW:  # a band of so few would hide them: each its own thin grey line
+        for n, c in enumerate(curves):
+            label = f"the other {plural(len(curves), 'job')}" if n == 0 else None
+            ax.plot(range(1, len(c) + 1), c, color=REST, linewidth=1.0, marker=".", label=label)
+        return
     at = [[c[e] for c in curves if len(c) > e and c[e] is not None] for e in range(max(map(len, curves)))]
     epochs = [e + 1 for e, ys in enumerate(at) if ys]
     lows, highs, mids = ([f(ys) for ys in at if ys] for f in (min, max, statistics.median))
@@ -321,6 +340,7 @@ def legend(ax, rows: list[dict], seen: View) -> None:
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
+    seeded = len({r["overrides"].get("seed") for r in rows}) > 1
     marks = [
         (True, Line2D([], [], color=REST, marker="o", linestyle=""), f"a job's {seen.label}"),
         (True, Line2D([], [], color="black", marker="_", markersize=16, mew=2.5), "a value's mean ± spread"),
@@ -331,15 +351,21 @@ def legend(ax, rows: list[dict], seen: View) -> None:
         (any(r["status"] in ("failed", "diverged") for r in rows), Line2D([], [], color=FAILED, marker="v",
          linestyle=""), "failed or diverged (no figure)"),
         (bool(seen.starred), Line2D([], [], marker="*", markersize=15, linestyle="", mfc=STAR if seen.star[1] else
-         "none", mec="black" if seen.star[1] else HOLLOW_STAR), seen.star[0]),
+         "none", mec="black" if seen.star[1] else HOLLOW_STAR), seen.star[0] + " (mean over seeds)" * seeded),
         (seen.chance is not None, Line2D([], [], **CHANCE), "chance"),
         (seen.found.base is not None, Line2D([], [], **BASE), "the base (each other value changes that knob alone)"),
+        (seeds_drawn(ax), Line2D([], [], color="black", linestyle="--"), "a setting's other seeds: dashed, dash-dot"),
     ]  # fmt: skip
     for shown, handle, label in marks:
         if shown:
             handles.append(handle)
             labels.append(label)
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def seeds_drawn(ax) -> bool:
+    """Whether a leading setting's curves came in more than one line style (its seeds)."""
+    return any(line.get_marker() == "o" and line.get_linestyle() != "-" for line in ax.get_lines())
 
 
 def label_boxes(ax) -> list:

@@ -337,8 +337,9 @@ def to_markdown(summary) -> str:
         lines += setting_lines(summary, summary.fused)
     else:
         lines += best_lines(summary)
-    lines += importance_lines(summary.importance, short)
-    if summary.settings is not None:
+    mattered = importance_lines(summary.importance, short)
+    lines += mattered
+    if summary.settings is not None or mattered:  # a section above: the jobs' table gets its own heading
         lines += ["## Jobs", ""]
     rungs = len(summary.search["rungs"]) if summary.search else 0
     table = []

@@ -158,10 +158,25 @@ def test_keys_that_always_went_together_are_said_to_be_inseparable():
     found = measure(rows, ["activation", "model.conv_channels", "optimizer.lr"], "val_acc")
     shares = {e.key: e.share for e in found.effects}
     assert shares["activation"] == pytest.approx(shares["model.conv_channels"])
-    assert "in every job, activation and model.conv_channels went together: their shares cannot be told apart" in (
-        found.caveat
-    )
-    assert "optimizer.lr and" not in found.caveat
+    assert found.caveat.startswith("in these jobs, keys went together, so their shares are mostly one and cannot")
+    assert found.caveat.split(": ", 1)[1].startswith("activation and model.conv_channels")
+    assert "optimizer.lr and" not in found.caveat  # lr met every value of both
+    assert found.interaction is not None and "optimizer.lr" in found.interaction[:2]  # crossed: an interaction is told
+
+
+def test_shares_of_keys_not_crossed_as_in_a_grid_are_said_to_overlap():
+    """A sampler's draws: lr and weight decay rose together, so each explains what the other does; the shares add up
+    past 100% and the summary says why, and names no interaction between keys that never met in every combination."""
+    rows = []
+    for n in range(12):
+        lr, wd = 10 ** (-3 + n / 6), 10 ** (-6 + n / 4 + (0.3 if n % 2 else 0))
+        rows.append({"job": n, "status": "completed", "on": "val_acc", "acc": None, "epochs_completed": 1,
+                     "overrides": {"optimizer.lr": f"{lr:.4g}", "optimizer.weight_decay": f"{wd:.4g}"},
+                     "history": [0.5], "histories": {"val_acc": [0.9 - 0.01 * n + 0.002 * (n % 3)]}})  # fmt: skip
+    found = measure(rows, ["optimizer.lr", "optimizer.weight_decay"], "val_acc")
+    assert sum(e.share for e in found.effects) > 1.05 and found.interaction is None
+    assert "cannot be told apart: optimizer.lr and optimizer.weight_decay" in found.caveat
+    assert "the keys were not crossed as in a grid, so the shares overlap (they add up to " in found.caveat
 
 
 @pytest.mark.parametrize(
@@ -178,6 +193,7 @@ def test_too_small_to_tell_is_said_in_one_line(tmp_path, runs, line):
     md = to_markdown(collect(tmp_path))
     section = md[md.index("## What mattered") :].split("\n\n")
     assert section[1] == line and "| key |" not in md.split("## What mattered")[1].split("| job |")[0]
+    assert section[2] == "## Jobs"  # the jobs' table is not read as part of the section above it
 
 
 def test_a_single_job_has_nothing_to_compare(tmp_path):

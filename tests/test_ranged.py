@@ -130,6 +130,26 @@ def test_told_enough_tpe_draws_near_what_did_well_where_random_does_not():
     assert away["tpe"][4] < 0.15 < 0.2 < away["random"][4]  # a quarter of the draws within 0.15 decades of the peak
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_told_a_few_tpe_draws_its_next_wave_near_the_best_of_them(seed):
+    """lenet_ranged's second wave: three settings told, one clearly best. The keys modelled one at a time drew three
+    settings of the worst one's kind, far from the best; modelled jointly, the wave shares the best one's choices."""
+    space = [
+        Range("activation", choices=["relu", "tanh"]),
+        Range("model.conv_channels", choices=["[6,16]", "[16,32]"]),
+        Range("optimizer.lr", 0.001, 0.03, log=True),
+        Range("optimizer.weight_decay", 1e-6, 1e-3, log=True),
+    ]
+    told = [({"activation": "tanh", "model.conv_channels": "[6,16]", "optimizer.lr": "0.004225",
+              "optimizer.weight_decay": "8.663e-05"}, 0.86),
+            ({"activation": "relu", "model.conv_channels": "[16,32]", "optimizer.lr": "0.0017",
+              "optimizer.weight_decay": "0.0006"}, 0.836),
+            ({"activation": "tanh", "model.conv_channels": "[6,16]", "optimizer.lr": "0.001019",
+              "optimizer.weight_decay": "0.00086"}, 0.843)]  # fmt: skip
+    wave = draw(space, told, 3, "tpe", seed)
+    assert sum(d["activation"] == "tanh" and d["model.conv_channels"] == "[6,16]" for d in wave) >= 2, wave
+
+
 def test_a_rerun_draws_nothing_again_and_trains_nothing_done(tmp_path):
     search = ranged(tmp_path)
     with pytest.raises(KeyboardInterrupt):

@@ -183,7 +183,8 @@ def test_the_picture_stars_the_leaders_summary_md_names(tmp_path):
     assert "neither is clearly better" in to_markdown(summary)
     fig = figure(summary)
     labels = legend_texts(fig)
-    assert "best and next: neither clearly better" in labels and "best setting" not in labels
+    assert "best and next: neither clearly better (mean over seeds)" in labels and "best setting" not in labels
+    assert "a setting's other seeds: dashed, dash-dot" in labels  # the seeds' line styles explained
     (ax,) = key_axes(fig)
     marked = [c for c in ax.collections if hasattr(c, "get_sizes") and list(c.get_sizes()) == [340]]
     assert len(marked) == 2 and all(len(c.get_facecolors()) == 0 for c in marked)  # hollow: the points show through
