@@ -42,7 +42,7 @@ def jobs(config: DictConfig, params: dict, arguments: list[str]) -> list[list[st
     values, fixed, seeds = knobs(params, arguments)
     choices = OmegaConf.to_container(config.hydra.runtime.choices) if "hydra" in config else {}
     held = OmegaConf.to_container(config, resolve=False)
-    base = {key: value_of(held, choices, key) for key in values}
+    base = {key: value_of(held, choices, key) or "null" for key in values}  # a key the config leaves null: null
     settings = [base] + [{**base, key: v} for key, listed_values in values.items() for v in listed_values
                          if v != base[key]]  # fmt: skip
     plain = [o for o in fixed if key_of(o) not in values]

@@ -64,6 +64,7 @@ class Importance:
     caveat: str = ""  # why the figures cannot tell, or what they cannot tell apart, in one line
     swept: list[str] = field(default_factory=list)  # the keys measured
     base: tuple | None = None  # a one-knob-at-a-time design's base setting (its values of `swept`)
+    design: str | None = None  # sweep.json's: around, grid or drawn; None where no record says (a folder of runs)
 
 
 def numeric(value) -> float | None:
@@ -109,10 +110,13 @@ def figures(rows: list[dict], keys: list[str], search: dict | None) -> Importanc
     return found
 
 
-def drawn(points: list[tuple[dict, float]], key: str, numbers: list[float]) -> bool:
-    """Whether a number was drawn from a range rather than listed: more than MAX_LEVELS values, or at least four with
-    no two settings sharing one (each value then stands for one setting, and tells nothing of the key alone)."""
+def drawn(points: list[tuple[dict, float]], key: str, numbers: list[float], design: str | None) -> bool:
+    """Whether a number was drawn from a range rather than listed (a grid's or a base's values never are): in a
+    sampler's sweep, more than MAX_LEVELS values or at least four with no two settings sharing one (each value then
+    stands for one setting, and tells nothing of the key alone); where no record says, more than MAX_LEVELS."""
     values = set(numbers)
+    if design in ("grid", "around") or design is None and len(values) <= MAX_LEVELS:
+        return False
     if len(values) > MAX_LEVELS:
         return True
     settings: dict[float, set] = {}
@@ -121,12 +125,14 @@ def drawn(points: list[tuple[dict, float]], key: str, numbers: list[float]) -> b
     return len(values) >= 4 and all(len(s) == 1 for s in settings.values())
 
 
-def levels(points: list[tuple[dict, float]], key: str | None) -> tuple[list[Level], list[str]]:
+def levels(
+    points: list[tuple[dict, float]], key: str | None, design: str | None = None
+) -> tuple[list[Level], list[str]]:
     """A key's levels in order (numbers by size, others as written; a ranged number in BINS groups by rank), and the
     level each point falls in; no key: one level, ONE."""
     values = [r["overrides"].get(key) if key else ONE for r, _ in points]
     numbers = [numeric(v) for v in values]
-    if all(x is not None for x in numbers) and drawn(points, key, numbers):
+    if all(x is not None for x in numbers) and drawn(points, key, numbers, design):
         spans = rank_bins(sorted(set(numbers)))
         label = {x: text for text, (low, high) in spans.items() for x in numbers if low <= x <= high}
         of = [label[x] for x in numbers]
@@ -145,12 +151,13 @@ def levels(points: list[tuple[dict, float]], key: str | None) -> tuple[list[Leve
 
 def rank_bins(distinct: list[float]) -> dict[str, tuple[float, float]]:
     """Drawn values (sorted, each once) in up to BINS groups by rank, each value in one group with all its jobs (a
-    setting's seeds stay together), named `low-high` with as many digits as keep the names apart."""
+    setting's seeds stay together), named `low-high` with as many digits as keep the names and their two ends apart."""
     bins = min(BINS, len(distinct) // 2)
     groups = [distinct[i * len(distinct) // bins : (i + 1) * len(distinct) // bins] for i in range(bins)]
     for digits in range(3, 18):
-        spans = {f"{g[0]:.{digits}g}-{g[-1]:.{digits}g}": (g[0], g[-1]) for g in groups}
-        if len(spans) == len(groups):
+        ends = [(f"{g[0]:.{digits}g}", f"{g[-1]:.{digits}g}") for g in groups]
+        spans = {f"{low}-{high}": (g[0], g[-1]) for (low, high), g in zip(ends, groups)}
+        if len(spans) == len(groups) and all(low != high for (low, high), g in zip(ends, groups) if g[0] != g[-1]):
             return spans
     return {f"{g[0]!r}-{g[-1]!r}": (g[0], g[-1]) for g in groups}
 
@@ -163,12 +170,13 @@ def between(points: list[tuple[dict, float]], of: list, mean: float) -> float:
     return sum(len(ys) * (statistics.fmean(ys) - mean) ** 2 for ys in groups.values())
 
 
-def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = None) -> Importance | None:
+def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = None, design: str | None = None
+            ) -> Importance | None:  # fmt: skip
     """The sweep's Importance; None for fewer than two jobs (nothing to compare)."""
     if len(rows) < 2:
         return None
     found = figures(rows, keys, search)
-    points = found.points
+    points, found.design = found.points, design
     swept = [k for k in keys if k != "seed" and len({r["overrides"].get(k) for r, _ in points}) > 1]
     ys = [y for _, y in points]
     total = sum((y - statistics.fmean(ys)) ** 2 for y in ys) if ys else 0.0
@@ -180,11 +188,12 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
         found.caveat = "every job ended at the same figure: no key moved it"
     if found.caveat:
         return found
-    found.swept, found.base = swept, base_of(points, swept)
+    found.swept = swept
+    found.base = base_of(points, swept) if design == "around" else None
     labels = {}
     for key in swept:
         mine = key_points(found, key)
-        shown, labels[key] = levels(mine, key)
+        shown, labels[key] = levels(mine, key, design)
         for level in shown:
             level.base = found.base is not None and level.value == str(found.base[swept.index(key)])
         share = between(mine, labels[key], statistics.fmean(y for _, y in mine)) / total

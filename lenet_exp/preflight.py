@@ -34,6 +34,9 @@ def check_overrides(overrides: list[str], multirun: bool | None = None, printing
             check_config(other, here)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(refusal(e)) from None
+    except AssertionError:  # OmegaConf's own check, where an override reaches into a node Hydra holds as null
+        named = " ".join(a for a in single if split(a)[0].startswith(("hydra.sweeper.", "hydra.launcher."))) or "hydra"
+        raise ConfigError(f"{named}: no such part of Hydra's config with this sweeper and launcher") from None
     check_same_values(cfg, single, variants, others)
     check_one_split(cfg, others)
     if any(split(v)[0].startswith(("model", "activation")) for _, v in variants):
@@ -74,6 +77,11 @@ def first_values(overrides: list[str], multirun: bool | None, printing: str | No
                 f"names; give {name} once"
             )
         given[name] = (arg, swept)
+        if swept and name.startswith("hydra.") and not name.startswith("hydra.sweeper.params."):  # one value a run
+            raise ConfigError(
+                f"{arg}: {name} is a setting of the sweep itself and takes one value; sweep keys of "
+                "the experiment, or run the sweep once for each value in its own hydra.sweep.dir"
+            )
         if not swept:
             single.append(arg)
         elif own and printing:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lenet_exp.halving import Point, Rung, Search, bring_to, group_settings, rung_epochs, setting_score
+from lenet_exp.halving import Point, Rung, RungIncomplete, Search, bring_to, group_settings, rung_epochs, setting_score
 from lenet_exp.overrides import grid, key_of, parse
-from lenet_exp.sweep_record import HalvingRecord, dirname_for
+from lenet_exp.sweep_record import HalvingRecord, dirname_for, job_number, read_halving
 from lenet_exp.words import plural
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,11 @@ def space(params: dict, arguments: list[str]) -> tuple[list[Range], list[str]]:
     for key, override in given.items():
         if key == "trainer.epochs":
             continue  # the rungs set it
+        if key == "seed":
+            try:
+                grid([override])
+            except ValueError:
+                raise ValueError(f"{override}: seeds are listed, as seed=0,1,2; no range draws them") from None
         found = None if key == "seed" else range_of(override)
         if found is None:
             fixed.append(override)
@@ -152,7 +157,18 @@ class RangedSearch(Search):
         self.swept = [r.key for r in self.ranges] + (["seed"] if len(self.seeds) > 1 else [])
         self.n_trials, self.batch, self.sampler, self.sampler_seed = n_trials, batch, sampler, seed
         self.points, self.settings = [], []
+        self.check_trials()
         self.outside = {}
+
+    def check_trials(self) -> None:
+        """A rerun of this search (its space, in halving.json) with another n_trials would re-decide its rungs over
+        other settings than it trained: refused in one line, naming the count that continues it."""
+        earlier = read_halving(self.sweep_dir) or {}
+        if earlier.get("space") == self.space_text() and earlier.get("settings") not in (None, self.n_trials):
+            print(f"Error: hydra.sweeper.n_trials={self.n_trials}: this search was started with "
+                  f"hydra.sweeper.n_trials={earlier['settings']} (halving.json); continue it with that, or use "
+                  "another hydra.sweep.dir", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
 
     @property
     def jobs(self) -> int:
@@ -178,6 +194,10 @@ class RangedSearch(Search):
         """Draw the settings wave by wave (or read those an earlier run drew), each wave trained to the first rung and
         told to the sampler before the next is drawn; every setting drawn, for the rungs."""
         drawn = record.drawn(self.space_text())
+        outside = next((n for n, setting in enumerate(drawn) if not self.within(setting)), None)
+        if outside is not None:
+            raise RungIncomplete(f"{self.sweep_dir / 'halving.json'}: drawn setting {outside + 1} is not one of this "
+                                 "search's space; move the file away to draw afresh", 2)  # fmt: skip
         first = Rung(0, len(self.rungs), self.rungs[0], 0)
         for wave, start in enumerate(range(0, self.n_trials, self.batch)):
             count = min(self.batch, self.n_trials - start)
@@ -193,13 +213,30 @@ class RangedSearch(Search):
             bring_to(self.settings[start : start + count], first, train)
         return self.settings
 
+    def within(self, setting: dict) -> bool:
+        """Whether a recorded setting is one this space draws: its keys, each value inside its range or a choice."""
+        if not isinstance(setting, dict) or set(setting) != {r.key for r in self.ranges}:
+            return False
+        try:
+            found = {r.key: r.value(str(setting[r.key])) for r in self.ranges}
+        except ValueError:
+            return False
+        return all(found[r.key] in r.choices if r.choices is not None else r.low <= found[r.key] <= r.high
+                   for r in self.ranges)  # fmt: skip
+
     def add(self, settings: list[dict]) -> None:
-        """Each drawn setting's jobs (one per seed), numbered setting by setting, in folders named as a sweep's."""
+        """Each drawn setting's jobs (one per seed), numbered setting by setting, in folders named as a sweep's; a
+        folder of that number under another name means the record and the folders disagree: refused, in one line."""
+        taken = {job_number(p.name): p.name for p in self.sweep_dir.iterdir() if p.is_dir()}
         for setting in settings:
             jobs = []
             for seed in self.seeds:
                 overrides = [*self.fixed, *(f"{k}={v}" for k, v in setting.items()), *seed]
                 num = len(self.points)
                 jobs.append(Point(num, overrides, self.sweep_dir / f"{num}_{dirname_for(overrides, self.swept)}"))
+                if taken.get(num, jobs[-1].folder.name) != jobs[-1].folder.name:
+                    raise RungIncomplete(f"{self.sweep_dir / 'halving.json'}: its drawn settings make job {num} "
+                                         f"{jobs[-1].folder.name}, but that job's folder is {taken[num]}; move the "
+                                         "file away to draw afresh, or use another hydra.sweep.dir", 2)  # fmt: skip
                 self.points.append(jobs[-1])
             self.settings += group_settings(jobs)

@@ -146,7 +146,7 @@ def collect(sweep_dir: Path, runs: bool = False) -> Summary:
     command = (sweep_command(sweep_dir) or [""])[:-1]  # the sweep's own command but its folder
     on = choosing_split(rows)
     summary = Summary(sweep_dir, rows, keys, search, by_setting(rows, keys, on), fused, command, on, runs=runs)
-    summary.importance = measure(rows, keys, on, search)
+    summary.importance = measure(rows, keys, on, search, record.get("design"))
     asked = record.get("jobs")
     summary.missing = asked - len(rows) if isinstance(asked, int) and not (search or runs) else 0
     summary.running = [r["job"] for r in sorted(rows, key=job_order) if r["status"] == "running"]

@@ -161,11 +161,11 @@ def to_png(summary) -> bytes:
     return out.getvalue()
 
 
-def positions(key: str | None, points: list) -> tuple[list, list, dict]:
+def positions(key: str | None, points: list, design: str | None = None) -> tuple[list, list, dict]:
     """Where each point goes along x, its key's levels, and each level's place: a number at its value (spread a
     little either side where several jobs share it), anything else at 0, 1, 2, ... in its levels' order; a group of
     a ranged number leaves each job at its own value."""
-    shown, of = levels(points, key)
+    shown, of = levels(points, key, design)
     numbers = bool(shown) and all(v.low is not None for v in shown)
     place = {v.value: (v.low if numbers else i) for i, v in enumerate(shown)}
     log = numbers and min(v.low for v in shown) > 0 and max(v.high for v in shown) / min(v.low for v in shown) > 10
@@ -188,7 +188,7 @@ def key_panel(ax, key: str | None, seen: View, rows: list[dict], effect) -> None
     """One key: every job's figure (leading settings in their colours, the rest grey; hollow: pruned; a cross: not
     learning), each value's mean and spread in black, the best starred, failed and diverged jobs along the bottom."""
     mine = key_points(seen.found, key)
-    xs, shown, where = positions(key, mine)
+    xs, shown, where = positions(key, mine, seen.found.design)
     groups: dict[tuple, list] = {}
     for (row, y), x in zip(mine, xs):
         colour = seen.colours.get(setting_of(row["overrides"], seen.keys), REST)

@@ -145,6 +145,10 @@ def check_ranges(cfg: DictConfig, overrides: list[str]) -> None:
     for r in found:
         ends = r.choices if r.choices is not None else [f"{r.low:g}", f"{r.high:g}"]
         check_each(base, [(r.key, value) for value in ends], "the search would draw")
+        held = OmegaConf.select(compose_config([*base, f"{r.key}={ends[0]}"]), r.key)
+        if r.choices is None and not r.integer and isinstance(held, int) and not isinstance(held, bool):
+            raise ConfigError(f"{r.key}: it takes whole numbers, and interval() draws fractions; spell the range "
+                              f"{r.key}='int(interval({r.low:g}, {r.high:g}))'")  # fmt: skip
 
 
 def check_knobs(cfg: DictConfig, overrides: list[str]) -> None:

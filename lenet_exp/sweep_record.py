@@ -24,7 +24,7 @@ from lenet_exp.files import DamagedRecord, flatten, load_json, load_yaml, read_j
 from lenet_exp.metrics import METRICS, is_number
 from lenet_exp.overrides import IGNORED, as_dict, grid, key_of, quoted, split, value_text
 from lenet_exp.overrides import swept_keys as swept_keys_of
-from lenet_exp.plugins import basic_sweeper, fuses, halves, samples
+from lenet_exp.plugins import basic_sweeper, fuses, halves, one_at_a_time, samples
 from lenet_exp.settings import ADDED_KEYS, settings_of
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,16 @@ def record_sweep(sweep_dir: Path, overrides: list[str], cfg: DictConfig, command
     named = not any(key_of(a) == "hydra.sweep.subdir" for a in given)  # folders the sweep names itself
     grid = (basic_sweeper(cfg) or halves(cfg) and not samples(cfg)) and named
     count = {"jobs": n} if (n := jobs_asked(cfg, overrides)) else {}
-    extra = {"launcher": launcher, **preset, "command": given, "grid": bool(grid), **count}
+    extra = {"launcher": launcher, **preset, "command": given, "grid": bool(grid), "design": design_of(cfg), **count}
     write_json(sweep_dir / SWEEP_RECORD, {**sweep_identity(overrides, cfg), **extra})
+
+
+def design_of(cfg: DictConfig) -> str:
+    """How the sweep's settings were chosen, which decides what its figures can tell: `around` (one knob at a time
+    around a base), `grid` (every listed value met every other), `drawn` (a sampler's draws from ranges)."""
+    if one_at_a_time(cfg):
+        return "around"
+    return "grid" if basic_sweeper(cfg) or halves(cfg) and not samples(cfg) else "drawn"
 
 
 def jobs_asked(cfg: DictConfig, overrides: list[str]) -> int | None:

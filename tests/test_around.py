@@ -36,9 +36,18 @@ def test_the_exercises_preset_changes_each_knob_alone_around_its_base():
     assert len({tuple(job) for job in made}) == len(made)
 
 
+def test_a_knob_whose_base_is_null_keeps_null_in_the_base_job():
+    """data.limit_test is null in the config: the base job says so, rather than an empty value no key takes."""
+    cfg = compose_config(["hparams_search=exercises"], with_hydra=True)
+    made = jobs(cfg, {"data.limit_test": "256,512"}, [])
+    assert [o for o in made[0] if o.startswith("data.limit_test")] == ["data.limit_test=null"]
+    compose_config(made[0])  # the base job's overrides compose
+
+
 def oat_sweep(root):
     """The base (relu, lr 0.1), each knob changed alone, two seeds each: tanh helps, lr 0.01 hurts a lot."""
-    (root / "sweep.json").write_text(json.dumps({"swept": ["optimizer.lr", "activation", "seed"], "overrides": []}))
+    record = {"swept": ["optimizer.lr", "activation", "seed"], "overrides": [], "design": "around"}
+    (root / "sweep.json").write_text(json.dumps(record))
     figures = {("0.1", "relu"): 0.80, ("0.01", "relu"): 0.60, ("0.1", "tanh"): 0.84}
     n = 0
     for (lr, act), acc in figures.items():

@@ -179,6 +179,26 @@ def test_shares_of_keys_not_crossed_as_in_a_grid_are_said_to_overlap():
     assert "the keys were not crossed as in a grid, so the shares overlap (they add up to " in found.caveat
 
 
+@pytest.mark.parametrize("design", ["grid", None])
+def test_a_grid_with_a_job_missing_is_no_one_knob_design_and_its_listed_numbers_are_not_grouped(tmp_path, design):
+    """A 2 x 2 grid whose fourth job diverged leaves an L of three settings: still a grid's (no base, no claim of one
+    knob at a time); four listed learning rates, one job each, keep a row each (they were listed, not drawn)."""
+    for name, grid in (("l", product(["0.1", "0.3"], ["relu", "tanh"])), ("four", [(lr, "relu") for lr in
+                       ("0.01", "0.03", "0.1", "0.3")])):  # fmt: skip
+        sweep = tmp_path / name
+        sweep.mkdir()
+        (sweep / "sweep.json").write_text(json.dumps({"swept": ["optimizer.lr", "activation"], "overrides": []}
+                                                     | ({"design": design} if design else {})))  # fmt: skip
+        for n, (lr, act) in enumerate(grid):
+            status = "diverged" if (lr, act) == ("0.3", "tanh") else "completed"
+            history = [0.5 + float(lr) + 0.05 * (act == "tanh") + 0.01 * n]
+            make_job(sweep, f"{n}_x", [f"optimizer.lr={lr}", f"activation={act}"], metrics(history, status))
+    found = collect(tmp_path / "l").importance
+    assert found.base is None and "one knob" not in found.caveat
+    (lr,) = collect(tmp_path / "four").importance.effects
+    assert [v.value for v in lr.levels] == ["0.01", "0.03", "0.1", "0.3"]
+
+
 @pytest.mark.parametrize(
     "runs, line",
     [

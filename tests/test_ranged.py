@@ -10,7 +10,7 @@ from helpers import SMALL, read_csv, refused, run_cli
 from omegaconf import OmegaConf
 
 import lenet_exp.ranged as ranged_module
-from lenet_exp.halving import Point
+from lenet_exp.halving import Point, RungIncomplete
 from lenet_exp.ranged import Range, RangedSearch, draw, range_of, space
 from lenet_exp.run_folder import RunFolder
 from lenet_exp.sweep_record import HalvingRecord
@@ -163,6 +163,36 @@ def test_a_rerun_draws_nothing_again_and_trains_nothing_done(tmp_path):
     assert [s[0].overrides[0] for s in settings[:4]] == [f"optimizer.lr={d['optimizer.lr']}" for d in drawn[:4]]
     other = RangedSearch(config(tmp_path), {"optimizer.lr": "interval(0.1, 0.2)"}, [], 3, 1, 3, 12, 4, "tpe", 0)
     assert record(other, tmp_path).drawn(other.space_text()) == []  # another space: drawn afresh
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ("fewer", "Error: hydra.sweeper.n_trials=4: this search was started with hydra.sweeper.n_trials=12 (halv"),
+        ("outside", "halving.json: drawn setting 2 is not one of this search's space; move the file away"),
+        ("another", "halving.json: its drawn settings make job 2 2_optimizer.lr=0.5,seed=0, but that job's folder"),
+    ],
+)
+def test_a_rerun_that_would_mix_two_searches_is_refused_in_one_line(tmp_path, capsys, change, said):
+    """Fewer trials than were drawn, or a record edited by hand (a setting outside the space, or one that names other
+    jobs than the folders hold): refused (status 2) before anything trains, never mixed with what was trained."""
+    search = ranged(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        search.prepare(record(search, tmp_path), Peaked(fail_on_call=2))
+    path = tmp_path / "halving.json"
+    if change != "fewer":
+        saved = json.loads(path.read_text())
+        saved["drawn"][1]["optimizer.lr"] = "5.0" if change == "outside" else "0.5"
+        path.write_text(json.dumps(saved))
+    if change == "fewer":
+        with pytest.raises(SystemExit) as stopped:
+            ranged(tmp_path, n_trials=4)
+        assert stopped.value.code == 2 and capsys.readouterr().err.startswith(said)
+        return
+    again, trainer = ranged(tmp_path), Peaked()
+    with pytest.raises(RungIncomplete) as refused:
+        again.prepare(record(again, tmp_path), trainer)
+    assert refused.value.status == 2 and said in str(refused.value) and trainer.calls == []
 
 
 @pytest.mark.slow

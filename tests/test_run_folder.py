@@ -408,6 +408,12 @@ BAD_VALUES = {
         "hydra.sweeper.n_trials=0 is not allowed: expected an integer >= 1"
     ),
     "--multirun seed=1,2 hydra/launcher=parallel hydra.launcher.n_jobs=0": "hydra.launcher.n_jobs=0 is not allowed",
+    "--multirun seed=1,2 hydra.sweeper.max_batch_size=1,2": (
+        "hydra.sweeper.max_batch_size=1,2: hydra.sweeper.max_batch_size is a setting of the sweep itself"
+    ),
+    "--multirun hydra.sweeper.params.optimizer.lr=0.1,0.2": (
+        "hydra.sweeper.params.optimizer.lr=0.1: no such part of Hydra's config with this sweeper and launcher"
+    ),
     "--multirun seed=1,2 hydra/launcher=fused hydra.launcher.max_models=0": (
         "hydra.launcher.max_models=0 is not allowed: expected an integer >= 1"
     ),
