@@ -46,7 +46,10 @@ def checked_run(folder: Path, which: str) -> dict:
     if not weights.is_file():
         status = metrics.get("status", "not started")
         why = "it has not finished an epoch" if which == "best" else f"it has not completed (status {status})"
-        hint = f"continue it with: {continue_command(folder, sweep=False)}"
+        if status == "completed":  # its weights were moved or deleted: training it again is the only way back
+            why = "its weights are gone, though it completed"
+        ended = status in ("completed", "diverged")  # nothing to continue: a rerun trains it anew
+        hint = "train it again" if ended else f"continue it with: {continue_command(folder, sweep=False)}"
         hint += "; or look at its best epoch: --which best" if which == "final" and (folder / BEST).is_file() else ""
         raise ConfigError(f"{folder}: no {weights.relative_to(folder)}: {why}; {hint}")
     return metrics

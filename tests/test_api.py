@@ -129,6 +129,12 @@ def test_evaluate_refuses_what_is_no_finished_run_in_one_line(trained, tmp_path)
     (unfinished / ".hydra" / "config.yaml").write_text((trained.run_dir / ".hydra" / "config.yaml").read_text())
     (unfinished / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 1}))
     cases[str(unfinished)] = "no checkpoints/final.pt: it has not completed (status interrupted); continue it with: "
+    diverged = shutil.copytree(unfinished, tmp_path / "diverged")
+    (diverged / "metrics.json").write_text(json.dumps({"status": "diverged", "epochs_completed": 1}))
+    cases[f"{diverged} --which final"] = "it has not completed (status diverged); train it again"  # no resume= hint
+    gone = shutil.copytree(unfinished, tmp_path / "gone")
+    (gone / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_completed": 1}))
+    cases[str(gone)] = "no checkpoints/final.pt: its weights are gone, though it completed; train it again"
     damaged = shutil.copytree(trained.run_dir, tmp_path / "damaged")
     final = damaged / "checkpoints" / "final.pt"
     final.write_bytes(final.read_bytes()[:1000])  # a copy cut short

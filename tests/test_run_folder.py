@@ -947,7 +947,7 @@ def _link(pid: int, fd: str) -> str:
 def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_completes_all(tmp_path, sig):
     pytest.importorskip("joblib")
     args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *LONGER[:-1], "trainer.epochs=2"]
-    args += ["optimizer.lr=0.1,0.2,0.3", "hydra.sweep.dir=sweep"]
+    args += ["optimizer.lr=0.1,0.2", "hydra.sweep.dir=sweep"]
     proc = start_cli(*args, cwd=tmp_path)
     deadline = time.monotonic() + HANG
     while not any(epochs_completed(p) for p in job_dirs(tmp_path / "sweep")):
@@ -965,7 +965,7 @@ def test_a_parallel_sweep_whose_worker_is_killed_ends_in_one_line_and_its_rerun_
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
-    assert [r["status"] for r in rows] == ["completed"] * 3
+    assert [r["status"] for r in rows] == ["completed"] * 2
 
 
 def test_a_run_marked_failed_after_it_ended_says_so_in_tensorboard_too(make_cfg, tmp_path, fashion_mnist):

@@ -107,7 +107,7 @@ def test_a_preempted_job_requeues_itself_and_ends_as_if_never_stopped(slurm, tmp
 
 
 def test_ctrl_c_cancels_every_job_after_its_checkpoint_and_the_rerun_continues(slurm, tmp_path):
-    args = [*SLURM, "seed=0,1,2", "data.limit_train=16384", "trainer.epochs=4", "hydra.sweep.dir=s"]
+    args = [*SLURM, "seed=0,1,2", "data.limit_train=16384", "trainer.epochs=3", "hydra.sweep.dir=s"]
     proc = start_cli(*args, cwd=tmp_path)
     wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("[0-9]_*")), "a first epoch")
     arrays = {slurm_job_of(tmp_path / "s", 0).split("_")[0]}
@@ -156,7 +156,7 @@ def test_a_rejected_sbatch_and_a_cluster_without_accounting_are_one_line(slurm, 
 
 @pytest.mark.parametrize("how", ["cancelled"])  # "killed" (SIGKILL of the job's process): `failed`, in one line
 def test_a_job_killed_or_cancelled_by_hand_ends_in_one_line_and_is_not_requeued(slurm, tmp_path, how):
-    args = [*SLURM, "seed=0", "data.limit_train=32768", "trainer.epochs=3", "hydra.sweep.dir=s"]
+    args = [*SLURM, "seed=0", "data.limit_train=16384", "trainer.epochs=3", "hydra.sweep.dir=s"]
     proc = start_cli(*args, cwd=tmp_path)
     wait_for(lambda: any(epochs_completed(d) >= 1 for d in (tmp_path / "s").glob("0_*")), "the first epoch")
     if how == "killed":  # outright (out of memory, say): no checkpoint, no word

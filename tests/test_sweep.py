@@ -334,9 +334,9 @@ def test_killed_parallel_sweep_stops_its_workers_and_resumes(tmp_path, fashion_m
         proc.send_signal(sig)  # only the sweep process: its workers must notice and stop
     proc.wait(60)
     assert proc.returncode == 128 + sig
-    time.sleep(3)  # a worker notices within a second, then checkpoints and exits
+    time.sleep(2)  # a worker notices within a second, then checkpoints and exits
     files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file()}
-    time.sleep(2)
+    time.sleep(1.5)
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing trains on
     assert {json.loads((job / "metrics.json").read_text())["status"] for job in sweep.glob("*_optimizer.lr=*")} == {
         "interrupted"
