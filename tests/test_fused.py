@@ -12,6 +12,8 @@ import pytest
 import torch
 from helpers import HANG, epochs_completed, job_dirs, read_csv, run_cli, scalars, start_cli
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+from hydra.version import VersionBase
+from packaging.version import Version
 
 from lenet_exp import run_folder
 from lenet_exp.config import compose_config
@@ -294,6 +296,16 @@ def figures_of(sweep) -> dict:
 @pytest.mark.parametrize("launcher_name, overrides", [("fused", [])])
 class TestFusedLauncher(LauncherTestSuite):
     """Hydra's launcher suite: other task functions run as the basic launcher runs them."""
+
+    @pytest.fixture(autouse=True)
+    def hydra_1_1_defaults(self):
+        """The suite expects Hydra 1.1's defaults (a job runs in its own folder); an earlier test in this process that
+        named a newer version_base (the README's compose example) would leave its defaults behind."""
+        base = VersionBase.instance()
+        saved = base.getbase()
+        base.setbase(Version("1.1"))
+        yield
+        base.version_base = saved
 
 
 @pytest.mark.parametrize(
