@@ -109,8 +109,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$((mem / cpus))
 SchedulerType=sched/backfill
-# Look at pending jobs every 5 s (default 60/30), so an eligible requeued job starts within seconds.
-SchedulerParameters=sched_interval=5,bf_interval=5
+# Look at pending jobs every second (default 60/30), so a queued or requeued job starts as soon as CPUs free up.
+SchedulerParameters=sched_interval=1,bf_interval=1
 ReturnToService=2
 MailProg=/bin/true
 MpiDefault=none
