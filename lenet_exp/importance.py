@@ -199,8 +199,9 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
         share = between(mine, labels[key], statistics.fmean(y for _, y in mine)) / total
         found.effects.append(Effect(key, share, shown, change_from_base(shown)))
     found.effects.sort(key=lambda e: -abs(e.change[1]) if e.change else -e.share)  # one knob at a time: by the change
+    pairs = pair_shares(points, labels, found.effects, total) if found.base is None else {}
     if found.base is None:
-        found.interaction = strongest_interaction(points, labels, found.effects, total)
+        found.interaction = strongest_interaction(pairs, labels, found.effects)
     settings = [tuple(r["overrides"].get(k) for k in swept) for r, _ in points]
     if len(set(settings)) < len(settings):  # several jobs a setting: seeds, or the same setting trained again
         found.noise = 1 - between(points, settings, statistics.fmean(ys)) / total
@@ -212,7 +213,7 @@ def measure(rows: list[dict], keys: list[str], on: str, search: dict | None = No
             "knobs interact is not measured" + (f"; {found.caveat}" if found.caveat else "")
         )
     else:
-        said = overlap_lines(points, labels, found.effects, total) + [found.caveat]
+        said = overlap_lines(pairs, found.effects) + [found.caveat]
         found.caveat = "; ".join(line for line in said if line)
     return found
 
@@ -233,32 +234,33 @@ def crossed(labels: dict[str, list[str]], a: str, b: str) -> bool:
     return len(set(zip(labels[a], labels[b]))) == len(set(labels[a])) * len(set(labels[b]))
 
 
-def overlap_lines(points: list, labels: dict, effects: list[Effect], total: float) -> list[str]:
+def pair_shares(points: list, labels: dict, effects: list[Effect], total: float) -> dict[tuple[str, str], float]:
+    """Each pair of keys' share of the variance, its cells (every pair of values) as the groups."""
+    mean = statistics.fmean(y for _, y in points)
+    return {(a, b): between(points, list(zip(labels[a], labels[b])), mean) / total
+            for a, b in itertools.combinations([e.key for e in effects], 2)}  # fmt: skip
+
+
+def overlap_lines(pairs: dict, effects: list[Effect]) -> list[str]:
     """What the shares cannot tell where the keys were not crossed as in a grid (a sampler's draws): the pairs whose
     shares are mostly one and the same (OVERLAP of the smaller one), and that the shares then add up past 100%."""
-    pairs, shares, mean = [], {e.key: e.share for e in effects}, statistics.fmean(y for _, y in points)
-    for a, b in itertools.combinations([e.key for e in effects], 2):
-        both = between(points, list(zip(labels[a], labels[b])), mean) / total
-        if min(shares[a], shares[b]) >= 0.02 and shares[a] + shares[b] - both >= OVERLAP * min(shares[a], shares[b]):
-            pairs.append(f"{a} and {b}")
+    shares = {e.key: e.share for e in effects}
+    tied = [f"{a} and {b}" for (a, b), both in pairs.items() if min(shares[a], shares[b]) >= 0.02
+            and shares[a] + shares[b] - both >= OVERLAP * min(shares[a], shares[b])]  # fmt: skip
     lines = [f"in these jobs, keys went together, so their shares are mostly one and cannot be told apart: "
-             f"{'; '.join(pairs)}"] if pairs else []  # fmt: skip
+             f"{'; '.join(tied)}"] if tied else []  # fmt: skip
     if sum(shares.values()) > 1.05:
         lines.append(f"the keys were not crossed as in a grid, so the shares overlap (they add up to "
                      f"{100 * sum(shares.values()):.0f}%): each is what its key alone explains")  # fmt: skip
     return lines
 
 
-def strongest_interaction(points: list, labels: dict, effects: list[Effect], total: float) -> tuple | None:
-    """The pair of keys whose cells explain the most beyond their two main effects, with that share."""
-    best, mean, shares = None, statistics.fmean(y for _, y in points), {e.key: e.share for e in effects}
-    for a, b in itertools.combinations([e.key for e in effects], 2):
-        if not crossed(labels, a, b):  # without every pair of values, what a pair adds is no interaction
-            continue
-        extra = max(0.0, between(points, list(zip(labels[a], labels[b])), mean) / total - shares[a] - shares[b])
-        if best is None or extra > best[2]:
-            best = (a, b, extra)
-    return best
+def strongest_interaction(pairs: dict, labels: dict, effects: list[Effect]) -> tuple | None:
+    """The pair of keys crossed as in a grid whose cells explain the most beyond their two main effects, with that
+    share (without every pair of values, what a pair adds is no interaction)."""
+    shares = {e.key: e.share for e in effects}
+    found = [(a, b, max(0.0, both - shares[a] - shares[b])) for (a, b), both in pairs.items() if crossed(labels, a, b)]
+    return max(found, key=lambda f: f[2], default=None)
 
 
 def base_of(points: list, swept: list[str]) -> tuple | None:
