@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_exp.overrides import is_sweep, key_of, listed, parse, value_of
+from lenet_exp.overrides import is_sweep, key_of, listed, param_overrides, parse, value_of
 
 
 def knobs(params: dict, arguments: list[str]) -> tuple[dict[str, list[str]], list[str], list[list[str]]]:
@@ -22,7 +22,7 @@ def knobs(params: dict, arguments: list[str]) -> tuple[dict[str, list[str]], lis
     its list) and one value moves the base (and drops that knob). ValueError, naming it, for a search space
     (interval, tag), which lists no values."""
     values, fixed, seeds = {}, [], [[]]
-    for override, from_params in [(f"{k}={v}", True) for k, v in params.items()] + [(a, False) for a in arguments]:
+    for override, from_params in [(o, True) for o in param_overrides(params)] + [(a, False) for a in arguments]:
         key = key_of(override)
         if is_sweep(override) and not parse(override).is_discrete_sweep():
             raise ValueError(f"{override}: one knob at a time tries listed values (a,b or choice(a,b)), not a range")

@@ -4,7 +4,8 @@ optimizer state and hyperparameters.
 The fused model is derived from the G ordinary models (never written twice): every layer holds the G
 models' weights stacked on a new first dimension. A convolution over G models is one grouped convolution
 (model g's images are channel group g), a linear layer one batched matrix product (models on the batch
-dimension), an activation is applied per model (models may differ in it). The loss is the sum of each
+dimension), an activation is applied per model (models may differ in it), a batch norm normalises each model's
+channels over its own batch and keeps its own running statistics. The loss is the sum of each
 model's own mean loss, so each model's gradient is exactly what it would be alone. The optimizer applies
 torch's SGD or Adam update with a hyperparameter per model. Each model's weights and optimizer state
 convert to and from an ordinary LeNet's and torch optimizer's, so every job's checkpoint is a single
@@ -49,6 +50,10 @@ FUSABLE = {
 DEFAULTS = {"momentum": 0.0, "weight_decay": 0.0, "dampening": 0.0, "betas": (0.9, 0.999), "eps": 1e-8}
 
 
+# a LeNet layer's state dict entry -> the stacked tensor's name prefix in the fused model (w3: layer 3's weights)
+STATE = {"weight": "w", "bias": "b", "running_mean": "mean", "running_var": "var", "num_batches_tracked": "count"}
+
+
 class PerModelActivation(nn.Module):
     """Each model's own activation on its slice of the model dimension; one call where all models share it."""
 
@@ -78,44 +83,60 @@ class FusedLeNet(nn.Module):
     def __init__(self, models: list[LeNet]) -> None:
         super().__init__()
         template, self.G = models[0], len(models)
-        self.input_shape, self.plan = template.input_shape, []
+        self.input_shape, self.plan, self.entries = template.input_shape, [], []
         for i, layer in enumerate(template):
-            if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                self.register_parameter(
-                    f"w{i}", nn.Parameter(torch.stack([m[i].weight.detach() for m in models]).clone())
-                )
-                self.register_parameter(
-                    f"b{i}", nn.Parameter(torch.stack([m[i].bias.detach() for m in models]).clone())
-                )
-                kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
-                self.plan.append((kind, i, (layer.stride, layer.padding) if kind == "conv" else None))
+            if isinstance(layer, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)):
+                self._stack(i, [m[i] for m in models])
+                if isinstance(layer, nn.Conv2d):
+                    self.plan.append(("conv", i, (layer.stride, layer.padding)))
+                elif isinstance(layer, nn.Linear):
+                    self.plan.append(("linear", i, None))
+                else:
+                    self.plan.append(("norm", i, (layer.eps, layer.momentum)))
             elif isinstance(layer, nn.Flatten):
                 self.plan.append(("flatten", i, None))
             elif isinstance(layer, (nn.AvgPool2d, nn.MaxPool2d)):
                 self.add_module(f"pool{i}", layer)
                 self.plan.append(("pool", i, None))
+            elif isinstance(layer, nn.Dropout):  # fusion_key keeps a model with dropout alone
+                raise ValueError("a fused model cannot draw each model's own dropout masks")
             else:
                 self.add_module(f"act{i}", PerModelActivation([m[i] for m in models]))
                 self.plan.append(("act", i, None))
-        self.slots = [i for kind, i, _ in self.plan if kind in ("conv", "linear")]
+
+    def _stack(self, i: int, layers: list[nn.Module]) -> None:
+        """Layer i's weights (parameters) and running statistics (buffers) of every model, stacked on a first dim."""
+        for name in layers[0].state_dict():
+            stacked = torch.stack([layer.state_dict()[name].detach() for layer in layers]).clone()
+            if name in ("weight", "bias"):
+                self.register_parameter(f"{STATE[name]}{i}", nn.Parameter(stacked))
+            else:
+                self.register_buffer(f"{STATE[name]}{i}", stacked)
+            self.entries.append((i, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         G, B = self.G, x.shape[0]
         last = self.plan[-1][1]
         for kind, i, meta in self.plan:
             if kind == "conv":  # (B, G*Cin, H, W) -> (B, G*Cout, H', W'): one grouped convolution
-                w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}")
-                x = F.conv2d(x, w.flatten(0, 1), b.flatten(), meta[0], meta[1], groups=G)
+                w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}", None)  # no bias before a batch norm
+                x = F.conv2d(x, w.flatten(0, 1), None if b is None else b.flatten(), meta[0], meta[1], groups=G)
+            elif kind == "norm":
+                x = self._norm(i, x, *meta)
             elif kind == "pool":
                 x = getattr(self, f"pool{i}")(x)
             elif kind == "flatten":  # (B, G*C, H, W) -> (G, B, C*H*W)
                 x = x.reshape(B, G, -1).transpose(0, 1)
             elif kind == "linear":  # (G, B, in) -> (G, B, out): one batched product; the classifier in fp32, as LeNet's
-                w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}")
+                w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}", None)
                 if i == last:
                     with full_precision(x):
                         return torch.baddbmm(b.float().unsqueeze(1), x.float(), w.float().transpose(1, 2))
-                x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                x = (
+                    torch.bmm(x, w.transpose(1, 2))
+                    if b is None
+                    else torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                )
             else:  # activation: model g's slice is dim 1 of (B, G, C, H, W) in the conv stage, dim 0 of (G, B, F) after
                 if x.dim() == 4:
                     x = getattr(self, f"act{i}")(x.view(B, G, -1, *x.shape[2:]), dim=1).view(B, -1, *x.shape[2:])
@@ -123,23 +144,29 @@ class FusedLeNet(nn.Module):
                     x = getattr(self, f"act{i}")(x, dim=0)
         return x
 
+    def _norm(self, i: int, x: torch.Tensor, eps: float, momentum: float) -> torch.Tensor:
+        """Batch normalisation of each model's own channels over its own batch: the G models' channels side by side
+        are one batch norm over G*C channels ((B, G*C, H, W) as it comes; (G, B, F) as (B, G*F)). The stacked
+        running statistics are updated in place through their flat views."""
+        if self.training:
+            getattr(self, f"count{i}").add_(1)
+        flat = x if x.dim() == 4 else x.transpose(0, 1).reshape(x.shape[1], -1)
+        args = [getattr(self, f"{n}{i}").view(-1) for n in ("mean", "var", "w", "b")]
+        y = F.batch_norm(flat, *args, self.training, momentum, eps)
+        return y if x.dim() == 4 else y.view(x.shape[1], self.G, -1).transpose(0, 1)
+
     def model_state(self, g: int) -> dict:
-        """Model g's weights as an ordinary LeNet's state dict, CPU tensors."""
-        return {
-            f"{i}.{name}": getattr(self, f"{name[0]}{i}")[g].detach().cpu().clone()
-            for i in self.slots
-            for name in ("weight", "bias")
-        }
+        """Model g's weights (and running statistics) as an ordinary LeNet's state dict, CPU tensors."""
+        return {f"{i}.{name}": getattr(self, f"{STATE[name]}{i}")[g].detach().cpu().clone() for i, name in self.entries}
 
     @torch.no_grad()
     def load_model_state(self, g: int, state: dict) -> None:
-        for i in self.slots:
-            for name in ("weight", "bias"):
-                getattr(self, f"{name[0]}{i}")[g].copy_(state[f"{i}.{name}"])
+        for i, name in self.entries:
+            getattr(self, f"{STATE[name]}{i}")[g].copy_(state[f"{i}.{name}"])
 
     def stacked(self) -> list[nn.Parameter]:
-        """The stacked parameters in LeNet's parameter order (weight, bias of each layer)."""
-        return [getattr(self, f"{name}{i}") for i in self.slots for name in ("w", "b")]
+        """The stacked parameters in LeNet's parameter order (each layer's weight, then bias)."""
+        return [getattr(self, f"{STATE[name]}{i}") for i, name in self.entries if name in ("weight", "bias")]
 
 
 class FusedOptimizer:
@@ -333,12 +360,24 @@ def elementwise(activation: nn.Module) -> bool:
     return whole.shape == x.shape and torch.allclose(whole.reshape(-1), one_by_one, rtol=1e-5, atol=1e-6)
 
 
+def why_alone(cfg: DictConfig) -> str | None:
+    """Why a job the fused launcher would otherwise fuse must train alone, in one line, or None: dropout draws its
+    masks from the run's own random stream, which a fused model of G runs cannot keep for each."""
+    dropout = OmegaConf.select(cfg, "model.dropout", default=0)
+    if dropout:
+        return (
+            f"model.dropout={dropout}: jobs with dropout train one at a time, not fused (a fused model cannot draw "
+            "each model's own dropout masks, so its figures would not be the job's own)"
+        )
+    return None
+
+
 def fusion_key(cfg: DictConfig) -> tuple | None:
     """What jobs must share to train as one fused model (data, batch, epochs, layer sizes, device, optimizer class), or
     None for a job that trains alone (another model or optimizer, compiled, optimizer settings the fused step lacks)."""
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     allowed = FUSABLE.get(optimizer.get("_target_"))
-    if cfg.model.get("_target_") != LENET or allowed is None or cfg.device.compile:
+    if cfg.model.get("_target_") != LENET or allowed is None or cfg.device.compile or why_alone(cfg):
         return None
     if any(k not in allowed and not k.startswith("_") for k in optimizer):
         return None

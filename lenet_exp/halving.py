@@ -31,7 +31,7 @@ from lenet_exp.files import DamagedRecord
 from lenet_exp.folders import locked
 from lenet_exp.logger import end_session
 from lenet_exp.metrics import chosen_on, figure_at, learning_note, rank_key
-from lenet_exp.overrides import grid, key_of, parse, quoted, setting_of, split
+from lenet_exp.overrides import grid, key_of, param_overrides, parse, quoted, setting_of, split
 from lenet_exp.run_folder import RunFolder
 from lenet_exp.signals import Interrupted, handlers, interrupted_line, stop
 from lenet_exp.summary import refresh_summary
@@ -337,7 +337,7 @@ class Search:
                  max_epochs: int | None) -> None:  # fmt: skip
         self.config, self.eta, self.sweep_dir = config, eta, Path(str(config.hydra.sweep.dir))
         self.rungs = rung_epochs(min_epochs, eta, max_epochs or int(config.trainer.epochs))
-        given = [f"{k}={v}" for k, v in params.items()] + list(arguments)
+        given = param_overrides(params) + list(arguments)
         try:
             self.points = points_of_grid(grid(given), self.sweep_dir, swept_keys(self.sweep_dir, params))
         except (RepeatedJob, ValueError) as e:

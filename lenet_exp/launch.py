@@ -29,7 +29,7 @@ from lenet_exp.cluster import (  # noqa: F401  (the Slurm launcher's, from here)
     slurm,
     still_queued,
 )
-from lenet_exp.fused import fusion_key, groups_of
+from lenet_exp.fused import fusion_key, groups_of, why_alone
 from lenet_exp.jobs import NO_ACCURACY, Job, job_of, job_outcome
 from lenet_exp.resume import plan
 from lenet_exp.run_folder import RECORD, RunFolder
@@ -133,6 +133,13 @@ def fusion_groups(configs: list[DictConfig], max_models: int) -> list[list[int]]
     return groups_of(keys, max_models)
 
 
+def alone_reason(cfg: DictConfig) -> str | None:
+    try:
+        return why_alone(cfg)
+    except Exception:  # a config that cannot be read as lenet_exp's: the task itself says what is wrong
+        return None
+
+
 def train_configs(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     """Composed jobs trained here, up to `launcher.max_models` of a fusion key as one fused model (the Slurm launcher
     runs a fused group on its node through this too)."""
@@ -141,6 +148,8 @@ def train_configs(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     groups = fusion_groups(configs, launcher.max_models)
     sizes = ", ".join(str(len(g)) for g in groups)
     log.info(f"Fused launcher: {plural(len(configs), 'job')} in {plural(len(groups), 'group')} of {sizes}")
+    for reason in sorted({why for cfg in configs if (why := alone_reason(cfg))}):
+        log.warning(f"Fused launcher: {reason}")
     returns: list[JobReturn | None] = [None] * len(configs)
     for group in groups:
         if len(group) == 1:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from lenet_exp.augment import augmented, epoch_augmentation
 from lenet_exp.build import cpu_weights
 from lenet_exp.console import EpochBar
 from lenet_exp.data import Split, to_input
@@ -64,6 +65,7 @@ def train_epoch(
     trainee,
     data: Split,
     orders: torch.Tensor,
+    draws: torch.Tensor | None,
     progress: list[Progress],
     active: list[bool],
     s: Settings,
@@ -73,7 +75,8 @@ def train_epoch(
     """Train the active models from their step to the end of the epoch, or until a signal comes; yields at each log
     point, once `progress` holds the running figures (the caller may then clear a model's `active` flag).
 
-    `orders` (G, N): each model's own shuffle. Loss and correct counts stay on the device until a log point.
+    `orders` (G, N): each model's own shuffle; `draws` (G, N, 3): each model's augmentation of each place in it, or
+    None without augmentation. Loss and correct counts stay on the device until a log point.
     """
     bs, first = s.data.batch_size, progress[active.index(True)]
     num_batches = math.ceil(len(data) / bs)
@@ -88,7 +91,10 @@ def train_epoch(
         if stop.signum is not None:
             break
         idx = orders[:, step * bs : (step + 1) * bs]  # (G, B)
-        losses, correct = trainee.step(data.images[idx], data.labels[idx])
+        images = (
+            data.images[idx] if draws is None else augmented(data.images[idx], draws[:, step * bs : (step + 1) * bs])
+        )
+        losses, correct = trainee.step(images, data.labels[idx])
         loss_sums += losses
         corrects += correct
         for p in (p for p, on in zip(progress, stepping) if on):
@@ -146,7 +152,8 @@ def fit(runs: list[Run], jobs: list[Job], trainee, stop: StopSignals, show_bar: 
             bar.start(p.epoch + 1, s.trainer.epochs, p.seen)
             began = time.perf_counter()
             orders = torch.stack([epoch_order(len(train_set), r.s.seed, p.epoch, device) for r in runs])  # (G, N)
-            for _ in train_epoch(trainee, train_set, orders, [r.p for r in runs], active, s, stop, bar):
+            draws = epoch_augmentation(s.data.augment, [r.s.seed for r in runs], len(train_set), p.epoch, device)
+            for _ in train_epoch(trainee, train_set, orders, draws, [r.p for r in runs], active, s, stop, bar):
                 bar.figures(p.loss_sum / p.seen, p.correct / p.seen)
                 for g, m in enumerate(members):
                     m.attempt(m.log_point)

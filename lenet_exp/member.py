@@ -13,7 +13,7 @@ from lenet_exp import logger as tb
 from lenet_exp.console import closing_line
 from lenet_exp.jobs import Job, Progress, Run
 from lenet_exp.metrics import chosen_on, learning_note, record
-from lenet_exp.model import shape_table
+from lenet_exp.model import native_bf16, shape_table
 from lenet_exp.run_folder import BEST, FINAL, LAST, RunFolder
 from lenet_exp.settings import settings_of
 from lenet_exp.signals import Interrupted, StopSignals
@@ -86,6 +86,10 @@ class Member:
         threads, epochs = plural(torch.get_num_threads(), "CPU thread"), plural(run.s.trainer.epochs, "epoch")
         examples = " / ".join(f"{len(d)} {k}" for k, d in zip(("train", "val", "test"), run.data) if d is not None)
         examples += " examples"
+        if run.s.device.amp:  # bf16 where the device computes in it natively; say so where it does not
+            threads += (
+                ", bf16 autocast" if native_bf16(run.device.type) else ", fp32: no bf16 instructions for device.amp"
+            )
         log.info("Training on %s (%s): %s, %s, into %s", run.device, threads, examples, epochs, self.folder.path)
         self.chance = run.test_set.labels.bincount().max().item() / len(run.test_set)
         self.folder.write_metrics(self.record("running"))  # a running sweep's summary shows it
@@ -101,6 +105,8 @@ class Member:
         model, optimizer = self.trainee.states(self.g)
         progress, settings, threads = asdict(self.p), settings_of(self.run.cfg), torch.get_num_threads()
         state = {"model": model, "optimizer": optimizer, "rng": torch.get_rng_state(), "progress": progress}
+        if self.run.device.type == "cuda":  # dropout's masks on a GPU come from its own generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.run.device)
         if self.run.scheduler:
             state["scheduler"] = self.run.scheduler.state_dict()
         self.folder.save(LAST, {**state, "settings": settings, "cpu_threads": threads})

@@ -87,6 +87,12 @@ def value_text(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def param_overrides(params) -> list[str]:
+    """A sweeper's `params` as overrides, each value as its YAML gave it: a sweep (`0.1,0.3`) as typed, a single
+    value as a user types it (`true`, not Python's `True`)."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in (params or {}).items()]
+
+
 def value_of(config: dict, choices: dict, key: str) -> str:
     """The value a config holds for `key`, as an override writes it: a config group's choice (`activation` ->
     `relu`), else the composed value (`optimizer.lr` -> `0.9`, `model.conv_channels` -> `[6,16]`); empty where it

@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lenet_exp.halving import Point, Rung, RungIncomplete, Search, bring_to, group_settings, rung_epochs, setting_score
-from lenet_exp.overrides import grid, key_of, parse
+from lenet_exp.overrides import grid, key_of, param_overrides, parse
 from lenet_exp.sweep_record import HalvingRecord, dirname_for, job_number, read_halving
 from lenet_exp.words import plural
 
@@ -91,7 +91,7 @@ def space(params: dict, arguments: list[str]) -> tuple[list[Range], list[str]]:
     """The keys the search draws, and the overrides every setting takes as they are (one value each, and `seed`'s
     list: each setting's seeds); a key given on the command line replaces the preset's. ValueError naming the
     override that is no range, no list and no value."""
-    given = {key_of(o): o for o in [f"{k}={v}" for k, v in params.items()] + list(arguments)}  # the last one wins
+    given = {key_of(o): o for o in param_overrides(params) + list(arguments)}  # the last one wins
     ranges, fixed = [], []
     for key, override in given.items():
         if key == "trainer.epochs":

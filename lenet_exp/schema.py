@@ -44,6 +44,7 @@ INT_GE_0 = int_at_least(0)
 INT_GE_1 = int_at_least(1)
 BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
 NON_NEGATIVE: Rule = (lambda v: 0 <= v < math.inf, "a finite number >= 0")
+FRACTION: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 NO_CUDA = "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu"
 LENET = "lenet_exp.model.LeNet"  # the model class whose jobs the fused launcher may train together
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 260
@@ -64,6 +65,8 @@ class LeNetSettings:
     hidden: list[int] = checked((lambda v: all(h >= 1 for h in v), "a list of integers >= 1"))
     num_classes: int = checked(INT_GE_1)
     init: str = checked(one_of("xavier_uniform", "kaiming_uniform", "default"))
+    norm: str = checked(one_of("none", "batch"), "none")
+    dropout: float = checked(FRACTION, 0.0)
 
 
 @dataclass
@@ -88,7 +91,6 @@ class AdamSettings(OptimizerSettings):
 
 
 SCHEDULE_EPOCHS = int_at_least(1, null="trainer.epochs")
-FRACTION: Rule = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 POSITIVE: Rule = (lambda v: 0 < v < math.inf, "a finite number > 0")
 
 
@@ -124,6 +126,7 @@ class DataSettings:
     download: bool = checked(BOOL)
     batch_size: int = checked(INT_GE_1)
     val_size: int = checked(INT_GE_0)
+    augment: bool = checked(BOOL, False)
     limit_train: int | None = checked(int_at_least(1, null="all examples"))
     limit_test: int | None = checked(int_at_least(1, null="all examples"))
 
@@ -293,6 +296,7 @@ def check_config(cfg: DictConfig, here: bool = True) -> Settings:
     settings = Settings.from_cfg(cfg)
     check(settings.model, "model.")
     check_model_fits(settings.model, settings.data.name)
+    check_norm_batches(settings)
     check_schedule(settings, OmegaConf.select(cfg, "optimizer.lr"))
     check_folder_path(Path(settings.data.root), "data.root", writable=False)  # written only by a download, checked then
     try:
@@ -319,6 +323,20 @@ def check_model_fits(model: LeNetSettings, name: str) -> None:
         raise ConfigError(
             f"model.num_classes={model.num_classes} cannot fit {name}: its labels are 0-{spec.classes - 1}, "
             f"so expected >= {spec.classes}"
+        )
+
+
+def check_norm_batches(s: Settings) -> None:
+    """Batch normalisation needs two or more examples in every training batch, the epoch's last one included."""
+    if s.model.norm != "batch":
+        return
+    n = DATASETS[s.data.name].counts["train"] - s.data.val_size
+    n = min(n, s.data.limit_train or n)
+    if s.data.batch_size == 1 or n % s.data.batch_size == 1:
+        where = "every batch holds one" if s.data.batch_size == 1 else f"the last batch of an epoch of {n} holds one"
+        raise ConfigError(
+            f"model.norm=batch needs two or more examples in every training batch, but {where} "
+            f"(data.batch_size={s.data.batch_size}); change data.batch_size or data.limit_train"
         )
 
 

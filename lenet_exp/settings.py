@@ -21,7 +21,14 @@ RESUMABLE_CHANGES = (
     "device.eval_batch_size",
 )
 # keys added since an earlier version saved its runs, at the value that trains as that version did
-ADDED_KEYS = {"scheduler.name": "none", "scheduler.epochs": None, "data.val_size": 0}
+ADDED_KEYS = {
+    "scheduler.name": "none",
+    "scheduler.epochs": None,
+    "data.val_size": 0,
+    "data.augment": False,
+    "model.norm": "none",
+    "model.dropout": 0.0,
+}
 
 
 def task_config(cfg: DictConfig) -> DictConfig:

@@ -22,7 +22,7 @@ from lenet_exp.config import conf_file
 from lenet_exp.errors import FolderRefused
 from lenet_exp.files import DamagedRecord, flatten, load_json, load_yaml, read_json, write_json
 from lenet_exp.metrics import METRICS, is_number
-from lenet_exp.overrides import IGNORED, as_dict, grid, key_of, quoted, split, value_text
+from lenet_exp.overrides import IGNORED, as_dict, grid, key_of, param_overrides, quoted, split, value_text
 from lenet_exp.overrides import swept_keys as swept_keys_of
 from lenet_exp.plugins import basic_sweeper, fuses, halves, one_at_a_time, samples
 from lenet_exp.settings import ADDED_KEYS, settings_of
@@ -182,7 +182,7 @@ def jobs_asked(cfg: DictConfig, overrides: list[str]) -> int | None:
     if isinstance(trials, int):
         return trials
     if basic_sweeper(cfg):
-        params = [f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}).items()]
+        params = param_overrides(OmegaConf.select(cfg, "hydra.sweeper.params", default=None))
         with contextlib.suppress(Exception):  # the checks before the sweep refused what Hydra cannot read
             return len(grid([*params, *(o for o in overrides if "=" in o and not o.startswith("hydra"))]))
     return None
@@ -372,7 +372,7 @@ def grid_jobs(sweep_dir: Path) -> dict[str, dict] | None:
     overrides, sweeper = record.get("overrides"), record.get("sweeper")
     if record.get("grid") is not True or not isinstance(overrides, list) or not isinstance(sweeper, dict):
         return None
-    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    params = param_overrides(sweeper.get("params"))
     try:
         points = grid([*params, *overrides])
     except Exception:  # a record no sweep wrote

@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from lenet_exp.augment import epoch_augmentation
 from lenet_exp.data import Split
 from lenet_exp.jobs import Progress
 from lenet_exp.loop import epoch_order, train_epoch
@@ -33,8 +34,9 @@ def train_steps(trainee, data: Split, seeds: list[int], steps: int | None, s: Se
     n = len(data) if steps is None else steps * s.data.batch_size
     part = Split(data.images[:n], data.labels[:n])
     orders = torch.stack([epoch_order(len(part), seed, epoch, data.images.device) for seed in seeds])  # (G, N)
+    draws = epoch_augmentation(s.data.augment, seeds, len(part), epoch, data.images.device)
     with StopSignals() as stop:
-        for _ in train_epoch(trainee, part, orders, [Progress() for _ in seeds], [True] * len(seeds), s, stop):
+        for _ in train_epoch(trainee, part, orders, draws, [Progress() for _ in seeds], [True] * len(seeds), s, stop):
             pass
     if stop.signum is not None:
         raise Interrupted(stop.signum)

@@ -70,6 +70,8 @@ def restore(run: Run, path: Path) -> None:
         if run.scheduler:
             run.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if run.device.type == "cuda" and "cuda_rng" in state:  # (a run moved from the CPU draws on from its seed)
+            torch.cuda.set_rng_state(state["cuda_rng"], run.device)
         known = {f.name for f in fields(Progress)}  # an earlier version saved a field since dropped (examples)
         run.p = Progress(**{k: v for k, v in state["progress"].items() if k in known})
     except Exception as e:

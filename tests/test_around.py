@@ -29,10 +29,12 @@ def test_the_exercises_preset_changes_each_knob_alone_around_its_base():
     made = jobs(cfg, params, [])
     base = made[0]
     assert base == ["optimizer.lr=0.003", "activation=relu", "model.pool=max", "model.kernel_size=5",
-                    "model.conv_channels=[6,16]", "model.hidden=[120,84]", "trainer.epochs=3", "seed=0"]  # fmt: skip
+                    "model.conv_channels=[6,16]", "model.hidden=[120,84]", "trainer.epochs=3", "model.norm=none",
+                    "model.dropout=0.0", "data.augment=false", "seed=0"]  # fmt: skip
     changed = [[o for o in job if o not in base and not o.startswith("seed=")] for job in made[::3]]
-    assert all(len(c) == 1 for c in changed[1:]) and len(made) == 14 * 3  # 13 knob values, and the base; 3 seeds
+    assert all(len(c) == 1 for c in changed[1:]) and len(made) == 17 * 3  # 16 knob values, and the base; 3 seeds
     assert [c[0] for c in changed[1:4]] == ["optimizer.lr=0.001", "optimizer.lr=0.01", "activation=sigmoid"]
+    assert [c[0] for c in changed[-3:]] == ["model.norm=batch", "model.dropout=0.3", "data.augment=true"]  # as typed
     assert len({tuple(job) for job in made}) == len(made)
 
 

@@ -18,6 +18,7 @@ LAYERS = [
     [
         "config",
         "model",
+        "augment",
         "schedule",
         "checkpoint",
         "cluster",

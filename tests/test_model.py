@@ -84,3 +84,46 @@ def test_classifier_computes_in_fp32_under_bf16_autocast():
     assert logits.dtype == torch.float32
     expected = torch.nn.functional.linear(features.float(), model[-1].weight, model[-1].bias)
     assert torch.equal(logits, expected)
+
+
+def test_the_next_chapters_layers_sit_where_the_textbook_puts_them():
+    """Batch norm between each conv or hidden linear layer and its activation; dropout before each hidden linear
+    layer; the classifier untouched. With max pooling and a never-decreasing activation, the pool comes first."""
+    model = LeNet(nn.Sigmoid, norm="batch", dropout=0.25)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds == [
+        "Conv2d", "BatchNorm2d", "Sigmoid", "AvgPool2d", "Conv2d", "BatchNorm2d", "Sigmoid", "AvgPool2d", "Flatten",
+        "Dropout", "Linear", "BatchNorm1d", "Sigmoid", "Dropout", "Linear", "BatchNorm1d", "Sigmoid", "Linear",
+    ]  # fmt: skip
+    assert {m.p for m in model if isinstance(m, nn.Dropout)} == {0.25}
+    assert len(shape_table(model, (1, 28, 28))) == len(kinds) and model.training  # one example: eval mode, restored
+    plain = [type(m).__name__ for m in LeNet(nn.Sigmoid)]
+    assert "Dropout" not in plain and "BatchNorm1d" not in plain and len(plain) == 12
+
+
+@pytest.mark.parametrize(
+    "activation,first",
+    [(nn.Tanh, "MaxPool2d"), (nn.ReLU, "MaxPool2d"), (nn.Sigmoid, "MaxPool2d"), (nn.GELU, "GELU")],
+)
+def test_max_pooling_comes_first_only_where_the_function_is_the_same(activation, first):
+    """Pool before a never-decreasing activation: the same outputs and gradients as the textbook's order, faster.
+    GELU dips below zero, so the largest input is not the largest output: it keeps the textbook's order."""
+    torch.manual_seed(0)
+    model = LeNet(activation, conv_channels=(8, 16), pool="max")
+    assert type(model[1]).__name__ == first
+    textbook = nn.Sequential(*(model[i] for i in (0, 2, 1, 3, 5, 4, *range(6, len(model)))))
+    x = torch.randn(16, 1, 28, 28)
+    reordered = first == "MaxPool2d"
+    if reordered:
+        assert torch.allclose(model(x), textbook(x), atol=1e-6)
+        g1 = torch.autograd.grad(model(x).sum(), model[0].weight)[0]
+        g2 = torch.autograd.grad(textbook(x).sum(), model[0].weight)[0]
+        assert torch.allclose(g1, g2, atol=1e-5)
+    assert type(LeNet(activation, pool="avg")[1]).__name__ == activation.__name__  # averaging: the textbook's order
+
+
+def test_bad_norm_and_dropout_are_refused_with_the_reason(make_cfg):
+    with pytest.raises(ValueError, match="norm='layer'"):
+        LeNet(nn.ReLU, norm="layer")
+    with pytest.raises(ValueError, match=r"dropout=1\.0"):
+        LeNet(nn.ReLU, dropout=1.0)

@@ -43,6 +43,13 @@ BAD_INPUTS = {
     ),
     "optimizer.lr=[0.1": "optimizer.lr=[0.1: not a valid override",
     "+optimizer.learning_rate=0.1": "optimizer: SGD.__init__() got an unexpected keyword argument 'learning_rate'",
+    "model.norm=layer": "model.norm='layer' is not allowed: expected one of none, batch",
+    "model.dropout=1": "model.dropout=1 is not allowed: expected a number in [0, 1)",
+    "data.augment=maybe": "data.augment='maybe' is not allowed: expected true or false",
+    "model.norm=batch data.limit_train=1025": (
+        "model.norm=batch needs two or more examples in every training batch, but the last batch of an epoch of 1025 "
+        "holds one (data.batch_size=256); change data.batch_size or data.limit_train"
+    ),
     "device.name=cuda": "device=cuda: CUDA is not available on this machine; use device=auto or device=cpu",
     "resume=nowhere": "resume=nowhere: not a run folder",
 }
@@ -105,10 +112,10 @@ def unbroken(tmp_path_factory):
     return run_in_new_folder(tmp_path_factory, "unbroken", *RESUME_RUN)[0] / "run"
 
 
-def interrupt_in_epoch_2(cwd, sig, folder: str | None = "run") -> subprocess.Popen:
+def interrupt_in_epoch_2(cwd, sig, folder: str | None = "run", extra: tuple = ()) -> subprocess.Popen:
     """Start the run (in `folder`, else in the default outputs/<date>/<time>), wait until epoch 1 is recorded, then
     send `sig` a little into epoch 2."""
-    proc = start_cli(*RESUME_RUN, *([f"hydra.run.dir={folder}"] if folder else []), cwd=cwd)
+    proc = start_cli(*RESUME_RUN, *extra, *([f"hydra.run.dir={folder}"] if folder else []), cwd=cwd)
     run = lambda: cwd / folder if folder else next(iter(cwd.glob("outputs/*/*")), cwd / "none")  # noqa: E731
     deadline = time.time() + HANG
     while epochs_completed(run()) < 1:
@@ -157,6 +164,28 @@ def test_interrupt_then_rerun_equals_an_unbroken_run(tmp_path, unbroken, sig, fa
     for tag in ("train/loss", "train/acc", "test/acc", "train/lr"):
         assert got[tag] == want[tag], tag  # same steps, same values: nothing repeated or missing
     assert len(got["train/loss"]) == 15
+
+
+NEXT_CHAPTER = ("model.norm=batch", "model.dropout=0.3", "data.augment=true")
+
+
+def test_the_next_chapters_knobs_resume_exactly(tmp_path, fashion_mnist):
+    """Batch norm's running statistics, dropout's random stream and the augmentation's draws all continue where the
+    stop left them: the rerun's figures and curves are an unbroken run's, digit for digit."""
+    unbroken = run_cli(*RESUME_RUN, *NEXT_CHAPTER, "hydra.run.dir=unbroken", cwd=tmp_path)
+    assert unbroken.returncode == 0, unbroken.stderr
+    proc = interrupt_in_epoch_2(tmp_path, signal.SIGTERM, "run", NEXT_CHAPTER)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stdout.read()
+    state = torch.load(tmp_path / "run" / LAST, weights_only=False)
+    assert state["progress"]["epoch"] == 1 and state["progress"]["step"] > 0  # stopped mid-epoch
+    assert "1.running_mean" in state["model"]
+    rerun = run_cli(*RESUME_RUN, *NEXT_CHAPTER, "hydra.run.dir=run", cwd=tmp_path)
+    assert rerun.returncode == 0 and "Resuming" in rerun.stdout + rerun.stderr, rerun.stderr
+    resumed, reference = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "unbroken"))
+    assert {k: resumed[k] for k in FIGURES} == {k: reference[k] for k in FIGURES}
+    got, want = scalars(tmp_path / "run"), scalars(tmp_path / "unbroken")
+    for tag in ("train/loss", "train/acc", "test/acc"):
+        assert got[tag] == want[tag], tag
 
 
 def test_corrupt_checkpoint_is_refused_not_retrained(tmp_path, fashion_mnist):
