@@ -65,7 +65,13 @@ def command(args, cwd: Path, env: dict, module: str = "lenet_exp", code: str | N
     (`merge`: stderr into stdout): forked from the fork server (forks.py), which has imported what the command
     imports; a real interpreter where the command must be one (another PYTHONPATH, LENET_TEST_FORKS=0)."""
     other = env.get("PYTHONPATH") != os.environ.get("PYTHONPATH")  # another package: a fresh interpreter imports it
-    pools = any(p in " ".join(args) for p in ("launcher=parallel", "launcher=joblib", "launcher=submitit"))  # their own
+    pooled = (
+        "launcher=parallel",
+        "launcher=joblib",
+        "launcher=submitit",
+        "hparams_search=lenet_best",
+    )  # (its launcher)
+    pools = any(p in " ".join(args) for p in pooled)  # worker pools of their own: from a real interpreter
     if other or pools or module == "lenet_exp.bench" or os.environ.get("LENET_TEST_FORKS") == "0":
         cmd = [sys.executable, *(["-c", code] if code is not None else ["-m", module]), *args]
         err = subprocess.STDOUT if merge else subprocess.PIPE

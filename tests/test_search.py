@@ -655,7 +655,7 @@ def test_lenet_best_on_a_slice_ends_with_a_setting_over_3_seeds_and_a_rerun_that
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(tmp_path / "s" / "summary.csv")
     assert len(rows) == 6 and {r["seed"] for r in rows} == {"0", "1", "2"}
-    assert {r["activation"] for r in rows} == {"relu"}
+    assert {r["optimizer.lr"] for r in rows} == {"0.003", "0.01"}
     record = json.loads((tmp_path / "s" / "halving.json").read_text())
     assert record["rungs"] == [1, 3] and record["settings"] == 2
     md = (tmp_path / "s" / "summary.md").read_text()
