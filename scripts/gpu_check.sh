@@ -37,6 +37,9 @@ step bench_compile all python3 -m lenet_exp.bench --device "$DEVICE" --repeats 3
 
 SWEEP="optimizer.lr=0.1,0.3,0.9 activation=sigmoid,relu device=$DEVICE trainer.epochs=$EPOCHS"
 step one_job tail python3 -m lenet_exp device="$DEVICE" trainer.epochs="$EPOCHS" trainer.progress=false hydra.run.dir="$RUNS/one"
+# The next chapter's knobs on the device: batch norm, dropout and augmentation (done on the data's device), in bf16.
+step next_chapter tail python3 -m lenet_exp device="$DEVICE" trainer.epochs="$EPOCHS" trainer.progress=false model.norm=batch model.dropout=0.3 data.augment=true device.amp=true hydra.run.dir="$RUNS/next"
+step bench_best all python3 -m lenet_exp.bench --device "$DEVICE" --repeats 3 --steps "$STEPS" hparams_search=lenet_best optimizer.lr=0.003 device.threads=null
 step sequential_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra.sweep.dir="$RUNS/seq"
 step parallel_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra/launcher=parallel hydra.launcher.n_jobs=6 hydra.sweep.dir="$RUNS/par"
 step fused_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra/launcher=fused hydra.sweep.dir="$RUNS/fused"
@@ -44,7 +47,7 @@ step fused_6_jobs none python3 -m lenet_exp --multirun $SWEEP hydra/launcher=fus
 # Aggregate examples/sec of K settings one after another, side by side (parallel's arrangement) and fused.
 step bench_sweep_6 all python3 -m lenet_exp.bench --device "$DEVICE" --sweep 6 --steps "$SWEEP_STEPS" --jobs 6
 step bench_sweep_48 all python3 -m lenet_exp.bench --device "$DEVICE" --sweep 48 --steps "$SWEEP_STEPS" --jobs 8
-step fused_halving tail python3 -m lenet_exp --multirun hparams_search=halving $SWEEP hydra/launcher=fused hydra.sweep.dir="$RUNS/halving"
+step fused_halving tail python3 -m lenet_exp --multirun hparams_search=halving $SWEEP model.norm=batch data.augment=true hydra/launcher=fused hydra.sweep.dir="$RUNS/halving"
 [ -f "$RUNS/halving/summary.md" ] && sed -n '1,12p' "$RUNS/halving/summary.md"
 
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/gpu_check_logs.tgz" -C "$LOGS" . && echo "logs: \$OUT/gpu_check_logs.tgz"; else echo "logs: $LOGS"; fi
