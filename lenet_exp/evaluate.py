@@ -55,14 +55,20 @@ def checked_run(folder: Path, which: str) -> dict:
     return metrics
 
 
-def predict(model, data: Split, batch_size: int):
-    """The model's predicted class of every example of a split, in batches (CPU tensors)."""
+def predict(model, data: Split, batch_size: int, amp: bool = False, channels_last: bool = False):
+    """The model's predicted class of every example of a split, in batches (CPU tensors), in the run's precision
+    and layout (`device.amp`: bf16 where the run evaluated in it), so the figures are the ones it recorded."""
     import torch
 
+    from lenet_exp.model import mixed_precision
+
+    predicted = []
     with torch.inference_mode():
-        return torch.cat(
-            [model(to_input(data.images[i : i + batch_size], False)).argmax(1) for i in range(0, len(data), batch_size)]
-        )
+        for i in range(0, len(data), batch_size):
+            x = to_input(data.images[i : i + batch_size], channels_last)
+            with mixed_precision(amp, x):
+                predicted.append(model(x).argmax(1))
+    return torch.cat(predicted)
 
 
 def recorded(metrics: dict, which: str, split: str) -> float | None:
@@ -142,7 +148,7 @@ def evaluate(folder: Path, which: str) -> list[str]:
     _, val_set, test_set = load_data_for(s, torch.device("cpu"))
     model = load(folder, which)
     splits = {
-        name: (data, predict(model, data, s.device.eval_batch_size))
+        name: (data, predict(model, data, s.device.eval_batch_size, s.device.amp, s.device.channels_last))
         for name, data in (("val", val_set), ("test", test_set))
         if data is not None
     }

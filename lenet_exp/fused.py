@@ -363,11 +363,10 @@ def elementwise(activation: nn.Module) -> bool:
 def why_alone(cfg: DictConfig) -> str | None:
     """Why a job the fused launcher would otherwise fuse must train alone, in one line, or None: dropout draws its
     masks from the run's own random stream, which a fused model of G runs cannot keep for each."""
-    dropout = OmegaConf.select(cfg, "model.dropout", default=0)
-    if dropout:
+    if OmegaConf.select(cfg, "model.dropout", default=0):
         return (
-            f"model.dropout={dropout}: jobs with dropout train one at a time, not fused (a fused model cannot draw "
-            "each model's own dropout masks, so its figures would not be the job's own)"
+            "model.dropout > 0: jobs with dropout train one at a time, not fused (a fused model cannot draw each "
+            "model's own dropout masks, so its figures would not be the job's own)"
         )
     return None
 

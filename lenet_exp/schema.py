@@ -337,6 +337,7 @@ def check_norm_batches(s: Settings) -> None:
         raise ConfigError(
             f"model.norm=batch needs two or more examples in every training batch, but {where} "
             f"(data.batch_size={s.data.batch_size}); change data.batch_size or data.limit_train"
+            + (" or data.val_size" if s.data.val_size else "")
         )
 
 

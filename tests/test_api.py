@@ -162,3 +162,17 @@ def test_summarize_compares_a_folder_of_single_runs(tmp_path, fashion_mnist):
     )
     resume = f"python -m lenet_exp resume={tmp_path / 'outputs' / 'day' / '0.1'}"
     assert f"Not finished; continue each with:\n\n    {resume}\n" in md and "--multirun" not in md
+
+
+def test_evaluate_gives_the_recorded_figures_of_a_bf16_run(tmp_path, fashion_mnist):
+    """A run that evaluated in bf16 (`device.amp` on a device that computes in it) is evaluated in bf16 again: the
+    figures are those metrics.json recorded, not fp32's, which differ in an image or two."""
+    sizes = ["data.limit_train=4000", "data.limit_test=2000", "data.val_size=2000", "data.batch_size=64"]
+    knobs = ["model.norm=batch", "device.amp=true", "optimizer=adam", "activation=relu", "trainer.epochs=1"]
+    cfg = lenet_exp.compose([*SMALL, *sizes, *knobs])
+    run = lenet_exp.train(cfg, tmp_path / "bf16", quiet=True)
+    proc = run_cli(str(run.run_dir), module="lenet_exp.evaluate", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for split in ("val", "test"):
+        figure = run.metrics[f"{split}_acc"]
+        assert f"{split} acc {figure:.4f} on 2000 examples (metrics.json: {figure:.4f})" in proc.stdout, proc.stdout

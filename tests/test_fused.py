@@ -284,7 +284,10 @@ def test_a_fused_halving_search(tmp_path, fashion_mnist):
     "knob, said",
     [
         (["activation._target_=torch.nn.Softmax", "+activation.dim=1"], None),
-        (["model.dropout=0.3"], "Fused launcher: model.dropout=0.3: jobs with dropout train one at a time, not fused"),
+        (
+            ["model.dropout=0.2,0.3"],
+            "Fused launcher: model.dropout > 0: jobs with dropout train one at a time, not fused",
+        ),
     ],
 )
 def test_jobs_a_fused_model_cannot_keep_train_alone_with_the_figures_of_a_plain_sweep(knob, said, tmp_path):
@@ -295,7 +298,10 @@ def test_jobs_a_fused_model_cannot_keep_train_alone_with_the_figures_of_a_plain_
     plain = run_cli("-m", *args, "hydra.sweep.dir=plain", cwd=tmp_path)
     assert fused.returncode == plain.returncode == 0, fused.stderr + plain.stderr
     assert "as one fused model" not in fused.stdout
-    assert figures_of(tmp_path / "fused") == figures_of(tmp_path / "plain") and len(figures_of(tmp_path / "fused")) == 2
+    assert figures_of(tmp_path / "fused") == figures_of(tmp_path / "plain") and len(figures_of(tmp_path / "fused")) in (
+        2,
+        4,
+    )
     lines = [line for line in (fused.stdout + fused.stderr).splitlines() if "Fused launcher: model.dropout" in line]
     assert len(lines) == (1 if said else 0) and (not said or said in lines[0]), lines
 
