@@ -18,7 +18,7 @@ from lenet_exp.cluster import check_cluster
 from lenet_exp.config import compose_config, no_plugin_key, refusal
 from lenet_exp.errors import ConfigError, FolderRefused
 from lenet_exp.files import DamagedRecord
-from lenet_exp.overrides import is_hydra_override, is_sweep, key_of, listed, parse, split, swept_keys
+from lenet_exp.overrides import is_hydra_override, is_sweep, key_of, listed, parse, split, swept_keys, value_text
 from lenet_exp.plugins import (
     basic_sweeper,
     halves,
@@ -223,7 +223,8 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
         "or choose a new hydra.sweep.dir"
     )
     swept = set(then.get("swept") or []) | set(now["swept"])
-    if diff := _override_difference(_by_key(given, swept), _by_key(overrides, swept)):
+    before = _by_key(given, swept)
+    if diff := _override_difference(before, _unrestored(before, _by_key(overrides, swept), then.get("settings") or {})):
         raise FolderRefused(refuse.format(diff))
     if swept_keys(given) != swept_keys(overrides):
         raise FolderRefused(
@@ -238,9 +239,22 @@ def check_sweep_folder(sweep_dir: Path, overrides: list[str], cfg: DictConfig) -
             f"hydra.sweeper values it had, or choose a new hydra.sweep.dir"
         )
     if diff := first_difference(then.get("settings") or {}, now["settings"]):
-        raise FolderRefused(refuse.format(diff))
+        raise FolderRefused(_settings_refusal(sweep_dir, diff, given, then.get("settings") or {}, refuse))
     if "trainer.epochs" not in swept:
         _check_epochs(sweep_dir, cfg)
+
+
+def _settings_refusal(sweep_dir: Path, diff: str, given: list[str], settings: dict, refuse: str) -> str:
+    """Why a fixed setting differs, and the command that reruns the sweep as it was: its own, or, where no override
+    of it set the key (a config file, a preset, changed since), its own with the key at its earlier value."""
+    key = key_of(diff)
+    if key in {key_of(o) for o in given} or key not in settings:
+        return refuse.format(diff)
+    again = " ".join([*given, f"{key}={value_text(settings[key])}"])
+    return (
+        f"{sweep_dir} holds a sweep of other settings ({diff}; a config file has changed since); rerun it as it was "
+        f"({again}), or choose a new hydra.sweep.dir"
+    )
 
 
 def _check_epochs(sweep_dir: Path, cfg: DictConfig) -> None:
@@ -260,6 +274,12 @@ def _by_key(overrides: list[str], swept: set[str]) -> dict[str, str]:
     """Overrides as key -> value text, without the keys a rerun may change (unless the sweep varies them)."""
     pairs = (o.partition("=")[::2] for o in overrides if "=" in o)  # the key as typed: +key and key are two
     return {k: v for k, v in pairs if key_of(k) in swept or not key_of(k).startswith(RESUMABLE_CHANGES)}
+
+
+def _unrestored(before: dict[str, str], now: dict[str, str], settings: dict) -> dict[str, str]:
+    """The overrides of a rerun less those that only restore what the sweep ran with (a key no override of it gave,
+    added at its recorded value, as a refusal asks where a config file has changed since): the same sweep."""
+    return {k: v for k, v in now.items() if k in before or k not in settings or v != value_text(settings[k])}
 
 
 def _override_difference(then: dict[str, str], now: dict[str, str]) -> str | None:

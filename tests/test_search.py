@@ -22,6 +22,7 @@ from helpers import (
     job_dirs,
     popen,
     read_csv,
+    refused,
     run_cli,
     scalars,
     session_status,
@@ -734,3 +735,22 @@ def test_a_sigterm_after_the_searchs_last_rung_ends_in_one_line(tmp_path, fashio
     _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("Interrupted by SIGTERM: ")
+
+
+def test_a_sweep_whose_config_file_changed_since_is_refused_with_the_command_that_reruns_it(halving_search, tmp_path):
+    """A setting no override gave (the preset's or a config file's) that differs now: the refusal's rerun command is
+    the sweep's own with that key at its earlier value, which the check then takes."""
+    sweep = tmp_path / "search"
+    shutil.copytree(halving_search[0], sweep)
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert record["settings"]["model.pool"] == "avg"
+    record["settings"]["model.pool"] = "max"  # as if the file had said max when the sweep ran
+    (sweep / "sweep.json").write_text(json.dumps(record))
+    proc = refused(*SEARCH, cwd=tmp_path)  # its own command, in the folder holding the copy
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and len(line.splitlines()) == 1, proc.stderr
+    assert '(model.pool="max" there, "avg" now; a config file has changed since)' in line, line
+    command = line.split("rerun it as it was (", 1)[1].rsplit("), or choose", 1)[0].split()
+    assert command[-1] == "model.pool=max" and "hparams_search=halving" in command, command
+    again = run_cli("-m", *command, "hydra.sweep.dir=search", cwd=tmp_path)  # finished: it trains nothing
+    assert "holds a sweep of other settings" not in again.stderr, again.stderr
