@@ -123,21 +123,18 @@ def launch_here(launcher, job_overrides, initial_job_idx: int) -> list[JobReturn
 
 def fusion_groups(configs: list[DictConfig], max_models: int) -> list[list[int]]:
     """Indices of the jobs that train together, at most max_models a group; a job no other can join alone (also one
-    that cannot be read as lenet_exp's: the task itself then says what is wrong)."""
-    keys = []
+    that cannot be read as lenet_exp's: the task itself then says what is wrong). Why a knob keeps jobs apart that
+    would otherwise fuse (dropout) is said once, in one line."""
+    keys, reasons = [], set()
     for cfg in configs:
         try:
             keys.append(fusion_key(cfg))
+            reasons.add(why_alone(cfg))
         except Exception:
             keys.append(None)
+    for reason in sorted(r for r in reasons if r):
+        log.warning(f"Fused launcher: {reason}")
     return groups_of(keys, max_models)
-
-
-def alone_reason(cfg: DictConfig) -> str | None:
-    try:
-        return why_alone(cfg)
-    except Exception:  # a config that cannot be read as lenet_exp's: the task itself says what is wrong
-        return None
 
 
 def train_configs(launcher, configs: list[DictConfig]) -> list[JobReturn]:
@@ -148,8 +145,6 @@ def train_configs(launcher, configs: list[DictConfig]) -> list[JobReturn]:
     groups = fusion_groups(configs, launcher.max_models)
     sizes = ", ".join(str(len(g)) for g in groups)
     log.info(f"Fused launcher: {plural(len(configs), 'job')} in {plural(len(groups), 'group')} of {sizes}")
-    for reason in sorted({why for cfg in configs if (why := alone_reason(cfg))}):
-        log.warning(f"Fused launcher: {reason}")
     returns: list[JobReturn | None] = [None] * len(configs)
     for group in groups:
         if len(group) == 1:
